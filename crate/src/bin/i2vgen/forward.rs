@@ -1,0 +1,132 @@
+//! `i2vgen forward`: run one component of a diffusers folder on named tensors, for parity checks.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use burn::tensor::{Device, TensorData};
+use clap::ValueEnum;
+use i2vgen::clip::{CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection};
+use i2vgen::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetConfig, I2VGenXLUNetInput};
+use i2vgen::vae::{AutoencoderKL, AutoencoderKLConfig};
+
+use crate::model_dir;
+use crate::tensors::{TensorFile, write};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Component {
+    /// input_ids [B,77] → last_hidden_state, penultimate_normed
+    TextEncoder,
+    /// pixel_values [B,3,S,S] → image_embeds
+    ImageEncoder,
+    /// sample [B,3,H,W] in [-1,1] → latent_mean, latent_logvar
+    VaeEncode,
+    /// latents [B,4,h,w] (unscaled) → sample
+    VaeDecode,
+    /// sample, timestep, encoder_hidden_states, fps, image_latents, image_embeddings → sample
+    Unet,
+}
+
+fn expect_dims(name: &str, dims: &[usize], rank: usize, check: impl Fn(&[usize]) -> Option<String>) -> Result<()> {
+    if dims.len() != rank {
+        bail!("`{name}` has shape {dims:?}; expected {rank} dimensions");
+    }
+    if let Some(problem) = check(dims) {
+        bail!("`{name}` has shape {dims:?}: {problem}");
+    }
+    Ok(())
+}
+
+pub fn run(model: &Path, component: Component, inputs: &Path, output: &Path, device: &Device) -> Result<()> {
+    let inputs = TensorFile::read(inputs)?;
+    let outputs: Vec<(&str, TensorData)> = match component {
+        Component::TextEncoder => {
+            let config: CLIPTextConfig = model_dir::config(model, "text_encoder")?;
+            let max = config.max_position_embeddings;
+            expect_dims("input_ids", &inputs.dims("input_ids")?, 2, |d| {
+                (d[1] > max).then(|| format!("at most {max} tokens per prompt"))
+            })?;
+            let ids = inputs.int::<2>("input_ids", device)?;
+            let mut w = model_dir::weights(model, "text_encoder", device)?;
+            let net = CLIPTextModel::load(&mut w, &config)?;
+            w.finish()?;
+            let out = net.forward(ids);
+            vec![
+                ("last_hidden_state", out.last_hidden_state.into_data()),
+                ("penultimate_normed", out.penultimate_normed.into_data()),
+            ]
+        }
+        Component::ImageEncoder => {
+            let config: CLIPVisionConfig = model_dir::config(model, "image_encoder")?;
+            let (c, s) = (config.num_channels, config.image_size);
+            expect_dims("pixel_values", &inputs.dims("pixel_values")?, 4, |d| {
+                (d[1] != c || d[2] != s || d[3] != s).then(|| format!("expected [B, {c}, {s}, {s}]"))
+            })?;
+            let pixels = inputs.float::<4>("pixel_values", device)?;
+            let mut w = model_dir::weights(model, "image_encoder", device)?;
+            let net = CLIPVisionModelWithProjection::load(&mut w, &config)?;
+            w.finish()?;
+            vec![("image_embeds", net.forward(pixels).into_data())]
+        }
+        Component::VaeEncode | Component::VaeDecode => {
+            let config: AutoencoderKLConfig = model_dir::config(model, "vae")?;
+            let f = config.downscale();
+            let z = config.latent_channels;
+            let mut w = model_dir::weights(model, "vae", device)?;
+            let vae = AutoencoderKL::load(&mut w, &config)?;
+            w.finish()?;
+            if let Component::VaeEncode = component {
+                expect_dims("sample", &inputs.dims("sample")?, 4, |d| {
+                    (d[1] != config.in_channels || d[2] % f != 0 || d[3] % f != 0)
+                        .then(|| format!("expected [B, {}, H, W] with H and W multiples of {f}", config.in_channels))
+                })?;
+                let dist = vae.encode(inputs.float::<4>("sample", device)?);
+                vec![("latent_mean", dist.mean.into_data()), ("latent_logvar", dist.logvar.into_data())]
+            } else {
+                expect_dims("latents", &inputs.dims("latents")?, 4, |d| {
+                    (d[1] != z).then(|| format!("expected [B, {z}, h, w]"))
+                })?;
+                vec![("sample", vae.decode(inputs.float::<4>("latents", device)?).into_data())]
+            }
+        }
+        Component::Unet => vec![("sample", unet(model, &inputs, device)?.into_data())],
+    };
+    write(output, outputs)
+}
+
+fn unet(model: &Path, inputs: &TensorFile, device: &Device) -> Result<burn::tensor::Tensor<5>> {
+    let config: I2VGenXLUNetConfig = model_dir::config(model, "unet")?;
+    let sample = inputs.dims("sample")?;
+    let cin = config.in_channels;
+    expect_dims("sample", &sample, 5, |d| (d[1] != cin).then(|| format!("expected [B, {cin}, F, h, w]")))?;
+    let (b, dim) = (sample[0], config.cross_attention_dim);
+    expect_dims("image_latents", &inputs.dims("image_latents")?, 5, |d| {
+        (d[0] != b || d[1] != 4 || d[2..] != sample[2..]).then(|| format!("expected [{b}, 4, {}, {}, {}]", sample[2], sample[3], sample[4]))
+    })?;
+    expect_dims("encoder_hidden_states", &inputs.dims("encoder_hidden_states")?, 3, |d| {
+        (d[0] != b || d[2] != dim).then(|| format!("expected [{b}, T, {dim}]"))
+    })?;
+    expect_dims("image_embeddings", &inputs.dims("image_embeddings")?, 2, |d| {
+        (d[0] != b || d[1] != dim).then(|| format!("expected [{b}, {dim}]"))
+    })?;
+    let per_batch = |name: &str| -> Result<Vec<f32>> {
+        let values = inputs.scalars(name)?;
+        match values.len() {
+            1 => Ok(vec![values[0]; b]),
+            n if n == b => Ok(values),
+            n => bail!("`{name}` has {n} values; give one, or one per batch element ({b})"),
+        }
+    };
+    let (timesteps, fps) = (per_batch("timestep")?, per_batch("fps")?);
+    let mut w = model_dir::weights(model, "unet", device)?;
+    let net = I2VGenXLUNet::load(&mut w, &config)?;
+    w.finish()?;
+    Ok(net.forward(I2VGenXLUNetInput {
+        sample: inputs.float::<5>("sample", device)?,
+        timesteps,
+        encoder_hidden_states: inputs.float::<3>("encoder_hidden_states", device)?,
+        fps,
+        image_latents: inputs.float::<5>("image_latents", device)?,
+        image_embeddings: inputs.float::<2>("image_embeddings", device)?,
+    }))
+}

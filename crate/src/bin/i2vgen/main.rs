@@ -1,0 +1,86 @@
+//! `i2vgen`: the native command-line tool.
+
+mod devices;
+mod forward;
+mod info;
+mod model_dir;
+mod tensors;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use i2vgen::tokenizer::CLIPTokenizer;
+
+use crate::devices::Backend;
+
+#[derive(Parser)]
+#[command(name = "i2vgen", version, about = "I2VGen-XL image-to-video on burn (CPU or wgpu)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the backends this machine can reach and run the device check on each.
+    Info {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one component of a diffusers pipeline folder on named tensors (parity checks).
+    Forward {
+        /// The diffusers pipeline folder (model_index.json, unet/, vae/, ...).
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, value_enum)]
+        component: forward::Component,
+        /// A safetensors file with the component's input tensors.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Where to write the output tensors (safetensors, f32).
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, value_enum, default_value = "wgpu")]
+        backend: Backend,
+    },
+    /// Print the 77 token ids of a prompt as a JSON array.
+    Tokenize {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+    },
+}
+
+fn tokenize(model: &std::path::Path, prompt: &str) -> Result<()> {
+    let dir = model.join("tokenizer");
+    let read = |name: &str| model_dir::read_text(&dir.join(name));
+    let optional = |name: &str| dir.join(name).exists().then(|| read(name)).transpose();
+    let tokenizer = CLIPTokenizer::from_files(
+        &read("vocab.json")?,
+        &read("merges.txt")?,
+        optional("tokenizer_config.json")?.as_deref(),
+        optional("special_tokens_map.json")?.as_deref(),
+    )?;
+    println!("{}", serde_json::to_string(&tokenizer.encode(prompt))?);
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info { json } => info::run(json),
+        Command::Forward { model, component, inputs, output, backend } => {
+            forward::run(&model, component, &inputs, &output, &devices::device(backend)?)
+        }
+        Command::Tokenize { model, prompt } => tokenize(&model, &prompt),
+    }
+}
+
+fn main() {
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}

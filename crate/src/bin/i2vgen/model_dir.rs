@@ -1,0 +1,50 @@
+//! Reading a diffusers pipeline folder: component configs and weights.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use i2vgen::config::{ConfigFile, parse};
+use i2vgen::weights::{WeightFiles, Weights, index_shards, select_weight_files};
+
+fn component_dir(model: &Path, component: &str) -> Result<PathBuf> {
+    let dir = model.join(component);
+    if !dir.is_dir() {
+        bail!("{} has no {component}/ folder; --model must be a diffusers pipeline folder", model.display());
+    }
+    Ok(dir)
+}
+
+/// Read a text file of a component (`tokenizer/vocab.json`), with the path in any error.
+pub fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Parse `<component>/config.json`; unknown keys are reported on stderr, not fatal.
+pub fn config<T: ConfigFile>(model: &Path, component: &str) -> Result<T> {
+    let path = component_dir(model, component)?.join("config.json");
+    let parsed = parse::<T>(&read_text(&path)?)?;
+    if !parsed.unknown_keys.is_empty() {
+        eprintln!("note: {} has keys this version ignores: {}", path.display(), parsed.unknown_keys.join(", "));
+    }
+    Ok(parsed.config)
+}
+
+/// All weight tensors of a component, ready to be taken by its network.
+pub fn weights(model: &Path, component: &str, device: &Device) -> Result<Weights> {
+    let dir = component_dir(model, component)?;
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    let files = match select_weight_files(&names, None).with_context(|| format!("in {}", dir.display()))? {
+        WeightFiles::Single(name) => vec![name],
+        WeightFiles::Index(index) => index_shards(&read_text(&dir.join(&index))?)?,
+    };
+    let bytes = files
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).with_context(|| format!("cannot read {}", dir.join(f).display())))
+        .collect::<Result<Vec<_>>>()?;
+    let slices: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+    Weights::from_safetensors(&slices, device).with_context(|| format!("loading {}", dir.display()))
+}

@@ -1,0 +1,151 @@
+//! Strict weight loading from safetensors in the diffusers/hub layout.
+//!
+//! Networks take their tensors by key path (`down_blocks.0.resnets.1.conv1.weight`), stating the
+//! shape their config implies. A missing key, a wrong shape, and (in [`Weights::finish`]) a key
+//! nobody took are all errors that name the key. f32, f16 and bf16 on disk load as f32.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+struct Stored {
+    shape: Vec<usize>,
+    values: Vec<f32>,
+}
+
+/// The tensors of one component, waiting to be taken by the network being built.
+pub struct Weights {
+    device: Device,
+    tensors: BTreeMap<String, Stored>,
+}
+
+/// Join a module path and a field name the way state-dict keys are spelled.
+pub fn key(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
+}
+
+/// Values of a float tensor in a safetensors file as f32 (f32, f16 and bf16).
+pub fn to_f32(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>> {
+    Ok(match dtype {
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(Error::Safetensors(format!(
+                "tensor `{name}` is {other:?}; weights must be f32, f16 or bf16"
+            )));
+        }
+    })
+}
+
+impl Weights {
+    /// Read every tensor of the given safetensors files (the shards of one component).
+    pub fn from_safetensors(files: &[&[u8]], device: &Device) -> Result<Self> {
+        let mut tensors = BTreeMap::new();
+        for bytes in files {
+            let file = SafeTensors::deserialize(bytes)
+                .map_err(|err| Error::Safetensors(format!("not a valid safetensors file: {err}")))?;
+            for (name, view) in file.tensors() {
+                let values = to_f32(view.dtype(), view.data(), &name)?;
+                let stored = Stored { shape: view.shape().to_vec(), values };
+                if tensors.insert(name.clone(), stored).is_some() {
+                    return Err(Error::Safetensors(format!("tensor `{name}` appears in two shards")));
+                }
+            }
+        }
+        Ok(Self { device: device.clone(), tensors })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Take the tensor `key`, which must have `shape`.
+    pub fn take<const D: usize>(&mut self, key: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        let stored = self
+            .tensors
+            .remove(key)
+            .ok_or_else(|| Error::MissingWeight { key: key.to_string(), shape: shape.to_vec() })?;
+        if stored.shape != shape {
+            return Err(Error::WeightShape {
+                key: key.to_string(),
+                expected: shape.to_vec(),
+                found: stored.shape,
+            });
+        }
+        Ok(Tensor::from_data(TensorData::new(stored.values, shape), &self.device))
+    }
+
+    /// Drop a non-persistent buffer some checkpoints carry (e.g. CLIP's `position_ids`).
+    pub fn discard(&mut self, key: &str) {
+        self.tensors.remove(key);
+    }
+
+    /// Every tensor must have been taken: leftovers mean the config and checkpoint disagree.
+    pub fn finish(self) -> Result<()> {
+        if self.tensors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::UnusedWeights { keys: self.tensors.into_keys().collect() })
+        }
+    }
+}
+
+/// Which files hold a component's weights, from the names in its folder.
+#[derive(Debug, PartialEq)]
+pub enum WeightFiles {
+    /// Read this `*.safetensors.index.json`, then the shards it names ([`index_shards`]).
+    Index(String),
+    /// Read this one file.
+    Single(String),
+}
+
+/// Pick the weight file(s) of a component folder the way diffusers does: a sharded index if
+/// present, else the single file; `variant` ("fp16") prefers `name.fp16.safetensors`.
+pub fn select_weight_files(names: &[String], variant: Option<&str>) -> Result<WeightFiles> {
+    let stems = ["diffusion_pytorch_model", "model"];
+    let mut candidates = Vec::new();
+    for v in variant.into_iter().map(|v| format!(".{v}")).chain([String::new()]) {
+        for stem in stems {
+            candidates.push(WeightFiles::Index(format!("{stem}{v}.safetensors.index.json")));
+            candidates.push(WeightFiles::Single(format!("{stem}{v}.safetensors")));
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|c| {
+            let (WeightFiles::Index(n) | WeightFiles::Single(n)) = c;
+            names.contains(n)
+        })
+        .ok_or_else(|| {
+            Error::Safetensors(
+                "no diffusion_pytorch_model.safetensors or model.safetensors (or a sharded \
+                 *.safetensors.index.json) in the component folder; download the safetensors weights"
+                    .into(),
+            )
+        })
+}
+
+/// The shard file names a `*.safetensors.index.json` refers to, in first-use order.
+pub fn index_shards(index_json: &str) -> Result<Vec<String>> {
+    #[derive(Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    let index: Index = serde_json::from_str(index_json)
+        .map_err(|err| Error::Safetensors(format!("invalid safetensors index: {err}")))?;
+    let mut shards: Vec<String> = index.weight_map.into_values().collect();
+    shards.sort();
+    shards.dedup();
+    Ok(shards)
+}

@@ -1,0 +1,137 @@
+//! The loader is strict: a missing, an extra or a wrong-shaped tensor is an error naming the key;
+//! f16 and bf16 on disk load; sharded checkpoints (index + shards) load like single files.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use i2vgen::config::parse;
+use i2vgen::vae::{AutoencoderKL, AutoencoderKLConfig};
+use i2vgen::weights::{WeightFiles, Weights, index_shards, select_weight_files};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+type Tensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
+
+fn vae_dir() -> std::path::PathBuf {
+    Path::new(common::FIXTURES).join("tiny-i2vgen/vae")
+}
+
+fn vae_config() -> AutoencoderKLConfig {
+    parse::<AutoencoderKLConfig>(&std::fs::read_to_string(vae_dir().join("config.json")).unwrap()).unwrap().config
+}
+
+fn vae_tensors() -> Tensors {
+    let bytes = std::fs::read(vae_dir().join("diffusion_pytorch_model.safetensors")).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors().into_iter().map(|(k, v)| (k, (v.dtype(), v.shape().to_vec(), v.data().to_vec()))).collect()
+}
+
+fn serialize(tensors: &Tensors) -> Vec<u8> {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(k, (dtype, shape, data))| (k.clone(), TensorView::new(*dtype, shape.clone(), data).unwrap()))
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+fn load(files: &[Vec<u8>]) -> i2vgen::Result<()> {
+    let slices: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    let mut w = Weights::from_safetensors(&slices, &common::cpu())?;
+    AutoencoderKL::load(&mut w, &vae_config())?;
+    w.finish()
+}
+
+#[test]
+fn the_fixture_loads() {
+    load(&[serialize(&vae_tensors())]).unwrap();
+}
+
+#[test]
+fn a_missing_tensor_is_named() {
+    let mut tensors = vae_tensors();
+    tensors.remove("decoder.mid_block.attentions.0.to_q.weight");
+    let err = load(&[serialize(&tensors)]).unwrap_err().to_string();
+    assert!(err.contains("decoder.mid_block.attentions.0.to_q.weight"), "{err}");
+}
+
+#[test]
+fn an_extra_tensor_is_named() {
+    let mut tensors = vae_tensors();
+    tensors.insert("encoder.extra.weight".into(), (Dtype::F32, vec![2], vec![0; 8]));
+    let err = load(&[serialize(&tensors)]).unwrap_err().to_string();
+    assert!(err.contains("encoder.extra.weight") && err.contains("does not use"), "{err}");
+}
+
+#[test]
+fn a_wrong_shape_is_named() {
+    let mut tensors = vae_tensors();
+    let entry = tensors.get_mut("encoder.conv_in.bias").unwrap();
+    entry.1 = vec![entry.1[0] / 2, 2];
+    let err = load(&[serialize(&tensors)]).unwrap_err().to_string();
+    assert!(err.contains("encoder.conv_in.bias") && err.contains("shape"), "{err}");
+}
+
+#[test]
+fn half_precision_on_disk_loads_as_rounded_f32() {
+    let original = vae_tensors();
+    for (dtype, round) in [
+        (Dtype::F16, (|v: f32| half::f16::from_f32(v).to_f32()) as fn(f32) -> f32),
+        (Dtype::BF16, |v: f32| half::bf16::from_f32(v).to_f32()),
+    ] {
+        let converted: Tensors = original
+            .iter()
+            .map(|(k, (_, shape, data))| {
+                let values = i2vgen::weights::to_f32(Dtype::F32, data, k).unwrap();
+                let bytes = values
+                    .iter()
+                    .flat_map(|&v| match dtype {
+                        Dtype::F16 => half::f16::from_f32(v).to_le_bytes(),
+                        _ => half::bf16::from_f32(v).to_le_bytes(),
+                    })
+                    .collect();
+                (k.clone(), (dtype, shape.clone(), bytes))
+            })
+            .collect();
+        load(&[serialize(&converted)]).unwrap();
+        let bytes = serialize(&converted);
+        let mut w = Weights::from_safetensors(&[&bytes], &common::cpu()).unwrap();
+        let key = "encoder.conv_in.weight";
+        let shape: [usize; 4] = original[key].1.clone().try_into().unwrap();
+        let got = w.take(key, shape).unwrap().into_data().try_to_vec::<f32>().unwrap();
+        let want: Vec<f32> = i2vgen::weights::to_f32(Dtype::F32, &original[key].2, key).unwrap().into_iter().map(round).collect();
+        assert_eq!(got, want, "{dtype:?}");
+    }
+}
+
+#[test]
+fn shards_load_like_one_file_and_a_duplicate_is_an_error() {
+    let tensors = vae_tensors();
+    let (first, second): (Tensors, Tensors) = tensors.into_iter().partition(|(k, _)| k.starts_with("encoder."));
+    load(&[serialize(&first), serialize(&second)]).unwrap();
+    let mut overlap = second.clone();
+    let (k, v) = first.iter().next().unwrap();
+    overlap.insert(k.clone(), v.clone());
+    let err = load(&[serialize(&first), serialize(&overlap)]).unwrap_err().to_string();
+    assert!(err.contains(k.as_str()), "{err}");
+}
+
+#[test]
+fn weight_files_are_chosen_like_diffusers() {
+    let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        select_weight_files(&names(&["config.json", "diffusion_pytorch_model.safetensors"]), None).unwrap(),
+        WeightFiles::Single("diffusion_pytorch_model.safetensors".into())
+    );
+    assert_eq!(
+        select_weight_files(&names(&["model.fp16.safetensors", "model.safetensors"]), Some("fp16")).unwrap(),
+        WeightFiles::Single("model.fp16.safetensors".into())
+    );
+    assert_eq!(
+        select_weight_files(&names(&["diffusion_pytorch_model.safetensors.index.json", "a.safetensors"]), None).unwrap(),
+        WeightFiles::Index("diffusion_pytorch_model.safetensors.index.json".into())
+    );
+    assert!(select_weight_files(&names(&["config.json", "diffusion_pytorch_model.bin"]), None).is_err());
+    let index = r#"{"metadata": {}, "weight_map": {"a": "s-00002.safetensors", "b": "s-00001.safetensors", "c": "s-00002.safetensors"}}"#;
+    assert_eq!(index_shards(index).unwrap(), vec!["s-00001.safetensors", "s-00002.safetensors"]);
+}

@@ -1,0 +1,410 @@
+"""Build the reference fixtures: tiny random models of the real I2VGen-XL architectures, saved in
+the diffusers folder layout, plus golden inputs and outputs computed by diffusers/transformers.
+
+CPU, f32, fixed seeds. Run from the repository root:
+
+    python tests/reference/make_fixtures.py            # writes tests/fixtures/
+
+Versions are pinned in tests/reference/requirements.txt (see tests/fixtures/README.md).
+"""
+
+import gzip
+import json
+import os
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+import diffusers
+import transformers
+from diffusers import AutoencoderKL, DDIMScheduler, I2VGenXLUNet
+from transformers import (
+    CLIPImageProcessor,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "tests" / "fixtures"
+MODEL = OUT / "tiny-i2vgen"
+GOLDEN = OUT / "golden"
+
+torch.use_deterministic_algorithms(True)
+torch.set_num_threads(1)
+
+# Sizes shared by the tiny components: odd, non-square latents and more than one head everywhere.
+HIDDEN = 32  # text hidden = image projection = UNet cross_attention_dim, as in the real model (1024)
+LATENT_H, LATENT_W = 6, 10
+VAE_BLOCKS = [16, 32, 32]  # 3 blocks → 4× spatial down-sampling (the real VAE has 4 blocks, 8×)
+IMAGE_H, IMAGE_W = LATENT_H * 4, LATENT_W * 4
+CLIP_IMAGE = 30  # CLIP vision image size (real: 224), patch 6 → 25 patches + class token
+
+
+def seed(n):
+    torch.manual_seed(n)
+    np.random.seed(n)
+
+
+def perturb(module, scale=0.1):
+    """Make every weight matter: diffusers and transformers start some layers at zero (temporal
+    `conv4`, `proj_out`s) and norms at 1/0; add noise to every parameter so those paths are
+    tested. Noise is relative to each tensor's own spread, with a floor for constant tensors."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            spread = p.std().item() if p.numel() > 1 else 0.0
+            p.add_(torch.randn_like(p) * max(spread, scale) * 0.5)
+
+
+def save_component(model, folder, key_prefix="", dtype=torch.float32):
+    """Save `model` in the diffusers/hub layout: config.json + one safetensors file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    # Re-write the weights ourselves: the hub layout (with `key_prefix`) and the chosen dtype.
+    for f in folder.glob("*.safetensors"):
+        f.unlink()
+    state = {key_prefix + k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    name = "model.safetensors" if isinstance(model, transformers.PreTrainedModel) else "diffusion_pytorch_model.safetensors"
+    save_file(state, folder / name)
+
+
+def round_to(model, dtype):
+    """Round the weights to `dtype` and back, so golden outputs match weights stored as `dtype`."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(dtype).to(torch.float32))
+
+
+# --- tokenizer: the REAL CLIP vocabulary -------------------------------------------------------
+
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def write_tokenizer(folder):
+    """vocab.json + merges.txt built from open_clip's bpe_simple_vocab_16e6.txt.gz, exactly as
+    openai/clip-vit-large-patch14 and the I2VGen-XL hub repo ship them (49,408 entries)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    bpe = Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
+    merges = gzip.open(bpe).read().decode("utf-8").split("\n")
+    merges = merges[1 : 49152 - 256 - 2 + 1]
+    merges = [tuple(m.split()) for m in merges]
+    vocab = bytes_to_unicode()
+    vocab = vocab + [v + "</w>" for v in vocab]
+    vocab += ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    assert len(vocab) == 49408
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
+    # The SD 2.x / I2VGen-XL tokenizer pads with "!" (id 0), not with the end token.
+    special = {
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "!",
+    }
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    config = dict(special, model_max_length=77, do_lower_case=True, tokenizer_class="CLIPTokenizer")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return CLIPTokenizer(vocab_file=None, vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"), **special)
+
+
+PROMPTS = [
+    "a photo of a cat",
+    "",
+    "A Photo Of A CAT",
+    "   leading and trailing spaces   ",
+    "repeated     spaces\tand\ttabs\nand newlines",
+    "Papers, please! (and commas; semicolons: colons.)",
+    "it's a dog's life, isn't it? we'll see, they'd say, you're right, I've done, I'm here",
+    "rock'n'roll o'clock",
+    "numbers 0123456789 and 3.14159 and 1,000,000",
+    "year 2024, 16 fps, 1280x720",
+    "café naïve résumé façade",
+    "Ünïcödé ÄÖÜ straße",
+    "日本語のテキスト",
+    "中文提示词：一只猫在草地上",
+    "Привет, мир",
+    "emoji 🐱🚀✨ and 👍🏽 and 👨‍👩‍👧",
+    "a fox → jumps ← over — the “lazy” dog…",
+    "hashtags #sunset @user http://example.com/path?q=1&x=2",
+    "under_score and hyphen-ated and slash/separated",
+    "ALL CAPS SHOUTING!!!",
+    "mixed123letters456 abc123",
+    "a  man\u00a0with\u2003odd\u2009spaces",
+    "math: x^2 + y^2 = z^2, 5% off, $100, €50",
+    "quotes \"double\" and 'single' and `back`",
+    "brackets [square] {curly} <angle>",
+    "a cinematic shot of waves crashing against a lighthouse at sunset, 4k, highly detailed",
+    "ﬁ ligature and full-width ＡＢＣ１２３",
+    "tab\tseparated\tvalues",
+    "...ellipsis... and ---dashes---",
+    "a very long prompt " + " ".join(f"word{i} with detail" for i in range(40)),
+    "the quick brown fox jumps over the lazy dog " * 10,
+]
+
+
+def tokenizer_golden(tokenizer):
+    cases = []
+    for prompt in PROMPTS:
+        ids = tokenizer(prompt, padding="max_length", max_length=77, truncation=True).input_ids
+        cases.append({"prompt": prompt, "ids": ids})
+    assert cases[0]["ids"][:7] == [49406, 320, 1125, 539, 320, 2368, 49407]
+    lines = ",\n".join(json.dumps(c, ensure_ascii=False) for c in cases)
+    (GOLDEN / "tokenizer.json").write_text("[\n" + lines + "\n]\n")
+    return cases
+
+
+# --- encoders ------------------------------------------------------------------------------------
+
+def text_encoder(tokenizer):
+    seed(1)
+    config = CLIPTextConfig(
+        vocab_size=49408, hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=3,
+        num_attention_heads=4, max_position_embeddings=77, hidden_act="gelu",
+        projection_dim=HIDDEN, bos_token_id=49406, eos_token_id=49407, pad_token_id=0,
+    )
+    model = CLIPTextModel(config).eval()
+    perturb(model)
+    # Stored as f16 (the token embedding is 49408×32), so golden outputs use f16-rounded weights.
+    round_to(model, torch.float16)
+    save_component(model, MODEL / "text_encoder", key_prefix="text_model.", dtype=torch.float16)
+    # transformers 5 flattened CLIPTextModel; I2VGenXLPipeline reads `text_model.final_layer_norm`.
+    model.text_model = types.SimpleNamespace(final_layer_norm=model.final_layer_norm)
+
+    ids = torch.tensor([
+        tokenizer(p, padding="max_length", max_length=77, truncation=True).input_ids
+        for p in ["a photo of a cat", "waves crashing against a lighthouse, 4k", ""]
+    ], dtype=torch.int64)
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+        penultimate = model.final_layer_norm(out.hidden_states[-2])
+    save_file({"input_ids": ids, "last_hidden_state": out.last_hidden_state.contiguous(),
+               "penultimate_normed": penultimate.contiguous()}, GOLDEN / "text_encoder.safetensors")
+    return model
+
+
+def image_encoder():
+    seed(2)
+    config = CLIPVisionConfig(
+        hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        image_size=CLIP_IMAGE, patch_size=6, projection_dim=HIDDEN, hidden_act="quick_gelu",
+    )
+    model = CLIPVisionModelWithProjection(config).eval()
+    perturb(model)
+    save_component(model, MODEL / "image_encoder")
+    pixel_values = torch.randn(2, 3, CLIP_IMAGE, CLIP_IMAGE)
+    with torch.no_grad():
+        embeds = model(pixel_values).image_embeds
+    save_file({"pixel_values": pixel_values, "image_embeds": embeds.contiguous()},
+              GOLDEN / "image_encoder.safetensors")
+    processor = CLIPImageProcessor(
+        crop_size={"height": CLIP_IMAGE, "width": CLIP_IMAGE}, size={"shortest_edge": CLIP_IMAGE},
+        image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+    processor.save_pretrained(MODEL / "feature_extractor")
+    return model
+
+
+def vae():
+    seed(3)
+    model = AutoencoderKL(
+        in_channels=3, out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * len(VAE_BLOCKS),
+        up_block_types=["UpDecoderBlock2D"] * len(VAE_BLOCKS),
+        block_out_channels=VAE_BLOCKS, layers_per_block=2, latent_channels=4, norm_num_groups=8,
+        sample_size=IMAGE_W, scaling_factor=0.18125,
+    ).eval()
+    perturb(model)
+    save_component(model, MODEL / "vae")
+    sample = torch.rand(2, 3, IMAGE_H, IMAGE_W) * 2 - 1
+    latents = torch.randn(2, 4, LATENT_H, LATENT_W)
+    with torch.no_grad():
+        posterior = model.encode(sample).latent_dist
+        decoded = model.decode(latents).sample
+    save_file({"sample": sample, "latent_mean": posterior.mean.contiguous(),
+               "latent_logvar": posterior.logvar.contiguous()}, GOLDEN / "vae_encode.safetensors")
+    save_file({"latents": latents, "sample": decoded.contiguous()}, GOLDEN / "vae_decode.safetensors")
+    return model
+
+
+def unet():
+    seed(4)
+    model = I2VGenXLUNet(
+        sample_size=LATENT_W, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
+        block_out_channels=(16, 32, 32), layers_per_block=2, norm_num_groups=8,
+        cross_attention_dim=HIDDEN, attention_head_dim=8, num_attention_heads=None,
+    ).eval()
+    perturb(model)
+    save_component(model, MODEL / "unet")
+    frames = 3
+    inputs = {
+        "sample": torch.randn(2, 4, frames, LATENT_H, LATENT_W),
+        "timestep": torch.tensor([981, 1], dtype=torch.int64),
+        "encoder_hidden_states": torch.randn(2, 77, HIDDEN),
+        "fps": torch.tensor([16, 8], dtype=torch.int64),
+        "image_latents": torch.randn(2, 4, frames, LATENT_H, LATENT_W),
+        "image_embeddings": torch.randn(2, HIDDEN),
+    }
+    with torch.no_grad():
+        out = model(**inputs).sample
+    save_file(dict(inputs, out_sample=out.contiguous()), GOLDEN / "unet.safetensors")
+    return model
+
+
+# --- scheduler ------------------------------------------------------------------------------------
+
+I2VGEN_SCHEDULER = {
+    "_class_name": "DDIMScheduler",
+    "beta_end": 0.02,
+    "beta_schedule": "squaredcos_cap_v2",
+    "beta_start": 0.0001,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "set_alpha_to_one": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "thresholding": False,
+}
+
+SCHEDULER_CASES = {
+    # name: overrides of the I2VGen-XL config
+    "i2vgen": {},
+    "i2vgen_trailing": {"timestep_spacing": "trailing"},
+    "i2vgen_linspace": {"timestep_spacing": "linspace", "steps_offset": 0},
+    "linear_epsilon": {"beta_schedule": "linear", "beta_start": 0.00085, "beta_end": 0.012,
+                       "prediction_type": "epsilon", "rescale_betas_zero_snr": False,
+                       "set_alpha_to_one": False},
+    "scaled_linear_epsilon_trailing": {"beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                                       "beta_end": 0.012, "prediction_type": "epsilon",
+                                       "rescale_betas_zero_snr": False, "timestep_spacing": "trailing"},
+    "scaled_linear_v": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+}
+
+
+class correctly_rounded_sqrt:
+    """torch's f32 `sqrt` on CPUs where it goes through MKL's `vmsSqrt` is an approximate
+    reciprocal square root plus one refinement: ~20% of results are one ulp off, and which ones
+    depends on the CPU model. `rescale_zero_terminal_snr` takes square roots, so inside this
+    context f32 `sqrt` is computed in f64 and rounded (the IEEE result every other platform gives),
+    which makes the golden `alphas_cumprod` reproducible anywhere."""
+
+    def __enter__(self):
+        self.original = torch.Tensor.sqrt
+        original = self.original
+        torch.Tensor.sqrt = lambda t: original(t.double()).to(t.dtype) if t.dtype == torch.float32 else original(t)
+
+    def __exit__(self, *exc):
+        torch.Tensor.sqrt = self.original
+
+
+def scheduler():
+    """Timesteps, alphas_cumprod and chains of `step`s. The chain runs in f64 (the scheduler's
+    scalars cast to f64 after construction), so the reference is exact to ~1e-15."""
+    with correctly_rounded_sqrt():
+        _scheduler()
+
+
+def _scheduler():
+    DDIMScheduler.from_config(I2VGEN_SCHEDULER).save_pretrained(MODEL / "scheduler")
+    tensors, cases = {}, {}
+    for name, overrides in SCHEDULER_CASES.items():
+        config = dict(I2VGEN_SCHEDULER, **overrides)
+        cases[name] = config
+        for steps in (3, 5, 50):
+            s = DDIMScheduler.from_config(config)
+            s.set_timesteps(steps)
+            key = f"{name}.{steps}"
+            tensors[f"{key}.timesteps"] = s.timesteps.clone()
+            tensors[f"{name}.alphas_cumprod"] = s.alphas_cumprod.to(torch.float64).clone()
+            s.alphas_cumprod = s.alphas_cumprod.to(torch.float64)
+            s.final_alpha_cumprod = s.final_alpha_cumprod.to(torch.float64)
+            g = torch.Generator().manual_seed(steps)
+            sample = torch.randn(2, 3, generator=g, dtype=torch.float64)
+            tensors[f"{key}.sample"] = sample.clone()
+            outputs, chain = [], []
+            for t in s.timesteps:
+                model_output = torch.randn(2, 3, generator=g, dtype=torch.float64)
+                sample = s.step(model_output, t, sample, eta=0.0).prev_sample
+                outputs.append(model_output)
+                chain.append(sample)
+            tensors[f"{key}.model_outputs"] = torch.stack(outputs)
+            tensors[f"{key}.chain"] = torch.stack(chain)
+        # add_noise at a few timesteps
+        s = DDIMScheduler.from_config(config)
+        s.alphas_cumprod = s.alphas_cumprod.to(torch.float64)
+        original = torch.randn(4, 3, dtype=torch.float64)
+        noise = torch.randn(4, 3, dtype=torch.float64)
+        t = torch.tensor([0, 500, 981, 999])
+        tensors[f"{name}.add_noise.original"] = original
+        tensors[f"{name}.add_noise.noise"] = noise
+        tensors[f"{name}.add_noise.timesteps"] = t
+        tensors[f"{name}.add_noise.noisy"] = s.add_noise(original, noise, t)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, GOLDEN / "scheduler.safetensors")
+    (GOLDEN / "scheduler_configs.json").write_text(json.dumps(cases, indent=2))
+
+
+def model_index():
+    index = {
+        "_class_name": "I2VGenXLPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": ["transformers", "CLIPImageProcessor"],
+        "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "I2VGenXLUNet"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (MODEL / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def main():
+    only = set(sys.argv[1:])
+    if not only:
+        shutil.rmtree(OUT / "tiny-i2vgen", ignore_errors=True)
+        shutil.rmtree(GOLDEN, ignore_errors=True)
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    MODEL.mkdir(parents=True, exist_ok=True)
+    steps = {
+        "tokenizer": lambda: tokenizer_golden(write_tokenizer(MODEL / "tokenizer")),
+        "text_encoder": lambda: text_encoder(CLIPTokenizer.from_pretrained(MODEL / "tokenizer")),
+        "image_encoder": image_encoder,
+        "vae": vae,
+        "unet": unet,
+        "scheduler": scheduler,
+        "model_index": model_index,
+    }
+    for name, step in steps.items():
+        if not only or name in only:
+            print(f"fixtures: {name}", flush=True)
+            step()
+    versions = {"torch": torch.__version__, "diffusers": diffusers.__version__,
+                "transformers": transformers.__version__}
+    (OUT / "versions.json").write_text(json.dumps(versions, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

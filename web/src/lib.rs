@@ -1,0 +1,46 @@
+//! The wasm façade: the library on WebGPU in the browser. Async lives here and only here; every
+//! error becomes one `JsError` with a sentence a user can act on.
+
+use std::cell::RefCell;
+
+use burn::tensor::Device;
+use wasm_bindgen::prelude::*;
+
+thread_local! {
+    /// The burn wgpu runtime can be initialised once per page; later calls reuse its device.
+    static DEVICE: RefCell<Option<Device>> = const { RefCell::new(None) };
+}
+
+#[wasm_bindgen(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// Initialise burn's wgpu runtime on the browser's WebGPU (once per page).
+async fn device() -> Result<Device, JsError> {
+    if let Some(device) = DEVICE.with(|d| d.borrow().clone()) {
+        return Ok(device);
+    }
+    let device = Device::wgpu_options().init_async().await.map_err(|err| {
+        JsError::new(&format!(
+            "Could not start WebGPU ({err}). Use a browser with WebGPU enabled: Chrome or Edge 113+, \
+             or Firefox/Safari with WebGPU turned on."
+        ))
+    })?;
+    DEVICE.with(|d| *d.borrow_mut() = Some(device.clone()));
+    Ok(device)
+}
+
+/// Run the device check (conv2d, GroupNorm, SiLU, attention) on WebGPU and read its checksum back.
+#[wasm_bindgen(js_name = deviceCheck)]
+pub async fn device_check() -> Result<f64, JsError> {
+    let device = device().await?;
+    let data = i2vgen::device_check::checksum(&device)
+        .into_data_async()
+        .await
+        .map_err(|err| JsError::new(&format!("The GPU computation failed: {err:?}")))?;
+    let values = data
+        .try_to_vec::<f32>()
+        .map_err(|err| JsError::new(&format!("Unexpected GPU result: {err:?}")))?;
+    Ok(f64::from(values[0]))
+}
