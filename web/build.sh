@@ -16,7 +16,7 @@ have=$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }' || true)
 if [ "$have" != "$want" ]; then
   echo "==> installing wasm-bindgen-cli $want (about 6 minutes, once)"
   # Not --locked: the registry mirror lacks one of its locked dependencies.
-  cargo install --quiet wasm-bindgen-cli --version "$want"
+  cargo install --quiet --force wasm-bindgen-cli --version "$want"
 fi
 
 if [ ! -x web/node_modules/.bin/wasm-opt ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then

@@ -366,6 +366,85 @@ def _scheduler():
     (GOLDEN / "scheduler_configs.json").write_text(json.dumps(cases, indent=2))
 
 
+def test_image():
+    """A 53×37 RGB picture (odd sizes, wider than the output's aspect) with gradients and shapes,
+    so both crops and both resamplers see real content. Saved as PNG for the CLI."""
+    from PIL import Image, ImageDraw
+
+    w, h = 53, 37
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([x * 255 // (w - 1), y * 255 // (h - 1), (x * y) % 256], axis=-1).astype(np.uint8)
+    image = Image.fromarray(rgb, "RGB")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((10, 5, 30, 25), fill=(250, 240, 20))
+    draw.rectangle((35, 20, 50, 33), fill=(20, 30, 200))
+    image.save(GOLDEN / "image.png")
+    return image
+
+
+class explicit_posterior_noise:
+    """Make `DiagonalGaussianDistribution.sample` use a given N(0, 1) draw (torch's RNG cannot be
+    reproduced elsewhere), so the image latents are an exact function of the inputs."""
+
+    def __init__(self, noise):
+        self.noise = noise
+
+    def __enter__(self):
+        from diffusers.models.autoencoders import vae as vae_module
+
+        self.cls = vae_module.DiagonalGaussianDistribution
+        self.original = self.cls.sample
+        noise = self.noise
+        self.cls.sample = lambda dist, generator=None: dist.mean + dist.std * noise
+
+    def __exit__(self, *exc):
+        self.cls.sample = self.original
+
+
+PIPELINE_CASE = {
+    "prompt": "a cat surfing a wave, 4k",
+    "negative_prompt": "blurry, distorted",
+    "height": IMAGE_H,
+    "width": IMAGE_W,
+    "num_frames": 3,
+    "target_fps": 16,
+    "num_inference_steps": 3,
+    "guidance_scale": 9.0,
+}
+
+
+def pipeline():
+    """I2VGenXLPipeline end to end on the tiny model with explicit noise: frames in [0, 1]."""
+    from diffusers import I2VGenXLPipeline
+
+    image = test_image()
+    pipe = I2VGenXLPipeline.from_pretrained(MODEL).to("cpu")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.text_encoder.text_model = types.SimpleNamespace(final_layer_norm=pipe.text_encoder.final_layer_norm)
+    seed(5)
+    c = PIPELINE_CASE
+    latents = torch.randn(1, 4, c["num_frames"], LATENT_H, LATENT_W)
+    vae_sample_noise = torch.randn(1, 4, LATENT_H, LATENT_W)
+    with explicit_posterior_noise(vae_sample_noise), torch.no_grad():
+        frames = pipe(image=image, latents=latents, output_type="np", **c).frames[0]
+    # The two preprocessed images, as the pipeline computes them (for the image tests).
+    from diffusers.pipelines.deprecated.i2vgen_xl import pipeline_i2vgen_xl as module
+
+    crop = pipe.feature_extractor.crop_size
+    clip_image = module._resize_bilinear(module._center_crop_wide(image, (c["width"], c["width"])),
+                                         (crop["width"], crop["height"]))
+    clip_pixels = pipe.feature_extractor(
+        images=pipe.video_processor.numpy_to_pt(pipe.video_processor.pil_to_numpy(clip_image)),
+        do_normalize=True, do_center_crop=False, do_resize=False, do_rescale=False, return_tensors="pt",
+    ).pixel_values
+    vae_pixels = pipe.video_processor.preprocess(module._center_crop_wide(image, (c["width"], c["height"])))
+    save_file({"latents": latents, "vae_sample_noise": vae_sample_noise,
+               "clip_pixel_values": clip_pixels.contiguous(), "vae_pixel_values": vae_pixels.contiguous(),
+               "frames": torch.from_numpy(np.ascontiguousarray(frames)).float()},
+              GOLDEN / "pipeline.safetensors")
+    (GOLDEN / "pipeline.json").write_text(json.dumps(c, indent=2) + "\n")
+
+
 def model_index():
     index = {
         "_class_name": "I2VGenXLPipeline",
@@ -396,6 +475,7 @@ def main():
         "unet": unet,
         "scheduler": scheduler,
         "model_index": model_index,
+        "pipeline": pipeline,
     }
     for name, step in steps.items():
         if not only or name in only:

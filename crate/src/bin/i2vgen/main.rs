@@ -2,15 +2,16 @@
 
 mod devices;
 mod forward;
+mod generate;
 mod info;
 mod model_dir;
 mod tensors;
+mod video;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use i2vgen::tokenizer::CLIPTokenizer;
 
 use crate::devices::Backend;
 
@@ -45,6 +46,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "wgpu")]
         backend: Backend,
     },
+    /// Generate a video from an image and a prompt (I2VGen-XL).
+    Generate(generate::Args),
     /// Print the 77 token ids of a prompt as a JSON array.
     Tokenize {
         #[arg(long)]
@@ -55,15 +58,7 @@ enum Command {
 }
 
 fn tokenize(model: &std::path::Path, prompt: &str) -> Result<()> {
-    let dir = model.join("tokenizer");
-    let read = |name: &str| model_dir::read_text(&dir.join(name));
-    let optional = |name: &str| dir.join(name).exists().then(|| read(name)).transpose();
-    let tokenizer = CLIPTokenizer::from_files(
-        &read("vocab.json")?,
-        &read("merges.txt")?,
-        optional("tokenizer_config.json")?.as_deref(),
-        optional("special_tokens_map.json")?.as_deref(),
-    )?;
+    let tokenizer = model_dir::tokenizer(model)?;
     println!("{}", serde_json::to_string(&tokenizer.encode(prompt))?);
     Ok(())
 }
@@ -75,6 +70,7 @@ fn run(cli: Cli) -> Result<()> {
             forward::run(&model, component, &inputs, &output, &devices::device(backend)?)
         }
         Command::Tokenize { model, prompt } => tokenize(&model, &prompt),
+        Command::Generate(args) => generate::run(args),
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use i2vgen::config::{ConfigFile, parse};
+use i2vgen::tokenizer::CLIPTokenizer;
 use i2vgen::weights::{WeightFiles, Weights, index_shards, select_weight_files};
 
 fn component_dir(model: &Path, component: &str) -> Result<PathBuf> {
@@ -30,6 +31,29 @@ pub fn config<T: ConfigFile>(model: &Path, component: &str) -> Result<T> {
     Ok(parsed.config)
 }
 
+/// Parse a config file by path inside the model folder (scheduler, feature extractor).
+pub fn config_file<T: ConfigFile>(model: &Path, relative: &str) -> Result<T> {
+    let path = model.join(relative);
+    let parsed = parse::<T>(&read_text(&path)?)?;
+    if !parsed.unknown_keys.is_empty() {
+        eprintln!("note: {} has keys this version ignores: {}", path.display(), parsed.unknown_keys.join(", "));
+    }
+    Ok(parsed.config)
+}
+
+/// The CLIP tokenizer of `tokenizer/`.
+pub fn tokenizer(model: &Path) -> Result<CLIPTokenizer> {
+    let dir = component_dir(model, "tokenizer")?;
+    let read = |name: &str| read_text(&dir.join(name));
+    let optional = |name: &str| dir.join(name).exists().then(|| read(name)).transpose();
+    Ok(CLIPTokenizer::from_files(
+        &read("vocab.json")?,
+        &read("merges.txt")?,
+        optional("tokenizer_config.json")?.as_deref(),
+        optional("special_tokens_map.json")?.as_deref(),
+    )?)
+}
+
 /// All weight tensors of a component, ready to be taken by its network.
 pub fn weights(model: &Path, component: &str, device: &Device) -> Result<Weights> {
     let dir = component_dir(model, component)?;
@@ -37,7 +61,9 @@ pub fn weights(model: &Path, component: &str, device: &Device) -> Result<Weights
         .with_context(|| format!("cannot list {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
-    let files = match select_weight_files(&names, None).with_context(|| format!("in {}", dir.display()))? {
+    // Full-precision files first, else the hub's `*.fp16.safetensors` variant.
+    let choice = select_weight_files(&names, None).or_else(|_| select_weight_files(&names, Some("fp16")));
+    let files = match choice.with_context(|| format!("in {}", dir.display()))? {
         WeightFiles::Single(name) => vec![name],
         WeightFiles::Index(index) => index_shards(&read_text(&dir.join(&index))?)?,
     };

@@ -1,0 +1,316 @@
+//! diffusers `pipelines/i2vgen_xl/pipeline_i2vgen_xl.py`: `I2VGenXLPipeline` as a state machine the
+//! caller drives — [`I2VGenXLPipeline::prepare`] → [`I2VGenXLPipeline::step`] × N →
+//! [`I2VGenXLPipeline::decode_frame`] × F — so a CLI can show progress and a browser can await
+//! between steps and cancel.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::clip::{CLIPTextModel, CLIPVisionModelWithProjection};
+use crate::config::ConfigFile;
+use crate::image::{Filter, RgbImage};
+use crate::scheduler::{DDIMScheduler, DDIMSchedulerConfig};
+use crate::tokenizer::CLIPTokenizer;
+use crate::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetInput};
+use crate::vae::AutoencoderKL;
+use crate::{Error, Result};
+
+/// `feature_extractor/preprocessor_config.json` (`CLIPImageProcessor`): what the image encoder sees.
+#[derive(Clone, Debug, Deserialize)]
+pub struct CLIPImageProcessorConfig {
+    #[serde(default = "defaults::crop_size")]
+    pub crop_size: CropSize,
+    #[serde(default = "defaults::mean")]
+    pub image_mean: [f32; 3],
+    #[serde(default = "defaults::std")]
+    pub image_std: [f32; 3],
+}
+
+/// `crop_size` is `224` in older configs and `{"height": 224, "width": 224}` in newer ones.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum CropSize {
+    Square(usize),
+    Sized { height: usize, width: usize },
+}
+
+impl CropSize {
+    pub fn width_height(self) -> (usize, usize) {
+        match self {
+            Self::Square(s) => (s, s),
+            Self::Sized { height, width } => (width, height),
+        }
+    }
+}
+
+mod defaults {
+    use super::CropSize;
+    pub fn crop_size() -> CropSize { CropSize::Square(224) }
+    pub fn mean() -> [f32; 3] { [0.481_454_66, 0.457_827_5, 0.408_210_73] }
+    pub fn std() -> [f32; 3] { [0.268_629_54, 0.261_302_58, 0.275_777_1] }
+}
+
+impl ConfigFile for CLIPImageProcessorConfig {
+    const FILE: &'static str = "feature_extractor/preprocessor_config.json";
+    /// The pipeline calls the processor with resize, crop and rescale off: only normalisation is used.
+    const IGNORED: &'static [&'static str] = &[
+        "do_center_crop", "do_convert_rgb", "do_normalize", "do_rescale", "do_resize",
+        "feature_extractor_type", "image_processor_type", "resample", "rescale_factor", "size",
+        "processor_class",
+    ];
+    const KNOWN: &'static [&'static str] = &["crop_size", "image_mean", "image_std"];
+    fn check_class(_: &BTreeMap<String, Value>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What to generate. `Default` gives I2VGen-XL's defaults (704×1280, 16 frames at 16 fps,
+/// 50 steps, guidance 9).
+#[derive(Clone, Debug)]
+pub struct GenerationRequest {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub height: usize,
+    pub width: usize,
+    pub num_frames: usize,
+    pub target_fps: usize,
+    pub num_inference_steps: usize,
+    pub guidance_scale: f64,
+}
+
+impl Default for GenerationRequest {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            height: 704,
+            width: 1280,
+            num_frames: 16,
+            target_fps: 16,
+            num_inference_steps: 50,
+            guidance_scale: 9.0,
+        }
+    }
+}
+
+impl GenerationRequest {
+    /// Classifier-free guidance runs when the scale is above 1, as in diffusers.
+    pub fn do_classifier_free_guidance(&self) -> bool {
+        self.guidance_scale > 1.0
+    }
+
+    /// diffusers' `check_inputs` and then some: every problem as a sentence that says what to do.
+    pub fn validate(&self, vae_scale_factor: usize) -> Result<()> {
+        let bad = |m: String| Err(Error::Request(m));
+        let multiple = vae_scale_factor.max(8);
+        if self.height == 0 || self.width == 0 || self.height % multiple != 0 || self.width % multiple != 0 {
+            return bad(format!(
+                "height and width must be positive multiples of {multiple}, got {}×{}; try {}×{}",
+                self.width,
+                self.height,
+                (self.width / multiple).max(1) * multiple,
+                (self.height / multiple).max(1) * multiple
+            ));
+        }
+        if self.num_frames < 2 {
+            return bad(format!("frames must be at least 2, got {}", self.num_frames));
+        }
+        if self.num_inference_steps == 0 {
+            return bad("steps must be at least 1".into());
+        }
+        if !(self.guidance_scale >= 0.0 && self.guidance_scale.is_finite()) {
+            return bad(format!("guidance must be a number ≥ 0, got {}", self.guidance_scale));
+        }
+        if self.target_fps == 0 {
+            return bad("fps must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The random draws of a generation, made by the caller (seeded or given).
+pub struct Noise {
+    /// The initial latents, `[1, 4, F, h, w]`.
+    pub latents: Tensor<5>,
+    /// The N(0, 1) draw of the image-latent posterior sample, `[1, 4, h, w]`.
+    pub vae_sample_noise: Tensor<4>,
+}
+
+/// A generation in progress: everything the denoising loop needs, and where it is.
+pub struct Generation {
+    pub request: GenerationRequest,
+    /// `[1, 4, F, h, w]`
+    pub latents: Tensor<5>,
+    /// `[B, 77, D]`, B = 2 ([uncond, cond]) with guidance, else 1.
+    prompt_embeds: Tensor<3>,
+    /// `[B, D]`; zeros for the unconditional half.
+    image_embeddings: Tensor<2>,
+    /// `[B, 4, F, h, w]`: the first-frame latent then mask frames k/(F−1).
+    image_latents: Tensor<5>,
+    scheduler: DDIMScheduler,
+    step: usize,
+}
+
+impl Generation {
+    pub fn timesteps(&self) -> &[i64] {
+        self.scheduler.timesteps()
+    }
+
+    /// Steps run so far.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.step == self.scheduler.timesteps().len()
+    }
+}
+
+/// The loaded networks and configs of an `I2VGenXLPipeline` folder.
+pub struct I2VGenXLPipeline {
+    pub tokenizer: CLIPTokenizer,
+    pub text_encoder: CLIPTextModel,
+    pub image_encoder: CLIPVisionModelWithProjection,
+    pub vae: AutoencoderKL,
+    pub unet: I2VGenXLUNet,
+    pub scheduler: DDIMSchedulerConfig,
+    pub feature_extractor: CLIPImageProcessorConfig,
+}
+
+impl I2VGenXLPipeline {
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae.config.downscale()
+    }
+
+    /// `[1, 4, F, h, w]` for a request: the shape of `Noise::latents`.
+    pub fn latent_shape(&self, request: &GenerationRequest) -> [usize; 5] {
+        let f = self.vae_scale_factor();
+        [1, self.unet.config.in_channels, request.num_frames, request.height / f, request.width / f]
+    }
+
+    /// Encode the prompts, the image (twice: for CLIP and for the VAE), and set up the loop.
+    pub fn prepare(&self, request: GenerationRequest, image: &RgbImage, noise: Noise, device: &Device) -> Result<Generation> {
+        request.validate(self.vae_scale_factor())?;
+        let shape = self.latent_shape(&request);
+        let expect = |name: &str, got: &[usize], want: &[usize]| {
+            if got == want { Ok(()) } else { Err(Error::Request(format!("noise `{name}` has shape {got:?}, expected {want:?}"))) }
+        };
+        expect("latents", &noise.latents.dims(), &shape)?;
+        expect("vae_sample_noise", &noise.vae_sample_noise.dims(), &[1, shape[1], shape[3], shape[4]])?;
+        let cfg = request.do_classifier_free_guidance();
+        let (width, height) = (request.width, request.height);
+
+        // 1. prompts → penultimate hidden state, final-normed (clip_skip = 1); [uncond, cond]
+        let mut prompts = vec![request.prompt.as_str()];
+        if cfg {
+            prompts.insert(0, request.negative_prompt.as_str());
+        }
+        let ids: Vec<i64> = prompts.iter().flat_map(|p| self.tokenizer.encode(p)).map(i64::from).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [prompts.len(), self.tokenizer.model_max_length()]), device);
+        let prompt_embeds = self.text_encoder.forward(ids).penultimate_normed;
+
+        // 2. CLIP image embedding of the centre square, resized bilinearly; zeros for uncond
+        let (cw, ch) = self.feature_extractor.crop_size.width_height();
+        let pixels = clip_pixel_values(image, width, &self.feature_extractor);
+        let pixels = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, ch, cw]), device);
+        let mut image_embeddings = self.image_encoder.forward(pixels);
+        if cfg {
+            image_embeddings = Tensor::cat(vec![image_embeddings.zeros_like(), image_embeddings], 0);
+        }
+
+        // 3. image latents: posterior sample × scaling_factor, then mask frames k/(F−1)
+        let planes = vae_pixel_values(image, width, height);
+        let frame = Tensor::<4>::from_data(TensorData::new(planes, [1, 3, height, width]), device);
+        let latent = self.vae.encode(frame).sample(noise.vae_sample_noise).mul_scalar(self.vae.config.scaling_factor);
+        let [_, c, _, h, w] = shape;
+        let f = request.num_frames;
+        let mut frames = vec![latent.clone().reshape([1, c, 1, h, w])];
+        for k in 1..f {
+            let scale = k as f64 / (f - 1) as f64;
+            frames.push(Tensor::<5>::ones([1, c, 1, h, w], device).mul_scalar(scale));
+        }
+        let mut image_latents = Tensor::cat(frames, 2);
+        if cfg {
+            image_latents = Tensor::cat(vec![image_latents.clone(), image_latents], 0);
+        }
+
+        // 4. timesteps; latents × init_noise_sigma (1 for DDIM)
+        let mut scheduler = DDIMScheduler::new(self.scheduler.clone())?;
+        scheduler.set_timesteps(request.num_inference_steps)?;
+        Ok(Generation {
+            request,
+            latents: noise.latents,
+            prompt_embeds,
+            image_embeddings,
+            image_latents,
+            scheduler,
+            step: 0,
+        })
+    }
+
+    /// One denoising step: the UNet on [uncond, cond], guidance, and the DDIM update.
+    pub fn step(&self, g: &mut Generation) -> Result<()> {
+        if g.is_done() {
+            return Err(Error::Request("all denoising steps have run; decode the frames".into()));
+        }
+        let t = g.scheduler.timesteps()[g.step];
+        let cfg = g.request.do_classifier_free_guidance();
+        let batch = if cfg { 2 } else { 1 };
+        let sample = if cfg { Tensor::cat(vec![g.latents.clone(), g.latents.clone()], 0) } else { g.latents.clone() };
+        let noise_pred = self.unet.forward(I2VGenXLUNetInput {
+            sample,
+            timesteps: vec![t as f32; batch],
+            encoder_hidden_states: g.prompt_embeds.clone(),
+            fps: vec![g.request.target_fps as f32; batch],
+            image_latents: g.image_latents.clone(),
+            image_embeddings: g.image_embeddings.clone(),
+        });
+        let noise_pred = if cfg {
+            let [uncond, text] = <[Tensor<5>; 2]>::try_from(noise_pred.chunk(2, 0)).expect("two halves");
+            uncond.clone() + (text - uncond).mul_scalar(g.request.guidance_scale)
+        } else {
+            noise_pred
+        };
+        g.latents = g.scheduler.step(noise_pred, t, g.latents.clone());
+        g.step += 1;
+        Ok(())
+    }
+
+    /// Decode one frame of the (finished) latents: `[H, W, 3]` in [0, 1].
+    pub fn decode_frame(&self, g: &Generation, frame: usize) -> Tensor<3> {
+        let [_, c, _, h, w] = g.latents.dims();
+        let latent = g.latents.clone().slice([0..1, 0..c, frame..frame + 1]).reshape([1, c, h, w]);
+        let image = self.vae.decode(latent.div_scalar(self.vae.config.scaling_factor));
+        let [_, channels, height, width] = image.dims();
+        let image = (image.div_scalar(2.0).add_scalar(0.5)).clamp(0.0, 1.0);
+        image.reshape([channels, height, width]).permute([1, 2, 0])
+    }
+}
+
+/// The image encoder's input: `_center_crop_wide(image, (width, width))`, PIL bilinear resize to
+/// the crop size, then `(x − mean) / std` per channel in f32 like transformers' `normalize`.
+///
+/// # Shapes
+/// → `[3, crop_h, crop_w]` flattened
+pub fn clip_pixel_values(image: &RgbImage, width: usize, config: &CLIPImageProcessorConfig) -> Vec<f32> {
+    let (cw, ch) = config.crop_size.width_height();
+    let square = image.center_crop_wide(width, width).resize(cw, ch, Filter::Bilinear);
+    let mut planes = square.to_planes();
+    for (c, chunk) in planes.chunks_mut(cw * ch).enumerate() {
+        for v in chunk {
+            *v = (*v - config.image_mean[c]) / config.image_std[c];
+        }
+    }
+    planes
+}
+
+/// The VAE's input: `_center_crop_wide(image, (width, height))` in [-1, 1].
+///
+/// # Shapes
+/// → `[3, height, width]` flattened
+pub fn vae_pixel_values(image: &RgbImage, width: usize, height: usize) -> Vec<f32> {
+    image.center_crop_wide(width, height).to_planes().into_iter().map(|v| 2.0 * v - 1.0).collect()
+}
