@@ -328,6 +328,7 @@ def scheduler():
 
 
 def _scheduler():
+    seed(6)
     DDIMScheduler.from_config(I2VGEN_SCHEDULER).save_pretrained(MODEL / "scheduler")
     tensors, cases = {}, {}
     for name, overrides in SCHEDULER_CASES.items():
