@@ -26,6 +26,18 @@ fn test_image() -> RgbImage {
     RgbImage::new(w as usize, h as usize, decoded.into_raw()).unwrap()
 }
 
+/// `i2vgen generate` on the fixture model and test image; the caller adds the rest.
+fn generate() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_i2vgen"));
+    command
+        .arg("generate")
+        .arg("--model")
+        .arg(Path::new(common::FIXTURES).join("tiny-i2vgen"))
+        .arg("--image")
+        .arg(golden("image.png"));
+    command
+}
+
 #[test]
 fn preprocessing_matches_pil_exactly() {
     let case = case();
@@ -45,12 +57,7 @@ fn generate_matches_diffusers() {
     let reference = common::read_f32(&golden("pipeline.safetensors"));
     for backend in ["cpu", "wgpu"] {
         let out = std::env::temp_dir().join(format!("i2vgen-generate-{backend}-{}.safetensors", std::process::id()));
-        let status = Command::new(env!("CARGO_BIN_EXE_i2vgen"))
-            .arg("generate")
-            .arg("--model")
-            .arg(Path::new(common::FIXTURES).join("tiny-i2vgen"))
-            .arg("--image")
-            .arg(golden("image.png"))
+        let status = generate()
             .args(["--prompt", case["prompt"].as_str().unwrap()])
             .args(["--negative-prompt", case["negative_prompt"].as_str().unwrap()])
             .args(["--frames", &case["num_frames"].to_string(), "--fps", &case["target_fps"].to_string()])
@@ -73,12 +80,7 @@ fn generate_matches_diffusers() {
 #[test]
 fn generate_writes_a_looping_gif() {
     let out = std::env::temp_dir().join(format!("i2vgen-generate-{}.gif", std::process::id()));
-    let status = Command::new(env!("CARGO_BIN_EXE_i2vgen"))
-        .arg("generate")
-        .arg("--model")
-        .arg(Path::new(common::FIXTURES).join("tiny-i2vgen"))
-        .arg("--image")
-        .arg(golden("image.png"))
+    let status = generate()
         .args(["--prompt", "a cat", "--frames", "4", "--fps", "8", "--height", "24", "--width", "40", "--steps", "2"])
         .args(["--backend", "cpu", "--seed", "7", "--output"])
         .arg(&out)
@@ -101,12 +103,7 @@ fn generate_writes_a_looping_gif() {
 #[test]
 fn bad_requests_are_clear_sentences() {
     let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_i2vgen"))
-            .arg("generate")
-            .arg("--model")
-            .arg(Path::new(common::FIXTURES).join("tiny-i2vgen"))
-            .arg("--image")
-            .arg(golden("image.png"))
+        let out = generate()
             .args(["--prompt", "a cat", "--backend", "cpu"])
             .args(extra)
             .output()
