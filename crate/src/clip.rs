@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -11,6 +11,7 @@ use crate::Result;
 use crate::attention::multi_head;
 use crate::config::{ConfigFile, expect_model_type};
 use crate::nn::{Activation, Conv2d, LayerNorm, Linear};
+use crate::tokenizer::CLIPTokenizer;
 use crate::weights::{Weights, key};
 
 const IGNORED: &[&str] = &[
@@ -200,6 +201,13 @@ impl CLIPTextModel {
 
     /// # Shapes
     /// input_ids `[B, T]` (T ≤ max_position_embeddings) → outputs `[B, T, hidden]`
+    /// Tokenize `prompts` (padded to the tokenizer's length) and encode them as one batch.
+    pub fn encode_prompts(&self, tokenizer: &CLIPTokenizer, prompts: &[&str], device: &Device) -> CLIPTextOutput {
+        let ids: Vec<i64> = prompts.iter().flat_map(|p| tokenizer.encode(p)).map(i64::from).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [prompts.len(), tokenizer.model_max_length()]), device);
+        self.forward(ids)
+    }
+
     pub fn forward(&self, input_ids: Tensor<2, Int>) -> CLIPTextOutput {
         let [b, t] = input_ids.dims();
         let hidden = self.token_embedding.dims()[1];

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -208,9 +208,7 @@ impl I2VGenXLPipeline {
         if cfg {
             prompts.insert(0, request.negative_prompt.as_str());
         }
-        let ids: Vec<i64> = prompts.iter().flat_map(|p| self.tokenizer.encode(p)).map(i64::from).collect();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [prompts.len(), self.tokenizer.model_max_length()]), device);
-        let prompt_embeds = self.text_encoder.forward(ids).penultimate_normed;
+        let prompt_embeds = self.text_encoder.encode_prompts(&self.tokenizer, &prompts, device).penultimate_normed;
 
         // 2. CLIP image embedding of the centre square, resized bilinearly; zeros for uncond
         let (cw, ch) = self.feature_extractor.crop_size.width_height();
@@ -281,12 +279,7 @@ impl I2VGenXLPipeline {
 
     /// Decode one frame of the (finished) latents: `[H, W, 3]` in [0, 1].
     pub fn decode_frame(&self, g: &Generation, frame: usize) -> Tensor<3> {
-        let [_, c, _, h, w] = g.latents.dims();
-        let latent = g.latents.clone().slice([0..1, 0..c, frame..frame + 1]).reshape([1, c, h, w]);
-        let image = self.vae.decode(latent.div_scalar(self.vae.config.scaling_factor));
-        let [_, channels, height, width] = image.dims();
-        let image = (image.div_scalar(2.0).add_scalar(0.5)).clamp(0.0, 1.0);
-        image.reshape([channels, height, width]).permute([1, 2, 0])
+        self.vae.decode_video_frame(&g.latents, frame)
     }
 }
 

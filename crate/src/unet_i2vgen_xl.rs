@@ -8,98 +8,28 @@ use burn::tensor::Tensor;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::Result;
 use crate::attention::{Attention, FeedForward};
 use crate::config::{ConfigFile, expect_class_name};
-use crate::embeddings::{TimestepEmbedding, timestep_embedding};
-use crate::nn::{Conv2d, GroupNorm, LayerNorm, Linear};
-use crate::transformer_temporal::TransformerTemporalModel;
-use crate::unet_3d_blocks::{BlockDims, DownBlock3D, UNetMidBlock3DCrossAttn, UpBlock3D};
+use crate::embeddings::timestep_embedding;
+use crate::nn::{Conv2d, LayerNorm, Linear};
+use crate::unet_3d::{UNet3DBackbone, UNet3DConfig, repeat_interleave};
 use crate::weights::{Weights, key};
-use crate::{Error, Result};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-pub enum DownBlockType {
-    CrossAttnDownBlock3D,
-    DownBlock3D,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-pub enum UpBlockType {
-    CrossAttnUpBlock3D,
-    UpBlock3D,
-}
-
+/// `unet/config.json` of an `I2VGenXLUNet`: the shared 3D UNet keys only.
 #[derive(Clone, Debug, Deserialize)]
 pub struct I2VGenXLUNetConfig {
-    #[serde(default = "defaults::four")]
-    pub in_channels: usize,
-    #[serde(default = "defaults::four")]
-    pub out_channels: usize,
-    #[serde(default = "defaults::down_block_types")]
-    pub down_block_types: Vec<DownBlockType>,
-    #[serde(default = "defaults::up_block_types")]
-    pub up_block_types: Vec<UpBlockType>,
-    #[serde(default = "defaults::block_out_channels")]
-    pub block_out_channels: Vec<usize>,
-    #[serde(default = "defaults::two")]
-    pub layers_per_block: usize,
-    #[serde(default = "defaults::norm_num_groups")]
-    pub norm_num_groups: usize,
-    #[serde(default = "defaults::cross_attention_dim")]
-    pub cross_attention_dim: usize,
-    /// The channels per attention head, despite diffusers' legacy naming: the UNet overwrites
-    /// `num_attention_heads` with this value and every block divides its width by it.
-    #[serde(default = "defaults::attention_head_dim")]
-    pub attention_head_dim: usize,
-}
-
-mod defaults {
-    use super::{DownBlockType, UpBlockType};
-    pub fn four() -> usize { 4 }
-    pub fn two() -> usize { 2 }
-    pub fn down_block_types() -> Vec<DownBlockType> {
-        use DownBlockType::*;
-        vec![CrossAttnDownBlock3D, CrossAttnDownBlock3D, CrossAttnDownBlock3D, DownBlock3D]
-    }
-    pub fn up_block_types() -> Vec<UpBlockType> {
-        use UpBlockType::*;
-        vec![UpBlock3D, CrossAttnUpBlock3D, CrossAttnUpBlock3D, CrossAttnUpBlock3D]
-    }
-    pub fn block_out_channels() -> Vec<usize> { vec![320, 640, 1280, 1280] }
-    pub fn norm_num_groups() -> usize { 32 }
-    pub fn cross_attention_dim() -> usize { 1024 }
-    pub fn attention_head_dim() -> usize { 64 }
+    #[serde(flatten)]
+    pub unet: UNet3DConfig,
 }
 
 impl ConfigFile for I2VGenXLUNetConfig {
     const FILE: &'static str = "unet/config.json";
     /// `num_attention_heads` is ignored by diffusers itself (overwritten by attention_head_dim).
     const IGNORED: &'static [&'static str] = &["sample_size", "num_attention_heads"];
-    const KNOWN: &'static [&'static str] = &[
-        "in_channels", "out_channels", "down_block_types", "up_block_types", "block_out_channels",
-        "layers_per_block", "norm_num_groups", "cross_attention_dim", "attention_head_dim",
-    ];
+    const KNOWN: &'static [&'static str] = UNet3DConfig::KEYS;
     fn check_class(json: &BTreeMap<String, Value>) -> Result<()> {
         expect_class_name(Self::FILE, json, &["I2VGenXLUNet"])
-    }
-}
-
-impl I2VGenXLUNetConfig {
-    pub fn validate(&self) -> Result<()> {
-        let n = self.block_out_channels.len();
-        let bad = |message: &str| Err(Error::Config { file: Self::FILE.into(), message: message.into() });
-        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
-            return bad("block_out_channels, down_block_types and up_block_types must have the same length");
-        }
-        if self.block_out_channels.iter().any(|c| c % self.attention_head_dim != 0 || c % self.norm_num_groups != 0) {
-            return bad("every block width must be a multiple of attention_head_dim and norm_num_groups");
-        }
-        Ok(())
-    }
-
-    /// Latent down-sampling between the input and the deepest block.
-    pub fn num_upsamplers(&self) -> usize {
-        self.block_out_channels.len() - 1
     }
 }
 
@@ -129,24 +59,18 @@ impl I2VGenXLTransformerTemporalEncoder {
 
 #[derive(Clone, Debug)]
 pub struct I2VGenXLUNet {
-    pub conv_in: Conv2d,
-    pub transformer_in: TransformerTemporalModel,
+    /// `conv_in` (sample and image-path channels), `time_embedding`, the blocks, `conv_out`.
+    pub backbone: UNet3DBackbone,
     /// `image_latents_proj_in.{0,2,4}` (SiLU between).
     pub image_latents_proj_in: [Conv2d; 3],
     pub image_latents_temporal_encoder: I2VGenXLTransformerTemporalEncoder,
     /// `image_latents_context_embedding.{0,3,5}`: conv, SiLU, adaptive pool 32×32, conv s2, SiLU, conv s2.
     pub image_latents_context_embedding: [Conv2d; 3],
-    pub time_embedding: TimestepEmbedding,
     /// `context_embedding.{0,2}`
     pub context_embedding: [Linear; 2],
     /// `fps_embedding.{0,2}`
     pub fps_embedding: [Linear; 2],
-    pub down_blocks: Vec<DownBlock3D>,
-    pub mid_block: UNetMidBlock3DCrossAttn,
-    pub up_blocks: Vec<UpBlock3D>,
-    pub conv_norm_out: GroupNorm,
-    pub conv_out: Conv2d,
-    pub config: I2VGenXLUNetConfig,
+    pub config: UNet3DConfig,
 }
 
 /// The conditioning the UNet is called with, per batch element.
@@ -167,38 +91,13 @@ pub struct I2VGenXLUNetInput {
 
 impl I2VGenXLUNet {
     pub fn load(w: &mut Weights, config: &I2VGenXLUNetConfig) -> Result<Self> {
-        config.validate()?;
-        let c = config;
-        let ch = &c.block_out_channels;
-        let (c0, n) = (ch[0], ch.len());
-        let cin = c.in_channels;
-        let temb = 4 * c0;
-        let g = c.norm_num_groups;
-        let d = BlockDims { temb_channels: temb, groups: g, cross_attention_dim: c.cross_attention_dim, head_dim: c.attention_head_dim };
+        let c = &config.unet;
+        c.validate(I2VGenXLUNetConfig::FILE)?;
+        let (c0, cin, temb) = (c.block_out_channels[0], c.in_channels, c.time_embed_dim());
         let conv = |w: &mut Weights, k: &str, i, o, s| Conv2d::load(w, k, i, o, 3, s, 1, true);
 
-        let mut down_blocks = Vec::new();
-        let mut c_out = c0;
-        for (i, kind) in c.down_block_types.iter().enumerate() {
-            let c_in = c_out;
-            c_out = ch[i];
-            let attention = *kind == DownBlockType::CrossAttnDownBlock3D;
-            down_blocks.push(DownBlock3D::load(w, &format!("down_blocks.{i}"), c.layers_per_block, c_in, c_out, attention, i + 1 < n, d)?);
-        }
-        let reversed: Vec<usize> = ch.iter().rev().copied().collect();
-        let mut up_blocks = Vec::new();
-        let mut c_out = reversed[0];
-        for (i, kind) in c.up_block_types.iter().enumerate() {
-            let prev = c_out;
-            c_out = reversed[i];
-            let c_in = reversed[(i + 1).min(n - 1)];
-            let attention = *kind == UpBlockType::CrossAttnUpBlock3D;
-            up_blocks.push(UpBlock3D::load(w, &format!("up_blocks.{i}"), c.layers_per_block + 1, c_in, prev, c_out, attention, i + 1 < n, d)?);
-        }
-
         Ok(Self {
-            conv_in: conv(w, "conv_in", 2 * cin, c0, 1)?,
-            transformer_in: TransformerTemporalModel::load(w, "transformer_in", 8, c.attention_head_dim, c0, g)?,
+            backbone: UNet3DBackbone::load(w, c, 2 * cin)?,
             image_latents_proj_in: [
                 conv(w, "image_latents_proj_in.0", 4, 4 * cin, 1)?,
                 conv(w, "image_latents_proj_in.2", 4 * cin, 4 * cin, 1)?,
@@ -210,7 +109,6 @@ impl I2VGenXLUNet {
                 conv(w, "image_latents_context_embedding.3", 8 * cin, 16 * cin, 2)?,
                 conv(w, "image_latents_context_embedding.5", 16 * cin, c.cross_attention_dim, 2)?,
             ],
-            time_embedding: TimestepEmbedding::load(w, "time_embedding", c0, temb)?,
             context_embedding: [
                 Linear::load(w, "context_embedding.0", c.cross_attention_dim, temb, true)?,
                 Linear::load(w, "context_embedding.2", temb, c.cross_attention_dim * cin, true)?,
@@ -219,12 +117,7 @@ impl I2VGenXLUNet {
                 Linear::load(w, "fps_embedding.0", c0, temb, true)?,
                 Linear::load(w, "fps_embedding.2", temb, temb, true)?,
             ],
-            down_blocks,
-            mid_block: UNetMidBlock3DCrossAttn::load(w, "mid_block", ch[n - 1], d)?,
-            up_blocks,
-            conv_norm_out: GroupNorm::load(w, "conv_norm_out", g, c0, 1e-5)?,
-            conv_out: conv(w, "conv_out", c0, c.out_channels, 1)?,
-            config: config.clone(),
+            config: c.clone(),
         })
     }
 
@@ -277,7 +170,7 @@ impl I2VGenXLUNet {
         let c0 = self.config.block_out_channels[0];
 
         // 1. time and 2. fps, one embedding per frame
-        let t_emb = self.time_embedding.forward(timestep_embedding(&timesteps, c0, true, 0.0, &device));
+        let t_emb = self.backbone.time_embedding.forward(timestep_embedding(&timesteps, c0, true, 0.0, &device));
         let [f1, f2] = &self.fps_embedding;
         let fps_emb = f2.forward(silu(f1.forward(timestep_embedding(&fps, c0, true, 0.0, &device))));
         let emb = repeat_interleave(t_emb + fps_emb, f);
@@ -285,40 +178,11 @@ impl I2VGenXLUNet {
         // 3. context: text + image-latent + image-embedding tokens, per frame
         let context = repeat_interleave(self.context(encoder_hidden_states, &image_latents, image_embeddings), f);
 
-        // 4. image latents beside the sample, then conv_in and transformer_in
+        // 4. image latents beside the sample, then the shared backbone
         let x = Tensor::cat(vec![sample, self.image_path(image_latents)], 1);
         let x = x.swap_dims(1, 2).reshape([b * f, 2 * self.config.in_channels, h, w]);
-        let x = self.transformer_in.forward(self.conv_in.forward(x), f);
-
-        // 5. down
-        let mut skips = vec![x.clone()];
-        let mut x = x;
-        for block in &self.down_blocks {
-            let (out, block_skips) = block.forward(x, &emb, &context, f);
-            x = out;
-            skips.extend(block_skips);
-        }
-
-        // 6. mid
-        let mut x = self.mid_block.forward(x, &emb, &context, f);
-
-        // 7. up
-        for block in &self.up_blocks {
-            x = block.forward(x, &mut skips, &emb, &context, f);
-        }
-
-        // 8. post-process
-        let x = self.conv_out.forward(silu(self.conv_norm_out.forward(x)));
+        let x = self.backbone.forward(x, &emb, &context, f);
         let c_out = self.config.out_channels;
         x.reshape([b, f, c_out, h, w]).swap_dims(1, 2)
     }
-}
-
-/// `repeat_interleave(n, dim=0)`: each batch element n times in a row.
-fn repeat_interleave<const D: usize>(x: Tensor<D>, n: usize) -> Tensor<D> {
-    let dims = x.dims();
-    let rest: usize = dims[1..].iter().product();
-    let mut expanded = dims;
-    expanded[0] *= n;
-    x.reshape([dims[0], 1, rest]).repeat_dim(1, n).reshape(expanded)
 }

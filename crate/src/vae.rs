@@ -311,4 +311,29 @@ impl AutoencoderKL {
         }
         d.conv_out.forward(silu(d.conv_norm_out.forward(x)))
     }
+
+    /// One frame of scaled video latents as a picture: `latents / scaling_factor` through the
+    /// decoder, mapped from [-1, 1] to [0, 1] (diffusers' `postprocess_video`).
+    ///
+    /// # Shapes
+    /// latents `[1, latent, F, h, w]` → `[H, W, 3]`
+    pub fn decode_video_frame(&self, latents: &Tensor<5>, frame: usize) -> Tensor<3> {
+        let [_, c, _, h, w] = latents.dims();
+        let latent = latents.clone().slice([0..1, 0..c, frame..frame + 1]).reshape([1, c, h, w]);
+        let image = self.decode(latent.div_scalar(self.config.scaling_factor));
+        let [_, channels, height, width] = image.dims();
+        let image = (image.div_scalar(2.0).add_scalar(0.5)).clamp(0.0, 1.0);
+        image.reshape([channels, height, width]).permute([1, 2, 0])
+    }
+
+    /// The scaled latents of one video frame (`[H, W, 3]` in [0, 1]): the posterior sampled with
+    /// `noise`, times `scaling_factor`.
+    ///
+    /// # Shapes
+    /// frame `[H, W, 3]`, noise `[1, latent, h, w]` → `[1, latent, h, w]`
+    pub fn encode_video_frame(&self, frame: Tensor<3>, noise: Tensor<4>) -> Tensor<4> {
+        let [height, width, channels] = frame.dims();
+        let x = frame.permute([2, 0, 1]).reshape([1, channels, height, width]).mul_scalar(2.0).sub_scalar(1.0);
+        self.encode(x).sample(noise).mul_scalar(self.config.scaling_factor)
+    }
 }

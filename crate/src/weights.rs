@@ -3,10 +3,11 @@
 //! Networks take their tensors by key path (`down_blocks.0.resnets.1.conv1.weight`), stating the
 //! shape their config implies. A missing key, a wrong shape, and (in [`Weights::finish`]) a key
 //! nobody took are all errors that name the key. f32, f16 and bf16 on disk load as f32.
+//! [`Weights::random`] builds any network at its real size with nothing on disk (benchmarks).
 
 use std::collections::BTreeMap;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
@@ -21,6 +22,7 @@ struct Stored {
 pub struct Weights {
     device: Device,
     tensors: BTreeMap<String, Stored>,
+    random: bool,
 }
 
 /// Join a module path and a field name the way state-dict keys are spelled.
@@ -63,7 +65,13 @@ impl Weights {
                 }
             }
         }
-        Ok(Self { device: device.clone(), tensors })
+        Ok(Self { device: device.clone(), tensors, random: false })
+    }
+
+    /// Every `take` draws fresh values on the device: uniform in ±1/√fan_in, where fan_in is
+    /// the elements per output channel (±1 for vectors), so activations stay in range.
+    pub fn random(device: &Device) -> Self {
+        Self { device: device.clone(), tensors: BTreeMap::new(), random: true }
     }
 
     pub fn device(&self) -> &Device {
@@ -72,6 +80,11 @@ impl Weights {
 
     /// Take the tensor `key`, which must have `shape`.
     pub fn take<const D: usize>(&mut self, key: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        if self.random {
+            let fan_in: usize = shape[1..].iter().product();
+            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+            return Ok(Tensor::random(shape, Distribution::Uniform(-bound, bound), &self.device));
+        }
         let stored = self
             .tensors
             .remove(key)

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 import diffusers
 import transformers
-from diffusers import AutoencoderKL, DDIMScheduler, I2VGenXLUNet
+from diffusers import AutoencoderKL, DDIMScheduler, I2VGenXLUNet, UNet3DConditionModel
 from transformers import (
     CLIPImageProcessor,
     CLIPTextConfig,
@@ -35,6 +35,7 @@ from transformers import (
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "fixtures"
 MODEL = OUT / "tiny-i2vgen"
+REFINER = OUT / "tiny-vid2vid"
 GOLDEN = OUT / "golden"
 
 torch.use_deterministic_algorithms(True)
@@ -383,6 +384,111 @@ def test_image():
     return image
 
 
+# --- the refiner: a VideoToVideoSDPipeline folder ------------------------------------------------
+
+# The scheduler of cerspense/zeroscope_v2_XL (MS-Vid2Vid-XL's diffusers port uses the same).
+REFINER_SCHEDULER = {
+    "_class_name": "DDIMScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+}
+
+
+def refiner_unet():
+    seed(7)
+    model = UNet3DConditionModel(
+        sample_size=LATENT_W, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
+        block_out_channels=(16, 32, 32), layers_per_block=2, norm_num_groups=8,
+        cross_attention_dim=HIDDEN, attention_head_dim=8,
+    ).eval()
+    perturb(model)
+    # Stored in f16 (as the hub's fp16 variants are): half the bytes, and the f16 path is tested.
+    round_to(model, torch.float16)
+    save_component(model, REFINER / "unet", dtype=torch.float16)
+    inputs = {
+        "sample": torch.randn(2, 4, 3, LATENT_H, LATENT_W),
+        "timestep": torch.tensor([961, 21], dtype=torch.int64),
+        "encoder_hidden_states": torch.randn(2, 77, HIDDEN),
+    }
+    with torch.no_grad():
+        out = model(**inputs).sample
+    save_file(dict(inputs, out_sample=out.contiguous()), GOLDEN / "refiner_unet.safetensors")
+
+
+def refiner_folder():
+    """The rest of the refiner folder. The text encoder, tokenizer and VAE weights are the base
+    model's (as in the real cascade: both use OpenCLIP ViT-H text and the SD 2.1 VAE), linked, not
+    copied; the VAE config carries the refiner's own scaling factor."""
+    REFINER.mkdir(parents=True, exist_ok=True)
+    for name in ("text_encoder", "tokenizer"):
+        link = REFINER / name
+        if not link.exists():
+            link.symlink_to(Path("..") / MODEL.name / name, target_is_directory=True)
+    (REFINER / "vae").mkdir(exist_ok=True)
+    config = json.loads((MODEL / "vae" / "config.json").read_text())
+    config["scaling_factor"] = 0.18215
+    (REFINER / "vae" / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    weights = REFINER / "vae" / "diffusion_pytorch_model.safetensors"
+    if not weights.exists():
+        weights.symlink_to(Path("..") / ".." / MODEL.name / "vae" / weights.name)
+    DDIMScheduler.from_config(REFINER_SCHEDULER).save_pretrained(REFINER / "scheduler")
+    index = {
+        "_class_name": "VideoToVideoSDPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet3DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (REFINER / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+REFINE_CASE = {
+    "prompt": "a cat surfing a wave, detailed",
+    "negative_prompt": "blurry",
+    "strength": 0.6,
+    "num_inference_steps": 5,
+    "guidance_scale": 15.0,
+}
+
+
+def refine():
+    """VideoToVideoSDPipeline on the base pipeline's golden frames with explicit noise: with
+    strength 0.6 and 5 steps only the last 3 timesteps run."""
+    from diffusers import VideoToVideoSDPipeline
+    from diffusers.pipelines.deprecated.text_to_video_synthesis import pipeline_text_to_video_synth_img2img as module
+
+    from safetensors.torch import load_file
+
+    video = load_file(GOLDEN / "pipeline.safetensors")["frames"]  # [F, H, W, 3] in [0, 1]
+    frames = video.shape[0]
+    pipe = VideoToVideoSDPipeline.from_pretrained(REFINER).to("cpu")
+    pipe.set_progress_bar_config(disable=True)
+    seed(8)
+    noise = torch.randn(frames, 4, LATENT_H, LATENT_W)
+    vae_sample_noise = torch.randn(frames, 4, LATENT_H, LATENT_W)
+    original = module.randn_tensor
+    module.randn_tensor = lambda shape, **kwargs: noise.clone()
+    try:
+        with explicit_posterior_noise(vae_sample_noise), torch.no_grad():
+            out = pipe(video=video.numpy(), output_type="np", **REFINE_CASE).frames[0]
+    finally:
+        module.randn_tensor = original
+    save_file({"video": video.contiguous(), "noise": noise, "vae_sample_noise": vae_sample_noise,
+               "frames": torch.from_numpy(np.ascontiguousarray(out)).float()},
+              GOLDEN / "refine.safetensors")
+    (GOLDEN / "refine.json").write_text(json.dumps(REFINE_CASE, indent=2) + "\n")
+
+
 class explicit_posterior_noise:
     """Make `DiagonalGaussianDistribution.sample` use a given N(0, 1) draw (torch's RNG cannot be
     reproduced elsewhere), so the image latents are an exact function of the inputs."""
@@ -464,7 +570,8 @@ def model_index():
 def main():
     only = set(sys.argv[1:])
     if not only:
-        shutil.rmtree(OUT / "tiny-i2vgen", ignore_errors=True)
+        shutil.rmtree(MODEL, ignore_errors=True)
+        shutil.rmtree(REFINER, ignore_errors=True)
         shutil.rmtree(GOLDEN, ignore_errors=True)
     GOLDEN.mkdir(parents=True, exist_ok=True)
     MODEL.mkdir(parents=True, exist_ok=True)
@@ -477,6 +584,9 @@ def main():
         "scheduler": scheduler,
         "model_index": model_index,
         "pipeline": pipeline,
+        "refiner_unet": refiner_unet,
+        "refiner_folder": refiner_folder,
+        "refine": refine,
     }
     for name, step in steps.items():
         if not only or name in only:

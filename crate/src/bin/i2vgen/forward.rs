@@ -6,6 +6,8 @@ use anyhow::{Result, bail};
 use burn::tensor::{Device, TensorData};
 use clap::ValueEnum;
 use i2vgen::clip::{CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection};
+use i2vgen::unet_3d::UNet3DConfig;
+use i2vgen::unet_3d_condition::{UNet3DConditionModel, UNet3DConditionModelConfig};
 use i2vgen::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetConfig, I2VGenXLUNetInput};
 use i2vgen::vae::{AutoencoderKL, AutoencoderKLConfig};
 
@@ -23,7 +25,9 @@ pub enum Component {
     VaeEncode,
     /// latents [B,4,h,w] (unscaled) → sample
     VaeDecode,
-    /// sample, timestep, encoder_hidden_states, fps, image_latents, image_embeddings → sample
+    /// I2VGenXLUNet: sample, timestep, encoder_hidden_states, fps, image_latents,
+    /// image_embeddings → sample; UNet3DConditionModel: sample, timestep, encoder_hidden_states
+    /// → sample (chosen by the config's `_class_name`)
     Unet,
 }
 
@@ -95,29 +99,28 @@ pub fn run(model: &Path, component: Component, inputs: &Path, output: &Path, dev
 }
 
 fn unet(model: &Path, inputs: &TensorFile, device: &Device) -> Result<burn::tensor::Tensor<5>> {
+    let class = model_dir::class_name(model, "unet")?;
+    if class == "UNet3DConditionModel" {
+        let config: UNet3DConditionModelConfig = model_dir::config(model, "unet")?;
+        let b = check_unet_inputs(&config.unet, inputs)?;
+        let timesteps = per_batch(inputs, "timestep", b)?;
+        let mut w = model_dir::weights(model, "unet", device)?;
+        let net = UNet3DConditionModel::load(&mut w, &config)?;
+        w.finish()?;
+        let sample = inputs.float::<5>("sample", device)?;
+        return Ok(net.forward(sample, &timesteps, inputs.float::<3>("encoder_hidden_states", device)?));
+    }
     let config: I2VGenXLUNetConfig = model_dir::config(model, "unet")?;
+    let b = check_unet_inputs(&config.unet, inputs)?;
     let sample = inputs.dims("sample")?;
-    let cin = config.in_channels;
-    expect_dims("sample", &sample, 5, |d| (d[1] != cin).then(|| format!("expected [B, {cin}, F, h, w]")))?;
-    let (b, dim) = (sample[0], config.cross_attention_dim);
+    let dim = config.unet.cross_attention_dim;
     expect_dims("image_latents", &inputs.dims("image_latents")?, 5, |d| {
         (d[0] != b || d[1] != 4 || d[2..] != sample[2..]).then(|| format!("expected [{b}, 4, {}, {}, {}]", sample[2], sample[3], sample[4]))
-    })?;
-    expect_dims("encoder_hidden_states", &inputs.dims("encoder_hidden_states")?, 3, |d| {
-        (d[0] != b || d[2] != dim).then(|| format!("expected [{b}, T, {dim}]"))
     })?;
     expect_dims("image_embeddings", &inputs.dims("image_embeddings")?, 2, |d| {
         (d[0] != b || d[1] != dim).then(|| format!("expected [{b}, {dim}]"))
     })?;
-    let per_batch = |name: &str| -> Result<Vec<f32>> {
-        let values = inputs.scalars(name)?;
-        match values.len() {
-            1 => Ok(vec![values[0]; b]),
-            n if n == b => Ok(values),
-            n => bail!("`{name}` has {n} values; give one, or one per batch element ({b})"),
-        }
-    };
-    let (timesteps, fps) = (per_batch("timestep")?, per_batch("fps")?);
+    let (timesteps, fps) = (per_batch(inputs, "timestep", b)?, per_batch(inputs, "fps", b)?);
     let mut w = model_dir::weights(model, "unet", device)?;
     let net = I2VGenXLUNet::load(&mut w, &config)?;
     w.finish()?;
@@ -129,4 +132,26 @@ fn unet(model: &Path, inputs: &TensorFile, device: &Device) -> Result<burn::tens
         image_latents: inputs.float::<5>("image_latents", device)?,
         image_embeddings: inputs.float::<2>("image_embeddings", device)?,
     }))
+}
+
+/// `sample` and `encoder_hidden_states`, which both UNets take; returns the batch size.
+fn check_unet_inputs(config: &UNet3DConfig, inputs: &TensorFile) -> Result<usize> {
+    let cin = config.in_channels;
+    let sample = inputs.dims("sample")?;
+    expect_dims("sample", &sample, 5, |d| (d[1] != cin).then(|| format!("expected [B, {cin}, F, h, w]")))?;
+    let (b, dim) = (sample[0], config.cross_attention_dim);
+    expect_dims("encoder_hidden_states", &inputs.dims("encoder_hidden_states")?, 3, |d| {
+        (d[0] != b || d[2] != dim).then(|| format!("expected [{b}, T, {dim}]"))
+    })?;
+    Ok(b)
+}
+
+/// A scalar input given once or once per batch element.
+fn per_batch(inputs: &TensorFile, name: &str, b: usize) -> Result<Vec<f32>> {
+    let values = inputs.scalars(name)?;
+    match values.len() {
+        1 => Ok(vec![values[0]; b]),
+        n if n == b => Ok(values),
+        n => bail!("`{name}` has {n} values; give one, or one per batch element ({b})"),
+    }
 }

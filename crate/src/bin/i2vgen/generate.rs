@@ -7,12 +7,12 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
 use i2vgen::image::RgbImage;
 use i2vgen::pipeline_i2vgen_xl::{GenerationRequest, I2VGenXLPipeline, Noise};
-use indicatif::{ProgressBar, ProgressStyle};
+use i2vgen::pipeline_video_to_video::RefineRequest;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::model_dir;
+use crate::{model_dir, progress, refine};
 use crate::tensors::TensorFile;
 use crate::video;
 
@@ -50,24 +50,51 @@ pub struct Args {
     noise: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "wgpu")]
     backend: crate::devices::Backend,
-    /// `.safetensors` (frames [F,H,W,3] in [0,1]) or `.gif`.
+    /// `.mp4` (H.264), `.gif`, or `.safetensors` (frames [F,H,W,3] in [0,1]).
     #[arg(long)]
     output: PathBuf,
+    /// Refine the base video with this VideoToVideoSDPipeline folder (the cascade's second stage).
+    #[arg(long)]
+    refine_model: Option<PathBuf>,
+    /// The refinement prompt (default: --prompt).
+    #[arg(long)]
+    refine_prompt: Option<String>,
+    #[arg(long, default_value_t = 0.6)]
+    refine_strength: f64,
+    /// Refinement schedule length; with strength s only the last int(steps·s) run.
+    #[arg(long, default_value_t = 50)]
+    refine_steps: usize,
+    #[arg(long, default_value_t = 15.0)]
+    refine_guidance: f64,
+    /// Refined output size (multiples of 8); the base video is upscaled (bicubic) to it.
+    #[arg(long, default_value_t = 720)]
+    refine_height: usize,
+    #[arg(long, default_value_t = 1280)]
+    refine_width: usize,
 }
 
-pub fn load_image(path: &Path) -> Result<RgbImage> {
-    let decoded = image::ImageReader::open(path)
+/// Decode a PNG, JPEG or WebP file to 8-bit RGB.
+pub fn decode_image(path: &Path) -> Result<image::RgbImage> {
+    Ok(image::ImageReader::open(path)
         .with_context(|| format!("cannot read {}", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("cannot read {}", path.display()))?
         .decode()
         .with_context(|| format!("{} is not a PNG, JPEG or WebP image this build can decode", path.display()))?
-        .to_rgb8();
+        .to_rgb8())
+}
+
+pub fn load_image(path: &Path) -> Result<RgbImage> {
+    let decoded = decode_image(path)?;
     let (w, h) = decoded.dimensions();
     Ok(RgbImage::new(w as usize, h as usize, decoded.into_raw())?)
 }
 
-fn normal(shape: &[usize], rng: &mut StdRng) -> Vec<f32> {
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+pub fn normal(shape: &[usize], rng: &mut StdRng) -> Vec<f32> {
     (0..shape.iter().product::<usize>()).map(|_| StandardNormal.sample(rng)).collect()
 }
 
@@ -75,7 +102,7 @@ fn normal(shape: &[usize], rng: &mut StdRng) -> Vec<f32> {
 fn noise(args: &Args, latent: [usize; 5], device: &Device) -> Result<Noise> {
     let file = args.noise.as_deref().map(TensorFile::read).transpose()?;
     let has = |name: &str| file.as_ref().is_some_and(|f| f.dims(name).is_ok());
-    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut rng = rng(args.seed);
     let latents = if has("latents") {
         file.as_ref().unwrap().float::<5>("latents", device)?
     } else {
@@ -94,31 +121,19 @@ pub fn load_pipeline(model: &Path, device: &Device) -> Result<I2VGenXLPipeline> 
     use i2vgen::clip::{CLIPTextModel, CLIPVisionModelWithProjection};
     use i2vgen::unet_i2vgen_xl::I2VGenXLUNet;
     use i2vgen::vae::AutoencoderKL;
-    macro_rules! component {
-        ($name:literal, $ty:ty) => {{
-            let config = model_dir::config(model, $name)?;
-            let mut w = model_dir::weights(model, $name, device)?;
-            let net = <$ty>::load(&mut w, &config).with_context(|| format!("loading {}/", $name))?;
-            w.finish().with_context(|| format!("loading {}/", $name))?;
-            net
-        }};
-    }
     Ok(I2VGenXLPipeline {
         tokenizer: model_dir::tokenizer(model)?,
-        text_encoder: component!("text_encoder", CLIPTextModel),
-        image_encoder: component!("image_encoder", CLIPVisionModelWithProjection),
-        vae: component!("vae", AutoencoderKL),
-        unet: component!("unet", I2VGenXLUNet),
+        text_encoder: model_dir::network(model, "text_encoder", device, CLIPTextModel::load)?,
+        image_encoder: model_dir::network(model, "image_encoder", device, CLIPVisionModelWithProjection::load)?,
+        vae: model_dir::network(model, "vae", device, AutoencoderKL::load)?,
+        unet: model_dir::network(model, "unet", device, I2VGenXLUNet::load)?,
         scheduler: model_dir::config_file(model, "scheduler/scheduler_config.json")?,
         feature_extractor: model_dir::config_file(model, "feature_extractor/preprocessor_config.json")?,
     })
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let extension = args.output.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    if !matches!(extension.as_str(), "safetensors" | "gif") {
-        bail!("--output must end in .safetensors or .gif (WebM/MP4 encoding is not built yet; the web app writes WebM)");
-    }
+    video::Format::of(&args.output)?;
     let request = GenerationRequest {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
@@ -129,6 +144,20 @@ pub fn run(args: Args) -> Result<()> {
         num_inference_steps: args.steps,
         guidance_scale: args.guidance,
     };
+    let refine_request = args.refine_model.as_ref().map(|_| RefineRequest {
+        prompt: args.refine_prompt.clone().unwrap_or_else(|| args.prompt.clone()),
+        negative_prompt: args.negative_prompt.clone(),
+        strength: args.refine_strength,
+        num_inference_steps: args.refine_steps,
+        guidance_scale: args.refine_guidance,
+    });
+    if let Some(r) = &refine_request {
+        r.validate()?;
+        let (h, w) = (args.refine_height, args.refine_width);
+        if h == 0 || w == 0 || h % 8 != 0 || w % 8 != 0 {
+            bail!("--refine-height and --refine-width must be positive multiples of 8, got {w}×{h}");
+        }
+    }
     let image = load_image(&args.image)?;
     let device = crate::devices::device(args.backend)?;
     let started = Instant::now();
@@ -136,12 +165,7 @@ pub fn run(args: Args) -> Result<()> {
     request.validate(pipeline.vae_scale_factor())?;
     let noise = noise(&args, pipeline.latent_shape(&request), &device)?;
 
-    let bar = ProgressBar::new((args.steps + args.frames) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} ({elapsed} elapsed, ETA {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = progress::bar((args.steps + args.frames) as u64);
     bar.set_message("encoding");
     let mut generation = pipeline.prepare(request, &image, noise, &device)?;
     for i in 0..args.steps {
@@ -158,6 +182,19 @@ pub fn run(args: Args) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_with_message("done");
+    drop((generation, pipeline));
+    let frames = match (&args.refine_model, refine_request) {
+        (Some(model), Some(request)) => {
+            let base: Vec<Tensor<3>> = frames.into_iter().map(|f| Tensor::from_data(f, &device)).collect();
+            let base = refine::resize(base, args.refine_height, args.refine_width);
+            let pipeline = refine::load_pipeline(model, &device)?;
+            let shape = pipeline.noise_shape(base.len(), args.refine_height, args.refine_width);
+            // The refiner's draws come from the next seed, so a run is one seed end to end.
+            let noise = refine::noise(None, args.seed.wrapping_add(1), shape, &device)?;
+            refine::refine(&pipeline, request, &base, noise, &device)?
+        }
+        _ => frames,
+    };
     video::write(&args.output, &frames, args.fps)?;
     eprintln!("wrote {} ({} frames, {:.1} s)", args.output.display(), args.frames, started.elapsed().as_secs_f64());
     Ok(())

@@ -1,10 +1,13 @@
 //! `i2vgen`: the native command-line tool.
 
+mod bench;
 mod devices;
 mod forward;
 mod generate;
 mod info;
 mod model_dir;
+mod progress;
+mod refine;
 mod tensors;
 mod video;
 
@@ -48,6 +51,11 @@ enum Command {
     },
     /// Generate a video from an image and a prompt (I2VGen-XL).
     Generate(generate::Args),
+    /// Refine a video with a brief prompt (VideoToVideoSD with a UNet3DConditionModel).
+    Refine(refine::Args),
+    /// Time the real-size UNet (random weights) over warm denoising steps; print ms/step,
+    /// analytic FLOPs, GFLOP/s and device memory.
+    Bench(bench::Args),
     /// Print the 77 token ids of a prompt as a JSON array.
     Tokenize {
         #[arg(long)]
@@ -71,6 +79,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Tokenize { model, prompt } => tokenize(&model, &prompt),
         Command::Generate(args) => generate::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Refine(args) => refine::run(args),
     }
 }
 

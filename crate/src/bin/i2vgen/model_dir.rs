@@ -31,6 +31,16 @@ pub fn config<T: ConfigFile>(model: &Path, component: &str) -> Result<T> {
     Ok(parsed.config)
 }
 
+/// `_class_name` of `<component>/config.json` (which network a folder holds).
+pub fn class_name(model: &Path, component: &str) -> Result<String> {
+    let path = component_dir(model, component)?.join("config.json");
+    let json: serde_json::Value = serde_json::from_str(&read_text(&path)?).with_context(|| format!("{} is not JSON", path.display()))?;
+    match json.get("_class_name").and_then(|v| v.as_str()) {
+        Some(name) => Ok(name.to_string()),
+        None => bail!("{} has no _class_name", path.display()),
+    }
+}
+
 /// Parse a config file by path inside the model folder (scheduler, feature extractor).
 pub fn config_file<T: ConfigFile>(model: &Path, relative: &str) -> Result<T> {
     let path = model.join(relative);
@@ -73,4 +83,13 @@ pub fn weights(model: &Path, component: &str, device: &Device) -> Result<Weights
         .collect::<Result<Vec<_>>>()?;
     let slices: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
     Weights::from_safetensors(&slices, device).with_context(|| format!("loading {}", dir.display()))
+}
+
+/// Build a component's network from its config and weights; every tensor must be used.
+pub fn network<C: ConfigFile, N>(model: &Path, component: &str, device: &Device, load: impl FnOnce(&mut Weights, &C) -> i2vgen::Result<N>) -> Result<N> {
+    let config: C = config(model, component)?;
+    let mut w = weights(model, component, device)?;
+    let net = load(&mut w, &config).with_context(|| format!("loading {component}/"))?;
+    w.finish().with_context(|| format!("loading {component}/"))?;
+    Ok(net)
 }

@@ -1,7 +1,7 @@
 //! The loader is strict: a missing, an extra or a wrong-shaped tensor is an error naming the key;
 //! f16 and bf16 on disk load; sharded checkpoints (index + shards) load like single files.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

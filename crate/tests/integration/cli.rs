@@ -1,7 +1,7 @@
 //! The `i2vgen` CLI contract: clear one-line errors with a non-zero exit (never a panic), the
 //! tokenizer command, and a sharded component folder loading like a single file.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

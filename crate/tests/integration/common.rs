@@ -22,7 +22,6 @@ pub fn wgpu() -> Device {
 }
 
 /// Both backends, named for assertion messages.
-#[allow(dead_code)] // not every test binary uses every helper
 pub fn devices() -> [(&'static str, Device); 2] {
     [("cpu", cpu()), ("wgpu", wgpu())]
 }
@@ -36,7 +35,6 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
 
 /// The float tensors of a safetensors file, as (shape, f32 values) by name.
-#[allow(dead_code)]
 pub fn read_f32(path: &std::path::Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -51,7 +49,6 @@ pub fn read_f32(path: &std::path::Path) -> std::collections::BTreeMap<String, (V
 }
 
 /// Golden comparison: max |a - b| ≤ tol and max |a - b| / max |reference| ≤ tol.
-#[allow(dead_code)]
 pub fn assert_close(what: &str, got: &[f32], reference: &[f32], tol: f32) -> f32 {
     let diff = max_abs_diff(got, reference);
     let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
@@ -61,12 +58,12 @@ pub fn assert_close(what: &str, got: &[f32], reference: &[f32], tol: f32) -> f32
     diff
 }
 
-/// Run `i2vgen forward --component <component>` on the fixture model with a golden file's
-/// inputs, on both backends, and compare each (output, reference) pair at 1e-4.
-#[allow(dead_code)]
-pub fn check_component(component: &str, golden_file: &str, pairs: &[(&str, &str)]) {
+/// Run `i2vgen forward --component <component>` on a fixture model folder (`tiny-i2vgen`,
+/// `tiny-vid2vid`) with a golden file's inputs, on both backends, and compare each
+/// (output, reference) pair at 1e-4.
+pub fn check_component(model: &str, component: &str, golden_file: &str, pairs: &[(&str, &str)]) {
     use std::path::Path;
-    let model = Path::new(FIXTURES).join("tiny-i2vgen");
+    let model = Path::new(FIXTURES).join(model);
     let golden = Path::new(FIXTURES).join("golden").join(golden_file);
     let reference = read_f32(&golden);
     for backend in ["cpu", "wgpu"] {

@@ -9,11 +9,13 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use i2vgen::config::parse;
 use i2vgen::scheduler::{DDIMScheduler, DDIMSchedulerConfig, PredictionType, TimestepSpacing};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
+
+use crate::common;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
 const STEPS: [usize; 3] = [3, 5, 50];
@@ -265,8 +267,7 @@ fn set_timesteps_checks_the_count() {
 
 #[test]
 fn burn_step_and_add_noise_apply_the_coefficients() {
-    #[allow(deprecated)] // NdArray is the CPU reference backend.
-    let device = Device::ndarray();
+    let device = common::cpu();
     let mut scheduler = Golden::load().scheduler("i2vgen");
     scheduler.set_timesteps(50).unwrap();
     let sample: Vec<f32> = (0..24).map(|i| (i as f32 * 0.37).sin()).collect();

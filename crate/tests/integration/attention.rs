@@ -1,6 +1,6 @@
 //! Chunked attention equals attention in one piece (on both backends).
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Tensor, TensorData};
 use i2vgen::attention::multi_head_chunked;

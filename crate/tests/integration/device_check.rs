@@ -1,6 +1,6 @@
 //! The device check gives the same numbers on the CPU backend and on wgpu.
 
-mod common;
+use crate::common;
 
 use i2vgen::device_check;
 

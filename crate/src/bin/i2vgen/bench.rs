@@ -1,0 +1,159 @@
+//! `i2vgen bench`: a real-size UNet (the base I2VGen-XL one or the refiner's) with random
+//! weights (nothing to download), timed over warm classifier-free-guided denoising steps, against
+//! its analytic FLOPs.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use burn::tensor::{Distribution, FloatDType, Tensor};
+use i2vgen::config::parse;
+use i2vgen::flops;
+use i2vgen::unet_3d::UNet3DConfig;
+use i2vgen::unet_3d_condition::{UNet3DConditionModel, UNet3DConditionModelConfig};
+use i2vgen::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetConfig, I2VGenXLUNetInput};
+use i2vgen::weights::Weights;
+
+/// `unet/config.json` of ali-vilab/i2vgen-xl.
+const BASE_UNET_CONFIG: &str = include_str!("../../../configs/i2vgen-xl/unet/config.json");
+/// The refiner's `UNet3DConditionModel` (zeroscope_v2_XL / MS-Vid2Vid-XL layout).
+const REFINER_UNET_CONFIG: &str = include_str!("../../../configs/refiner/unet/config.json");
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DType {
+    F32,
+    /// Weights and activations in f16 (wgpu with `shader-f16`).
+    F16,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// `real` (ali-vilab/i2vgen-xl's UNet), `refiner` (a real-size UNet3DConditionModel), or
+    /// the path of a UNet `config.json` of either class.
+    #[arg(long, default_value = "real")]
+    unet_config: String,
+    #[arg(long, default_value_t = 16)]
+    frames: usize,
+    /// Video height in pixels (the latents are 8× smaller).
+    #[arg(long, default_value_t = 256)]
+    height: usize,
+    #[arg(long, default_value_t = 448)]
+    width: usize,
+    /// Timed steps after one warm-up step.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    #[arg(long, value_enum, default_value = "wgpu")]
+    backend: crate::devices::Backend,
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: DType,
+}
+
+/// The UNet under test.
+enum Net {
+    Base(I2VGenXLUNet),
+    Refiner(UNet3DConditionModel),
+}
+
+fn config_text(arg: &str) -> Result<String> {
+    Ok(match arg {
+        "real" => BASE_UNET_CONFIG.to_string(),
+        "refiner" => REFINER_UNET_CONFIG.to_string(),
+        path => std::fs::read_to_string(path).with_context(|| format!("cannot read the UNet config {path}"))?,
+    })
+}
+
+/// Build the network named by `--unet-config` with random weights.
+fn build(arg: &str, weights: &mut Weights) -> Result<(Net, UNet3DConfig)> {
+    let text = config_text(arg)?;
+    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{arg} is not JSON"))?;
+    let note = |unknown: Vec<String>| {
+        if !unknown.is_empty() {
+            eprintln!("note: {arg}: ignoring unknown config keys {unknown:?}");
+        }
+    };
+    match json.get("_class_name").and_then(|v| v.as_str()) {
+        Some("UNet3DConditionModel") => {
+            let parsed = parse::<UNet3DConditionModelConfig>(&text)?;
+            note(parsed.unknown_keys);
+            Ok((Net::Refiner(UNet3DConditionModel::load(weights, &parsed.config)?), parsed.config.unet))
+        }
+        _ => {
+            let parsed = parse::<I2VGenXLUNetConfig>(&text)?;
+            note(parsed.unknown_keys);
+            Ok((Net::Base(I2VGenXLUNet::load(weights, &parsed.config)?), parsed.config.unet))
+        }
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.height % 8 != 0 || args.width % 8 != 0 || args.height == 0 || args.width == 0 {
+        bail!("--height and --width must be positive multiples of 8 (got {}×{})", args.height, args.width);
+    }
+    if args.frames < 1 || args.steps < 1 {
+        bail!("--frames and --steps must be at least 1");
+    }
+    let mut device = crate::devices::device(args.backend)?;
+    if let DType::F16 = args.dtype {
+        if !device.supports_dtype(FloatDType::F16) {
+            bail!("this device has no f16 support (on wgpu the adapter lacks shader-f16); use --dtype f32");
+        }
+        device.configure(FloatDType::F16).map_err(|err| anyhow!("cannot switch the device to f16: {err:?}"))?;
+    }
+
+    let start = Instant::now();
+    let (net, config) = build(&args.unet_config, &mut Weights::random(&device))?;
+    device.sync().map_err(|err| anyhow!("{err:?}"))?;
+    let built = start.elapsed().as_secs_f64();
+
+    let (b, f, h, w) = (2, args.frames, args.height / 8, args.width / 8);
+    let (name, flops) = match net {
+        Net::Base(_) => ("I2VGenXLUNet", flops::i2vgen_xl_unet(&config, b, f, h, w)),
+        Net::Refiner(_) => ("UNet3DConditionModel", flops::unet_3d_condition(&config, b, f, h, w)),
+    };
+    println!(
+        "{name} {:?}, {f} frames at {}×{} (latents {h}×{w}), CFG batch {b}, {:?} on {:?}",
+        config.block_out_channels, args.height, args.width, args.dtype, args.backend
+    );
+    println!("built with random weights in {built:.1} s");
+    println!("analytic cost: {:.1} GFLOP per step", flops as f64 / 1e9);
+
+    let normal = |shape: [usize; 5]| Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    let dim = config.cross_attention_dim;
+    let forward = |t: f32| -> Tensor<5> {
+        let text = Tensor::random([b, 77, dim], Distribution::Normal(0.0, 1.0), &device);
+        match &net {
+            Net::Base(unet) => unet.forward(I2VGenXLUNetInput {
+                sample: normal([b, 4, f, h, w]),
+                timesteps: vec![t; b],
+                encoder_hidden_states: text,
+                fps: vec![16.0; b],
+                image_latents: normal([b, 4, f, h, w]),
+                image_embeddings: Tensor::random([b, dim], Distribution::Normal(0.0, 1.0), &device),
+            }),
+            Net::Refiner(unet) => unet.forward(normal([b, config.in_channels, f, h, w]), &vec![t; b], text),
+        }
+    };
+    let mut times = Vec::new();
+    for step in 0..=args.steps {
+        device.sync().map_err(|err| anyhow!("{err:?}"))?;
+        let start = Instant::now();
+        // Reading one value back waits for the whole step.
+        let _ = forward(981.0 - 20.0 * step as f32).sum().into_data();
+        let seconds = start.elapsed().as_secs_f64();
+        let label = if step == 0 { "warm-up".to_string() } else { format!("step {step}/{}", args.steps) };
+        println!("{label}: {:.0} ms", seconds * 1e3);
+        if step > 0 {
+            times.push(seconds);
+        }
+    }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    println!("mean: {:.0} ms/step, {:.1} GFLOP/s", mean * 1e3, flops as f64 / mean / 1e9);
+    match device.memory_pool_usage() {
+        Some(usage) => println!("device memory: {} in use, {} reserved", gib(usage.bytes_in_use), gib(usage.bytes_reserved)),
+        None => println!("device memory: not reported by this backend"),
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! Every integration test of the library and the `i2vgen` CLI, in one test binary: each test
+//! binary links burn, wgpu and cubecl, and linking ten of them cost minutes and gigabytes of disk.
+
+mod common;
+
+mod attention;
+mod cli;
+mod device_check;
+mod encoders;
+mod pipeline;
+mod refine;
+mod scheduler;
+mod tokenizer;
+mod unet;
+mod weights;
