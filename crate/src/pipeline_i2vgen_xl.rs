@@ -67,6 +67,9 @@ impl ConfigFile for CLIPImageProcessorConfig {
     }
 }
 
+/// Smaller pictures carry nothing to animate: they are refused with a sentence, not upscaled.
+pub const MIN_IMAGE_SIDE: usize = 16;
+
 /// What to generate. `Default` gives I2VGen-XL's defaults (704×1280, 16 frames at 16 fps,
 /// 50 steps, guidance 9).
 #[derive(Clone, Debug)]
@@ -194,6 +197,13 @@ impl I2VGenXLPipeline {
     /// Encode the prompts, the image (twice: for CLIP and for the VAE), and set up the loop.
     pub fn prepare(&self, request: GenerationRequest, image: &RgbImage, noise: Noise, device: &Device) -> Result<Generation> {
         request.validate(self.vae_scale_factor())?;
+        if image.width < MIN_IMAGE_SIDE || image.height < MIN_IMAGE_SIDE {
+            return Err(Error::Request(format!(
+                "the image is {}×{} pixels; use one at least {MIN_IMAGE_SIDE} pixels on each side (ideally near the output size)",
+                image.width,
+                image.height
+            )));
+        }
         let shape = self.latent_shape(&request);
         let expect = |name: &str, got: &[usize], want: &[usize]| {
             if got == want { Ok(()) } else { Err(Error::Request(format!("noise `{name}` has shape {got:?}, expected {want:?}"))) }

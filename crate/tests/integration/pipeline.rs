@@ -156,6 +156,31 @@ fn generate_writes_a_playable_mp4() {
     assert!(psnr >= 30.0, "PSNR {psnr:.1} dB");
 }
 
+/// PNG's CRC-32 (for hand-made headers).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+fn run_with_model(model: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_i2vgen"))
+        .args(["generate", "--model"])
+        .arg(model)
+        .arg("--image")
+        .arg(golden("image.png"))
+        .args(["--prompt", "a cat", "--backend", "cpu", "--output", "x.gif"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn bad_requests_are_clear_sentences() {
     let run = |extra: &[&str]| {
@@ -171,4 +196,42 @@ fn bad_requests_are_clear_sentences() {
     assert!(run(&["--height", "24", "--width", "40", "--frames", "1", "--output", "x.gif"]).contains("frames must be at least 2"));
     assert!(run(&["--height", "24", "--width", "40", "--output", "x.avi"]).contains("must end in .mp4, .gif or .safetensors"));
     assert!(run(&["--height", "24", "--width", "40", "--output", "x.webm"]).contains("write .mp4"));
+
+    // Images: missing, not an image, damaged, too small, and a 20000×20000 header.
+    let dir = std::env::temp_dir().join(format!("i2vgen-bad-images-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let crc = crc32(&[kind, data].concat());
+        [&(data.len() as u32).to_be_bytes()[..], kind, data, &crc.to_be_bytes()].concat()
+    };
+    let header = |w: u32, h: u32| [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, 2, 0, 0, 0]].concat();
+    let signature = b"\x89PNG\r\n\x1a\n";
+    let mut one_pixel = Vec::new();
+    image::RgbImage::new(1, 1).write_to(&mut std::io::Cursor::new(&mut one_pixel), image::ImageFormat::Png).unwrap();
+    let cases = [
+        (dir.join("missing.png").to_str().unwrap().to_string(), "cannot read"),
+        (png("text.png", b"hello"), "is not a PNG, JPEG or WebP image"),
+        (png("damaged.png", &[&signature[..], b" garbage"].concat()), "is not a PNG, JPEG or WebP image"),
+        (png("one.png", &one_pixel), "the image is 1×1 pixels; use one at least 16 pixels"),
+        (png("huge.png", &[&signature[..], &chunk(b"IHDR", &header(20000, 20000)), &chunk(b"IDAT", &[0x78, 0x9c, 3, 0, 0, 0, 0, 1]), &chunk(b"IEND", &[])].concat()), "20000×20000 pixels, too large"),
+    ];
+    for (image, expect) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_i2vgen"))
+            .args(["generate", "--model"])
+            .arg(Path::new(common::FIXTURES).join("tiny-i2vgen"))
+            .args(["--image", &image, "--prompt", "a cat", "--height", "24", "--width", "40", "--backend", "cpu", "--output", "x.gif"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{image}: {stderr}");
+        assert!(stderr.contains(expect) && !stderr.contains("panicked"), "{image}: expected {expect:?} in {stderr}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    // An unknown model folder.
+    assert!(run_with_model(&dir).contains("--model must be a diffusers pipeline folder"));
 }

@@ -73,12 +73,24 @@ pub struct Args {
     refine_width: usize,
 }
 
+/// 8192² pixels: far above any output size, and 200 MB of RGB.
+const MAX_IMAGE_PIXELS: u64 = 8192 * 8192;
+
 /// Decode a PNG, JPEG or WebP file to 8-bit RGB.
 pub fn decode_image(path: &Path) -> Result<image::RgbImage> {
-    Ok(image::ImageReader::open(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("cannot read {}", path.display()))?
+    let open = || -> Result<_> {
+        image::ImageReader::open(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .with_guessed_format()
+            .with_context(|| format!("cannot read {}", path.display()))
+    };
+    // The header first: a huge picture is refused before anything is allocated.
+    if let Ok((w, h)) = open()?.into_dimensions() {
+        if u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS {
+            bail!("{} is {w}×{h} pixels, too large to read; scale it below 8192×8192 first", path.display());
+        }
+    }
+    Ok(open()?
         .decode()
         .with_context(|| format!("{} is not a PNG, JPEG or WebP image this build can decode", path.display()))?
         .to_rgb8())
