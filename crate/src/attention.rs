@@ -6,21 +6,18 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::Result;
-use crate::nn::Linear;
+use crate::nn::{Linear, MAX_ELEMENTS, map_chunks};
 use crate::weights::{Weights, key};
 
-/// The most attention scores (f32) one call may hold: 2^26 = 256 MiB, a quarter of WebGPU's
-/// usual 1 GiB binding. At 704×1280 the first level's spatial attention would need 63 GB at once.
-const MAX_SCORES: usize = 1 << 26;
-
 /// softmax(q kᵀ / √d) v over `heads` heads. Queries are processed in chunks so the score matrix
-/// of one call never exceeds [`MAX_SCORES`] (each query row's softmax is independent, so chunking
+/// of one call never exceeds [`MAX_ELEMENTS`] (at 704×1280 the first level's spatial attention
+/// would need 63 GB at once; each query row's softmax is independent, so chunking
 /// changes no result); a causal mask needs all rows at once and is used only on short sequences.
 ///
 /// # Shapes
 /// q `[B, Tq, heads*d]`, k and v `[B, Tk, heads*d]` → `[B, Tq, heads*d]`
 pub fn multi_head(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize, causal: bool) -> Tensor<3> {
-    multi_head_chunked(q, k, v, heads, causal, MAX_SCORES)
+    multi_head_chunked(q, k, v, heads, causal, MAX_ELEMENTS)
 }
 
 /// [`multi_head`] with an explicit score budget (tests use a small one).
@@ -112,10 +109,18 @@ impl FeedForward {
         })
     }
 
+    /// Tokens are independent: at most [`MAX_ELEMENTS`] hidden values are computed at once (a
+    /// 720p video's first level would need a 4.7 GB GEGLU projection in one piece).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, t, dim] = x.dims();
+        let rows = MAX_ELEMENTS / self.proj.d_out();
+        map_chunks(x.reshape([b * t, dim]), 0, rows, |x| self.forward_rows(x)).reshape([b, t, dim])
+    }
+
+    fn forward_rows(&self, x: Tensor<2>) -> Tensor<2> {
         let h = self.proj.forward(x);
         let h = if self.geglu {
-            let [value, gate] = <[Tensor<3>; 2]>::try_from(h.chunk(2, 2)).expect("two halves");
+            let [value, gate] = <[Tensor<2>; 2]>::try_from(h.chunk(2, 1)).expect("two halves");
             value * burn::tensor::activation::gelu(gate)
         } else {
             burn::tensor::activation::gelu(h)

@@ -7,6 +7,25 @@ use burn::tensor::{Tensor, activation};
 use crate::Result;
 use crate::weights::{Weights, key};
 
+/// The most f32 elements one intermediate tensor may hold: 2^26 = 256 MiB, a quarter of WebGPU's
+/// usual 1 GiB storage binding. Attention scores, feed-forward hidden states and the up blocks'
+/// concatenated inputs are computed in chunks that stay under it.
+pub const MAX_ELEMENTS: usize = 1 << 26;
+
+/// WebGPU's usual `maxStorageBufferBindingSize` (1 GiB): no tensor held whole may exceed it.
+pub const MAX_BINDING_BYTES: usize = 1 << 30;
+
+/// Run `f` on chunks of `x` along dimension `dim` of at most `n` entries each, and concatenate
+/// the results along the same dimension: exact for any `f` that treats entries independently.
+pub fn map_chunks<const D: usize, const E: usize>(x: Tensor<D>, dim: usize, n: usize, f: impl Fn(Tensor<D>) -> Tensor<E>) -> Tensor<E> {
+    let len = x.dims()[dim];
+    if n >= len {
+        return f(x);
+    }
+    let parts: Vec<Tensor<E>> = (0..len).step_by(n.max(1)).map(|start| f(x.clone().narrow(dim, start, n.min(len - start)))).collect();
+    Tensor::cat(parts, dim)
+}
+
 /// `nn.Linear`: weight stored `[out, in]` in checkpoints, kept transposed for burn.
 #[derive(Clone, Debug)]
 pub struct Linear {
@@ -19,6 +38,10 @@ impl Linear {
         let weight = w.take(&key(prefix, "weight"), [d_out, d_in])?.transpose();
         let bias = if bias { Some(w.take(&key(prefix, "bias"), [d_out])?) } else { None };
         Ok(Self { weight, bias })
+    }
+
+    pub fn d_out(&self) -> usize {
+        self.weight.dims()[1]
     }
 
     /// # Shapes

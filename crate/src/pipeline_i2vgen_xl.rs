@@ -266,16 +266,23 @@ impl I2VGenXLPipeline {
         }
         let t = g.scheduler.timesteps()[g.step];
         let cfg = g.request.do_classifier_free_guidance();
-        let batch = if cfg { 2 } else { 1 };
-        let sample = if cfg { Tensor::cat(vec![g.latents.clone(), g.latents.clone()], 0) } else { g.latents.clone() };
-        let noise_pred = self.unet.forward(I2VGenXLUNetInput {
-            sample,
-            timesteps: vec![t as f32; batch],
-            encoder_hidden_states: g.prompt_embeds.clone(),
-            fps: vec![g.request.target_fps as f32; batch],
-            image_latents: g.image_latents.clone(),
-            image_embeddings: g.image_embeddings.clone(),
-        });
+        let [_, _, f, h, w] = g.latents.dims();
+        // Batch elements `start..start + batch` of the conditioning.
+        let run = |start: usize, batch: usize| {
+            self.unet.forward(I2VGenXLUNetInput {
+                sample: Tensor::cat(vec![g.latents.clone(); batch], 0),
+                timesteps: vec![t as f32; batch],
+                encoder_hidden_states: g.prompt_embeds.clone().narrow(0, start, batch),
+                fps: vec![g.request.target_fps as f32; batch],
+                image_latents: g.image_latents.clone().narrow(0, start, batch),
+                image_embeddings: g.image_embeddings.clone().narrow(0, start, batch),
+            })
+        };
+        let noise_pred = if cfg && self.unet.config.split_guidance(f, h, w) {
+            Tensor::cat(vec![run(0, 1), run(1, 1)], 0)
+        } else {
+            run(0, if cfg { 2 } else { 1 })
+        };
         let noise_pred = if cfg {
             let [uncond, text] = <[Tensor<5>; 2]>::try_from(noise_pred.chunk(2, 0)).expect("two halves");
             uncond.clone() + (text - uncond).mul_scalar(g.request.guidance_scale)

@@ -171,9 +171,17 @@ impl VideoToVideoSDPipeline {
         }
         let t = r.timesteps[r.step];
         let cfg = r.request.do_classifier_free_guidance();
-        let sample = if cfg { Tensor::cat(vec![r.latents.clone(), r.latents.clone()], 0) } else { r.latents.clone() };
-        let batch = sample.dims()[0];
-        let noise_pred = self.unet.forward(sample, &vec![t as f32; batch], r.prompt_embeds.clone());
+        let [_, _, f, h, w] = r.latents.dims();
+        let run = |batch: usize, text: Tensor<3>| {
+            let sample = Tensor::cat(vec![r.latents.clone(); batch], 0);
+            self.unet.forward(sample, &vec![t as f32; batch], text)
+        };
+        let noise_pred = if cfg && self.unet.config.split_guidance(f, h, w) {
+            let halves = (0..2).map(|i| run(1, r.prompt_embeds.clone().narrow(0, i, 1))).collect();
+            Tensor::cat(halves, 0)
+        } else {
+            run(if cfg { 2 } else { 1 }, r.prompt_embeds.clone())
+        };
         let noise_pred = if cfg {
             let [uncond, text] = <[Tensor<5>; 2]>::try_from(noise_pred.chunk(2, 0)).expect("two halves");
             uncond.clone() + (text - uncond).mul_scalar(r.request.guidance_scale)

@@ -7,7 +7,7 @@ use burn::tensor::activation::silu;
 use serde::Deserialize;
 
 use crate::embeddings::TimestepEmbedding;
-use crate::nn::{Conv2d, GroupNorm};
+use crate::nn::{Conv2d, GroupNorm, MAX_BINDING_BYTES};
 use crate::transformer_temporal::TransformerTemporalModel;
 use crate::unet_3d_blocks::{BlockDims, DownBlock3D, UNetMidBlock3DCrossAttn, UpBlock3D};
 use crate::weights::Weights;
@@ -90,6 +90,21 @@ impl UNet3DConfig {
     /// Latent down-sampling steps between the input and the deepest block.
     pub fn num_upsamplers(&self) -> usize {
         self.block_out_channels.len() - 1
+    }
+
+    /// f32 bytes of the largest activation a forward holds whole: `[B·F, block_out_channels[1],
+    /// h, w]`, the first up-sampled tensor back at full latent size (the concatenations, the
+    /// feed-forward and attention scores are computed in chunks; see `nn::MAX_ELEMENTS`).
+    pub fn largest_activation_bytes(&self, batch: usize, frames: usize, h: usize, w: usize) -> usize {
+        let widest = self.block_out_channels[1.min(self.block_out_channels.len() - 1)];
+        4 * batch * frames * h * w * widest.max(self.block_out_channels[0])
+    }
+
+    /// Whether a guided step runs the two halves (uncond, cond) one after the other: exact (they
+    /// never interact inside the UNet) and halves the largest activation, needed when batch 2
+    /// would exceed [`MAX_BINDING_BYTES`] (16 frames at 720p: 1.18 GB in one piece).
+    pub fn split_guidance(&self, frames: usize, h: usize, w: usize) -> bool {
+        self.largest_activation_bytes(2, frames, h, w) > MAX_BINDING_BYTES
     }
 
     /// Width of the time embedding (4 × the first block's).

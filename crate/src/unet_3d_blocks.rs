@@ -7,6 +7,7 @@
 use burn::tensor::Tensor;
 
 use crate::Result;
+use crate::nn::MAX_ELEMENTS;
 use crate::resnet::{Downsample2D, ResnetBlock2D, TemporalConvLayer, Upsample2D};
 use crate::transformer_2d::Transformer2DModel;
 use crate::transformer_temporal::TransformerTemporalModel;
@@ -48,9 +49,28 @@ impl Layers {
         Ok(layers)
     }
 
-    /// Layer `i`: resnet → temporal conv → spatial transformer → temporal transformer.
-    fn forward(&self, i: usize, x: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>, frames: usize) -> Tensor<4> {
-        let x = self.resnets[i].forward(x, Some(temb.clone()));
+    /// Layer `i`: resnet → temporal conv → spatial transformer → temporal transformer. `skip`
+    /// (up blocks) is concatenated to `x` first, a few images at a time so the concatenation
+    /// stays under [`MAX_ELEMENTS`] (1.8 GB at once on a 720p video's first level).
+    fn forward(&self, i: usize, x: Tensor<4>, skip: Option<Tensor<4>>, temb: &Tensor<2>, context: &Tensor<3>, frames: usize) -> Tensor<4> {
+        let resnet = &self.resnets[i];
+        let x = match skip {
+            None => resnet.forward(x, Some(temb.clone())),
+            Some(skip) => {
+                let [n, c, h, w] = x.dims();
+                let per_image = (c + skip.dims()[1]) * h * w;
+                let images = (MAX_ELEMENTS / per_image).max(1);
+                let parts: Vec<Tensor<4>> = (0..n)
+                    .step_by(images)
+                    .map(|start| {
+                        let k = images.min(n - start);
+                        let input = Tensor::cat(vec![x.clone().narrow(0, start, k), skip.clone().narrow(0, start, k)], 1);
+                        resnet.forward(input, Some(temb.clone().narrow(0, start, k)))
+                    })
+                    .collect();
+                Tensor::cat(parts, 0)
+            }
+        };
         let mut x = self.temp_convs[i].forward(x, frames);
         if let (Some(attn), Some(temp)) = (self.attentions.get(i), self.temp_attentions.get(i)) {
             x = attn.forward(x, context.clone());
@@ -84,7 +104,7 @@ impl DownBlock3D {
     pub fn forward(&self, mut x: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>, frames: usize) -> (Tensor<4>, Vec<Tensor<4>>) {
         let mut skips = Vec::new();
         for i in 0..self.layers.resnets.len() {
-            x = self.layers.forward(i, x, temb, context, frames);
+            x = self.layers.forward(i, x, None, temb, context, frames);
             skips.push(x.clone());
         }
         if let Some(down) = &self.downsampler {
@@ -160,7 +180,7 @@ impl UpBlock3D {
     pub fn forward(&self, mut x: Tensor<4>, skips: &mut Vec<Tensor<4>>, temb: &Tensor<2>, context: &Tensor<3>, frames: usize) -> Tensor<4> {
         for i in 0..self.layers.resnets.len() {
             let skip = skips.pop().expect("one skip connection per up layer");
-            x = self.layers.forward(i, Tensor::cat(vec![x, skip], 1), temb, context, frames);
+            x = self.layers.forward(i, x, Some(skip), temb, context, frames);
         }
         match &self.upsampler {
             Some(up) => {
