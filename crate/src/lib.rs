@@ -11,6 +11,7 @@ pub mod embeddings;
 pub mod error;
 pub mod flops;
 pub mod image;
+pub mod manifest;
 pub mod nn;
 pub mod pipeline_i2vgen_xl;
 pub mod pipeline_video_to_video;

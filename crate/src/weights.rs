@@ -68,6 +68,12 @@ impl Weights {
         Ok(Self { device: device.clone(), tensors, random: false })
     }
 
+    /// Tensors already decoded to f32: `(key, shape, values)`.
+    pub fn from_tensors(tensors: Vec<(String, Vec<usize>, Vec<f32>)>, device: &Device) -> Self {
+        let tensors = tensors.into_iter().map(|(key, shape, values)| (key, Stored { shape, values })).collect();
+        Self { device: device.clone(), tensors, random: false }
+    }
+
     /// Every `take` draws fresh values on the device: uniform in ±1/√fan_in, where fan_in is
     /// the elements per output channel (±1 for vectors), so activations stay in range.
     pub fn random(device: &Device) -> Self {

@@ -1,14 +1,18 @@
 //! `weights-tools`: look at, convert and verify I2VGen-XL weights for the browser.
 
+mod convert;
+mod digest;
 mod inspect;
+mod verify;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use i2vgen::manifest::StorageDType;
 
 #[derive(Parser)]
-#[command(name = "weights-tools", version, about = "Inspect and convert I2VGen-XL weights")]
+#[command(name = "weights-tools", version, about = "Inspect, convert and verify I2VGen-XL weights")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,10 +23,29 @@ enum Command {
     /// Components, parameter counts, bytes by dtype and the largest tensor of a diffusers folder
     /// (or of one component folder, or of a single .safetensors file). Reads headers only.
     Inspect { path: PathBuf },
+    /// A diffusers pipeline folder (or one component folder) → configs, safetensors shards and
+    /// manifest.json, for the browser and for `i2vgen --model`.
+    Convert {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        to: PathBuf,
+        /// f32, f16, or q8 (int8 Linear/Conv weights with per-output-channel scales, the rest f16).
+        #[arg(long, default_value = "f16")]
+        dtype: StorageDType,
+        /// Largest shard in MiB (a bigger single tensor gets a shard of its own).
+        #[arg(long, default_value_t = 64)]
+        shard_mb: u64,
+    },
+    /// Check a converted folder: sizes and sha256 of every shard and file, tensor entries
+    /// against the shard headers.
+    Verify { dir: PathBuf },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Inspect { path } => inspect::run(&path),
+        Command::Convert { from, to, dtype, shard_mb } => convert::run(&from, &to, dtype, shard_mb),
+        Command::Verify { dir } => verify::run(&dir),
     }
 }

@@ -1,10 +1,12 @@
 //! Reading a diffusers pipeline folder: component configs and weights.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use i2vgen::config::{ConfigFile, parse};
+use i2vgen::manifest::Manifest;
 use i2vgen::tokenizer::CLIPTokenizer;
 use i2vgen::weights::{WeightFiles, Weights, index_shards, select_weight_files};
 
@@ -64,8 +66,19 @@ pub fn tokenizer(model: &Path) -> Result<CLIPTokenizer> {
     )?)
 }
 
-/// All weight tensors of a component, ready to be taken by its network.
+/// All weight tensors of a component, ready to be taken by its network: from the component
+/// folder of a diffusers layout, or from the shards of a converted folder (`manifest.json`).
 pub fn weights(model: &Path, component: &str, device: &Device) -> Result<Weights> {
+    let manifest_path = model.join("manifest.json");
+    if manifest_path.is_file() {
+        let manifest = Manifest::parse(&read_text(&manifest_path)?)?;
+        let mut shards = BTreeMap::new();
+        for i in manifest.shards_of(component)? {
+            let path = model.join(&manifest.shards[i].path);
+            shards.insert(i, std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?);
+        }
+        return manifest.weights(component, &shards, device).with_context(|| format!("loading {component} from {}", manifest_path.display()));
+    }
     let dir = component_dir(model, component)?;
     let names: Vec<String> = std::fs::read_dir(&dir)
         .with_context(|| format!("cannot list {}", dir.display()))?
