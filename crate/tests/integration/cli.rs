@@ -26,11 +26,7 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Fails with exit code 1 and a message containing `expect`, and no panic.
 fn assert_clear_error(args: &[&str], expect: &str) {
-    let out = i2vgen(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-    assert!(stderr.contains(expect), "{args:?}: expected {expect:?} in {stderr}");
-    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    common::assert_clear_error(&format!("{args:?}"), &i2vgen(args), expect);
 }
 
 #[test]
@@ -120,4 +116,19 @@ fn a_sharded_component_loads_like_a_single_file() {
     let got = common::read_f32(&out);
     let reference = common::read_f32(Path::new(&golden("vae_decode.safetensors")));
     common::assert_close("sharded vae_decode", &got["sample"].1, &reference["sample"].1, 1e-4);
+}
+
+/// `bench` builds a UNet of either class from a config with random weights and prints its numbers.
+#[test]
+fn bench_prints_time_flops_and_rate() {
+    for model in ["tiny-i2vgen", "tiny-vid2vid"] {
+        let config = format!("{}/{model}/unet/config.json", common::FIXTURES);
+        let out = i2vgen(&["bench", "--unet-config", &config, "--frames", "2", "--height", "48", "--width", "80", "--steps", "1", "--backend", "cpu"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{model}: {}", String::from_utf8_lossy(&out.stderr));
+        for expect in ["analytic cost:", "GFLOP per step", "step 1/1:", "ms/step", "GFLOP/s"] {
+            assert!(stdout.contains(expect), "{model}: expected {expect:?} in {stdout}");
+        }
+    }
+    assert_clear_error(&["bench", "--height", "30", "--backend", "cpu"], "multiples of 8");
 }

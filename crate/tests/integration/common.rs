@@ -88,3 +88,11 @@ pub fn check_component(model: &str, component: &str, golden_file: &str, pairs: &
         }
     }
 }
+
+/// A command failed the way users should see: exit code 1 and one clear sentence, never a panic.
+pub fn assert_clear_error(what: &str, out: &std::process::Output, expect: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+    assert!(stderr.contains(expect), "{what}: expected {expect:?} in {stderr}");
+    assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
+}

@@ -51,10 +51,7 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn assert_clear_error(out: Output, expect: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(expect), "expected {expect:?} in {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    common::assert_clear_error("refine", &out, expect);
 }
 
 #[test]

@@ -41,18 +41,12 @@ pub struct Args {
     steps: usize,
     #[arg(long, default_value_t = 9.0)]
     guidance: f64,
-    /// Seed for the random draws (initial latents, image-latent sample).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// A safetensors file whose `latents` [1,4,F,h,w] and/or `vae_sample_noise` [1,4,h,w]
     /// replace the random draws.
     #[arg(long)]
     noise: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "wgpu")]
-    backend: crate::devices::Backend,
-    /// `.mp4` (H.264), `.gif`, or `.safetensors` (frames [F,H,W,3] in [0,1]).
-    #[arg(long)]
-    output: PathBuf,
+    #[command(flatten)]
+    run: crate::RunArgs,
     /// Refine the base video with this VideoToVideoSDPipeline folder (the cascade's second stage).
     #[arg(long)]
     refine_model: Option<PathBuf>,
@@ -114,7 +108,7 @@ pub fn normal(shape: &[usize], rng: &mut StdRng) -> Vec<f32> {
 fn noise(args: &Args, latent: [usize; 5], device: &Device) -> Result<Noise> {
     let file = args.noise.as_deref().map(TensorFile::read).transpose()?;
     let has = |name: &str| file.as_ref().is_some_and(|f| f.dims(name).is_ok());
-    let mut rng = rng(args.seed);
+    let mut rng = rng(args.run.seed);
     let latents = if has("latents") {
         file.as_ref().unwrap().float::<5>("latents", device)?
     } else {
@@ -145,7 +139,7 @@ pub fn load_pipeline(model: &Path, device: &Device) -> Result<I2VGenXLPipeline> 
 }
 
 pub fn run(args: Args) -> Result<()> {
-    video::Format::of(&args.output)?;
+    video::Format::of(&args.run.output)?;
     let request = GenerationRequest {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
@@ -171,7 +165,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let image = load_image(&args.image)?;
-    let device = crate::devices::device(args.backend)?;
+    let device = crate::devices::device(args.run.backend)?;
     let started = Instant::now();
     let pipeline = load_pipeline(&args.model, &device)?;
     request.validate(pipeline.vae_scale_factor())?;
@@ -202,12 +196,12 @@ pub fn run(args: Args) -> Result<()> {
             let pipeline = refine::load_pipeline(model, &device)?;
             let shape = pipeline.noise_shape(base.len(), args.refine_height, args.refine_width);
             // The refiner's draws come from the next seed, so a run is one seed end to end.
-            let noise = refine::noise(None, args.seed.wrapping_add(1), shape, &device)?;
+            let noise = refine::noise(None, args.run.seed.wrapping_add(1), shape, &device)?;
             refine::refine(&pipeline, request, &base, noise, &device)?
         }
         _ => frames,
     };
-    video::write(&args.output, &frames, args.fps)?;
-    eprintln!("wrote {} ({} frames, {:.1} s)", args.output.display(), args.frames, started.elapsed().as_secs_f64());
+    video::write(&args.run.output, &frames, args.fps)?;
+    eprintln!("wrote {} ({} frames, {:.1} s)", args.run.output.display(), args.frames, started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -65,6 +65,19 @@ enum Command {
     },
 }
 
+/// Where a generating command runs and what it writes.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Seed for the random draws not given by --noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "wgpu")]
+    pub backend: Backend,
+    /// `.mp4` (H.264), `.gif`, or `.safetensors` (frames [F,H,W,3] in [0,1]).
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
 fn tokenize(model: &std::path::Path, prompt: &str) -> Result<()> {
     let tokenizer = model_dir::tokenizer(model)?;
     println!("{}", serde_json::to_string(&tokenizer.encode(prompt))?);

@@ -42,17 +42,12 @@ pub struct Args {
     /// Frame rate of the written video.
     #[arg(long, default_value_t = 16)]
     fps: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// A safetensors file whose `noise` [F,4,h,w] (the SDEdit noise) and/or `vae_sample_noise`
     /// [F,4,h,w] replace the random draws.
     #[arg(long)]
     noise: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "wgpu")]
-    backend: crate::devices::Backend,
-    /// `.mp4` (H.264), `.gif`, or `.safetensors` (frames [F,H,W,3] in [0,1]).
-    #[arg(long)]
-    output: PathBuf,
+    #[command(flatten)]
+    run: crate::RunArgs,
 }
 
 pub fn load_pipeline(model: &Path, device: &Device) -> Result<VideoToVideoSDPipeline> {
@@ -193,7 +188,7 @@ pub fn refine(pipeline: &VideoToVideoSDPipeline, request: RefineRequest, frames:
 }
 
 pub fn run(args: Args) -> Result<()> {
-    video::Format::of(&args.output)?;
+    video::Format::of(&args.run.output)?;
     let request = RefineRequest {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
@@ -202,7 +197,7 @@ pub fn run(args: Args) -> Result<()> {
         guidance_scale: args.guidance,
     };
     request.validate()?;
-    let device = crate::devices::device(args.backend)?;
+    let device = crate::devices::device(args.run.backend)?;
     let started = Instant::now();
     let frames = read_video(&args.video, &device)?;
     let Some(first) = frames.first() else { bail!("{} has no frames", args.video.display()) };
@@ -213,9 +208,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     let frames = resize(frames, height, width);
     let pipeline = load_pipeline(&args.model, &device)?;
-    let noise = noise(args.noise.as_deref(), args.seed, pipeline.noise_shape(frames.len(), height, width), &device)?;
+    let noise = noise(args.noise.as_deref(), args.run.seed, pipeline.noise_shape(frames.len(), height, width), &device)?;
     let out = refine(&pipeline, request, &frames, noise, &device)?;
-    video::write(&args.output, &out, args.fps)?;
-    eprintln!("wrote {} ({} frames, {:.1} s)", args.output.display(), out.len(), started.elapsed().as_secs_f64());
+    video::write(&args.run.output, &out, args.fps)?;
+    eprintln!("wrote {} ({} frames, {:.1} s)", args.run.output.display(), out.len(), started.elapsed().as_secs_f64());
     Ok(())
 }
