@@ -170,6 +170,21 @@ impl Generation {
     pub fn is_done(&self) -> bool {
         self.step == self.scheduler.timesteps().len()
     }
+
+    /// The text conditioning, `[B, 77, D]` ([uncond, cond] with guidance).
+    pub fn prompt_embeds(&self) -> &Tensor<3> {
+        &self.prompt_embeds
+    }
+
+    /// The CLIP image conditioning, `[B, D]` (zeros for uncond).
+    pub fn image_embeddings(&self) -> &Tensor<2> {
+        &self.image_embeddings
+    }
+
+    /// The first-frame latent and mask frames, `[B, 4, F, h, w]`.
+    pub fn image_latents(&self) -> &Tensor<5> {
+        &self.image_latents
+    }
 }
 
 /// The loaded networks and configs of an `I2VGenXLPipeline` folder.
@@ -259,8 +274,9 @@ impl I2VGenXLPipeline {
         })
     }
 
-    /// One denoising step: the UNet on [uncond, cond], guidance, and the DDIM update.
-    pub fn step(&self, g: &mut Generation) -> Result<()> {
+    /// One denoising step: the UNet on [uncond, cond], guidance, and the DDIM update. Returns
+    /// the UNet's prediction before guidance (`[B, 4, F, h, w]`), for parity traces.
+    pub fn step(&self, g: &mut Generation) -> Result<Tensor<5>> {
         if g.is_done() {
             return Err(Error::Request("all denoising steps have run; decode the frames".into()));
         }
@@ -283,15 +299,15 @@ impl I2VGenXLPipeline {
         } else {
             run(0, if cfg { 2 } else { 1 })
         };
-        let noise_pred = if cfg {
-            let [uncond, text] = <[Tensor<5>; 2]>::try_from(noise_pred.chunk(2, 0)).expect("two halves");
+        let guided = if cfg {
+            let [uncond, text] = <[Tensor<5>; 2]>::try_from(noise_pred.clone().chunk(2, 0)).expect("two halves");
             uncond.clone() + (text - uncond).mul_scalar(g.request.guidance_scale)
         } else {
-            noise_pred
+            noise_pred.clone()
         };
-        g.latents = g.scheduler.step(noise_pred, t, g.latents.clone());
+        g.latents = g.scheduler.step(guided, t, g.latents.clone());
         g.step += 1;
-        Ok(())
+        Ok(noise_pred)
     }
 
     /// Decode one frame of the (finished) latents: `[H, W, 3]` in [0, 1].

@@ -532,8 +532,22 @@ def pipeline():
     c = PIPELINE_CASE
     latents = torch.randn(1, 4, c["num_frames"], LATENT_H, LATENT_W)
     vae_sample_noise = torch.randn(1, 4, LATENT_H, LATENT_W)
+    # Every UNet call's conditioning and output: the intermediates that localise any drift.
+    calls = []
+    unet_forward = pipe.unet.forward
+
+    def recording_forward(*args, **kwargs):
+        out = unet_forward(*args, **kwargs)
+        calls.append((kwargs, out[0] if isinstance(out, tuple) else out.sample))
+        return out
+
+    pipe.unet.forward = recording_forward
     with explicit_posterior_noise(vae_sample_noise), torch.no_grad():
         frames = pipe(image=image, latents=latents, output_type="np", **c).frames[0]
+    first = calls[0][0]
+    trace = {"prompt_embeds": first["encoder_hidden_states"], "image_embeddings": first["image_embeddings"],
+             "image_latents": first["image_latents"]}
+    trace.update({f"noise_pred.{i}": out for i, (_, out) in enumerate(calls)})
     # The two preprocessed images, as the pipeline computes them (for the image tests).
     from diffusers.pipelines.deprecated.i2vgen_xl import pipeline_i2vgen_xl as module
 
@@ -547,7 +561,8 @@ def pipeline():
     vae_pixels = pipe.video_processor.preprocess(module._center_crop_wide(image, (c["width"], c["height"])))
     save_file({"latents": latents, "vae_sample_noise": vae_sample_noise,
                "clip_pixel_values": clip_pixels.contiguous(), "vae_pixel_values": vae_pixels.contiguous(),
-               "frames": torch.from_numpy(np.ascontiguousarray(frames)).float()},
+               "frames": torch.from_numpy(np.ascontiguousarray(frames)).float(),
+               **{k: v.contiguous() for k, v in trace.items()}},
               GOLDEN / "pipeline.safetensors")
     (GOLDEN / "pipeline.json").write_text(json.dumps(c, indent=2) + "\n")
 

@@ -1,6 +1,7 @@
 //! The whole base stage against diffusers' `I2VGenXLPipeline` on the tiny model with explicit
-//! noise (`golden/pipeline.safetensors`): the two preprocessed images exactly, and the frames of
-//! `i2vgen generate` within 1e-3 on both backends (f32; three DDIM steps with guidance 9 amplify
+//! noise (`golden/pipeline.safetensors`): the two preprocessed images exactly, the intermediates
+//! of `i2vgen generate --trace` (prompt and image embeddings, image latents at 1e-4; each step's
+//! UNet output at 1e-3), and its frames within 1e-3 on both backends (f32; three DDIM steps with guidance 9 amplify
 //! the UNet's ~1e-6 differences, and the VAE decode adds its own).
 
 use crate::common;
@@ -57,6 +58,7 @@ fn generate_matches_diffusers() {
     let reference = common::read_f32(&golden("pipeline.safetensors"));
     for backend in ["cpu", "wgpu"] {
         let out = std::env::temp_dir().join(format!("i2vgen-generate-{backend}-{}.safetensors", std::process::id()));
+        let trace = std::env::temp_dir().join(format!("i2vgen-trace-{backend}-{}.safetensors", std::process::id()));
         let status = generate()
             .args(["--prompt", case["prompt"].as_str().unwrap()])
             .args(["--negative-prompt", case["negative_prompt"].as_str().unwrap()])
@@ -67,11 +69,24 @@ fn generate_matches_diffusers() {
             .arg(golden("pipeline.safetensors"))
             .args(["--backend", backend, "--output"])
             .arg(&out)
+            .arg("--trace")
+            .arg(&trace)
             .status()
             .unwrap();
         assert!(status.success(), "generate --backend {backend} failed");
+        // The intermediates first, so a drift shows where it starts.
+        let traced = common::read_f32(&trace);
+        for (name, tolerance) in [("prompt_embeds", 1e-4), ("image_embeddings", 1e-4), ("image_latents", 1e-4)] {
+            common::assert_close(&format!("{name} [{backend}]"), &traced[name].1, &reference[name].1, tolerance);
+        }
+        let steps = case["num_inference_steps"].as_u64().unwrap();
+        for i in 0..steps {
+            let name = format!("noise_pred.{i}");
+            common::assert_close(&format!("{name} [{backend}]"), &traced[&name].1, &reference[&name].1, 1e-3);
+        }
         let got = common::read_f32(&out);
         std::fs::remove_file(&out).ok();
+        std::fs::remove_file(&trace).ok();
         assert_eq!(got["frames"].0, reference["frames"].0);
         common::assert_close(&format!("frames [{backend}]"), &got["frames"].1, &reference["frames"].1, 1e-3);
     }

@@ -47,6 +47,10 @@ pub struct Args {
     noise: Option<PathBuf>,
     #[command(flatten)]
     run: crate::RunArgs,
+    /// Also write the intermediates (prompt_embeds, image_embeddings, image_latents, each step's
+    /// UNet output noise_pred.i) to this safetensors file, to localise a parity drift.
+    #[arg(long)]
+    trace: Option<PathBuf>,
     /// Refine the base video with this VideoToVideoSDPipeline folder (the cascade's second stage).
     #[arg(long)]
     refine_model: Option<PathBuf>,
@@ -174,9 +178,18 @@ pub fn run(args: Args) -> Result<()> {
     let bar = progress::bar((args.steps + args.frames) as u64);
     bar.set_message("encoding");
     let mut generation = pipeline.prepare(request, &image, noise, &device)?;
+    let mut trace = Vec::new();
+    if args.trace.is_some() {
+        trace.push(("prompt_embeds".to_string(), generation.prompt_embeds().to_data()));
+        trace.push(("image_embeddings".to_string(), generation.image_embeddings().to_data()));
+        trace.push(("image_latents".to_string(), generation.image_latents().to_data()));
+    }
     for i in 0..args.steps {
         bar.set_message(format!("step {}/{}", i + 1, args.steps));
-        pipeline.step(&mut generation)?;
+        let noise_pred = pipeline.step(&mut generation)?;
+        if args.trace.is_some() {
+            trace.push((format!("noise_pred.{i}"), noise_pred.into_data()));
+        }
         // Reading one value waits for the GPU, so the bar and ETA show real progress.
         let _ = generation.latents.clone().slice([0..1, 0..1, 0..1, 0..1, 0..1]).into_data();
         bar.inc(1);
@@ -189,6 +202,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     bar.finish_with_message("done");
     drop((generation, pipeline));
+    if let Some(path) = &args.trace {
+        crate::tensors::write(path, trace.iter().map(|(name, data)| (name.as_str(), data.clone())).collect())?;
+    }
     let frames = match (&args.refine_model, refine_request) {
         (Some(model), Some(request)) => {
             let base: Vec<Tensor<3>> = frames.into_iter().map(|f| Tensor::from_data(f, &device)).collect();
