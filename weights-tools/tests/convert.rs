@@ -65,7 +65,7 @@ impl Golden {
             image_latents: self.tensor("image_latents", device),
             image_embeddings: self.tensor("image_embeddings", device),
         });
-        out.into_data().to_vec::<f32>().unwrap()
+        out.into_data().try_to_vec::<f32>().unwrap()
     }
 }
 
