@@ -195,3 +195,18 @@ pub fn repeat_interleave<const D: usize>(x: Tensor<D>, n: usize) -> Tensor<D> {
     expanded[0] *= n;
     x.reshape([dims[0], 1, rest]).repeat_dim(1, n).reshape(expanded)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real UNet's guided step splits at 720p and 704×1280 (16 frames), not at 256×448.
+    #[test]
+    fn guidance_splits_only_when_batch_two_passes_the_binding() {
+        let real: UNet3DConfig = serde_json::from_str("{}").unwrap();
+        assert!(real.split_guidance(16, 90, 160));
+        assert!(real.split_guidance(16, 88, 160));
+        assert!(!real.split_guidance(16, 32, 56));
+        assert_eq!(real.largest_activation_bytes(1, 16, 90, 160), 589_824_000);
+    }
+}
