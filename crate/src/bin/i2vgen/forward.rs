@@ -51,9 +51,7 @@ pub fn run(model: &Path, component: Component, inputs: &Path, output: &Path, dev
                 (d[1] > max).then(|| format!("at most {max} tokens per prompt"))
             })?;
             let ids = inputs.int::<2>("input_ids", device)?;
-            let mut w = model_dir::weights(model, "text_encoder", device)?;
-            let net = CLIPTextModel::load(&mut w, &config)?;
-            w.finish()?;
+            let net = model_dir::network(model, "text_encoder", device, CLIPTextModel::load)?;
             let out = net.forward(ids);
             vec![
                 ("last_hidden_state", out.last_hidden_state.into_data()),
@@ -67,18 +65,14 @@ pub fn run(model: &Path, component: Component, inputs: &Path, output: &Path, dev
                 (d[1] != c || d[2] != s || d[3] != s).then(|| format!("expected [B, {c}, {s}, {s}]"))
             })?;
             let pixels = inputs.float::<4>("pixel_values", device)?;
-            let mut w = model_dir::weights(model, "image_encoder", device)?;
-            let net = CLIPVisionModelWithProjection::load(&mut w, &config)?;
-            w.finish()?;
+            let net = model_dir::network(model, "image_encoder", device, CLIPVisionModelWithProjection::load)?;
             vec![("image_embeds", net.forward(pixels).into_data())]
         }
         Component::VaeEncode | Component::VaeDecode => {
             let config: AutoencoderKLConfig = model_dir::config(model, "vae")?;
             let f = config.downscale();
             let z = config.latent_channels;
-            let mut w = model_dir::weights(model, "vae", device)?;
-            let vae = AutoencoderKL::load(&mut w, &config)?;
-            w.finish()?;
+            let vae = model_dir::network(model, "vae", device, AutoencoderKL::load)?;
             if let Component::VaeEncode = component {
                 expect_dims("sample", &inputs.dims("sample")?, 4, |d| {
                     (d[1] != config.in_channels || d[2] % f != 0 || d[3] % f != 0)
@@ -104,9 +98,7 @@ fn unet(model: &Path, inputs: &TensorFile, device: &Device) -> Result<burn::tens
         let config: UNet3DConditionModelConfig = model_dir::config(model, "unet")?;
         let b = check_unet_inputs(&config.unet, inputs)?;
         let timesteps = per_batch(inputs, "timestep", b)?;
-        let mut w = model_dir::weights(model, "unet", device)?;
-        let net = UNet3DConditionModel::load(&mut w, &config)?;
-        w.finish()?;
+        let net = model_dir::network(model, "unet", device, UNet3DConditionModel::load)?;
         let sample = inputs.float::<5>("sample", device)?;
         return Ok(net.forward(sample, &timesteps, inputs.float::<3>("encoder_hidden_states", device)?));
     }
@@ -121,9 +113,7 @@ fn unet(model: &Path, inputs: &TensorFile, device: &Device) -> Result<burn::tens
         (d[0] != b || d[1] != dim).then(|| format!("expected [{b}, {dim}]"))
     })?;
     let (timesteps, fps) = (per_batch(inputs, "timestep", b)?, per_batch(inputs, "fps", b)?);
-    let mut w = model_dir::weights(model, "unet", device)?;
-    let net = I2VGenXLUNet::load(&mut w, &config)?;
-    w.finish()?;
+    let net = model_dir::network(model, "unet", device, I2VGenXLUNet::load)?;
     Ok(net.forward(I2VGenXLUNetInput {
         sample: inputs.float::<5>("sample", device)?,
         timesteps,
