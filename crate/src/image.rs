@@ -13,6 +13,34 @@ pub struct RgbImage {
     pub data: Vec<u8>,
 }
 
+/// 8192² pixels: far above any output size, and 200 MB of RGB.
+pub const MAX_IMAGE_PIXELS: u64 = 8192 * 8192;
+
+/// Decode the bytes of a PNG, JPEG or WebP file to 8-bit RGB. The header is read first, so a huge
+/// picture is refused before anything is allocated.
+pub fn decode(bytes: &[u8]) -> Result<RgbImage> {
+    use ::image::ImageReader;
+    use std::io::Cursor;
+    if bytes.is_empty() {
+        return Err(Error::Request("the file is empty (0 bytes); choose a PNG, JPEG or WebP image".into()));
+    }
+    let reader = || ImageReader::new(Cursor::new(bytes)).with_guessed_format().expect("reading from memory cannot fail");
+    if reader().format().is_none() {
+        return Err(Error::Request("the file is not a PNG, JPEG or WebP image; choose one of those".into()));
+    }
+    if let Ok((w, h)) = reader().into_dimensions()
+        && u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS
+    {
+        return Err(Error::Request(format!("the image is {w}×{h} pixels, too large to read; scale it below 8192×8192 first")));
+    }
+    let decoded = reader().decode().map_err(|err| {
+        Error::Request(format!("the file is not a PNG, JPEG or WebP image this build can decode (it may be damaged: {err})"))
+    })?;
+    let rgb = decoded.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    RgbImage::new(w as usize, h as usize, rgb.into_raw())
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum Filter {
     Box,

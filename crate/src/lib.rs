@@ -13,6 +13,7 @@ pub mod flops;
 pub mod image;
 pub mod manifest;
 pub mod nn;
+pub mod noise;
 pub mod pipeline_i2vgen_xl;
 pub mod pipeline_video_to_video;
 pub mod resnet;
@@ -25,6 +26,7 @@ pub mod unet_3d_blocks;
 pub mod unet_3d_condition;
 pub mod unet_i2vgen_xl;
 pub mod vae;
+pub mod video;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -13,10 +13,10 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::Device;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
-use crate::weights::{Weights, to_f32};
+use crate::weights::Weights;
 use crate::{Error, Result};
 
 pub const FORMAT: &str = "i2vgen-weights";
@@ -106,36 +106,21 @@ impl Manifest {
     }
 
     /// A component's weights from its shard files (`shards[i]` is the bytes of shard i, for
-    /// every i that [`Manifest::shards_of`] names), dequantised to f32.
+    /// every i that [`Manifest::shards_of`] names); q8 tensors dequantise when taken.
     pub fn weights(&self, component: &str, shards: &BTreeMap<usize, Vec<u8>>, device: &Device) -> Result<Weights> {
         let mut parsed = BTreeMap::new();
         for (&i, bytes) in shards {
             let file = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors(format!("shard {i} is not a valid safetensors file: {e}")))?;
             parsed.insert(i, file);
         }
-        let mut raw = BTreeMap::new();
+        let mut weights = Weights::new(device);
         for entry in self.tensors_of(component)? {
             let file = parsed.get(&entry.shard).ok_or_else(|| Error::Safetensors(format!("shard {} was not given", entry.shard)))?;
             let name = format!("{component}/{}", entry.key);
             let view = file.tensor(&name).map_err(|e| Error::Safetensors(format!("shard {}: `{name}`: {e}", entry.shard)))?;
-            raw.insert(entry.key.clone(), view);
+            weights.insert(&entry.key, view.dtype(), view.shape(), view.data())?;
         }
-        let mut tensors = Vec::new();
-        for (key, view) in &raw {
-            if key.ends_with(Q8_SCALE) {
-                continue;
-            }
-            let values = if view.dtype() == Dtype::I8 {
-                let scales = raw
-                    .get(&format!("{key}{Q8_SCALE}"))
-                    .ok_or_else(|| Error::Safetensors(format!("q8 tensor `{key}` has no `{key}{Q8_SCALE}`")))?;
-                dequantize_q8(view.data(), &to_f32(scales.dtype(), scales.data(), key)?)
-            } else {
-                to_f32(view.dtype(), view.data(), key)?
-            };
-            tensors.push((key.clone(), view.shape().to_vec(), values));
-        }
-        Ok(Weights::from_tensors(tensors, device))
+        Ok(weights)
     }
 }
 
@@ -156,10 +141,4 @@ pub fn quantize_q8(values: &[f32], out_channels: usize) -> (Vec<i8>, Vec<f32>) {
         scales.push(scale);
     }
     (q, scales)
-}
-
-/// The inverse of [`quantize_q8`] (up to rounding): int8 bytes and one scale per output channel.
-pub fn dequantize_q8(bytes: &[u8], scales: &[f32]) -> Vec<f32> {
-    let per = bytes.len() / scales.len().max(1);
-    bytes.chunks(per.max(1)).zip(scales).flat_map(|(row, &s)| row.iter().map(move |&b| f32::from(b as i8) * s)).collect()
 }

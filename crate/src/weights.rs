@@ -3,6 +3,10 @@
 //! Networks take their tensors by key path (`down_blocks.0.resnets.1.conv1.weight`), stating the
 //! shape their config implies. A missing key, a wrong shape, and (in [`Weights::finish`]) a key
 //! nobody took are all errors that name the key. f32, f16 and bf16 on disk load as f32.
+//! Each tensor goes to the device as soon as it is inserted, so a caller that streams a file
+//! ([`Weights::insert`], the browser) never holds more than one tensor's bytes. int8 tensors with a
+//! `<key>.q8_scale` beside them (converted `q8` weights, see `manifest`) are dequantised on the
+//! device when taken.
 //! [`Weights::random`] builds any network at its real size with nothing on disk (benchmarks).
 
 use std::collections::BTreeMap;
@@ -11,11 +15,13 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
+use crate::manifest::Q8_SCALE;
 use crate::{Error, Result};
 
 struct Stored {
     shape: Vec<usize>,
-    values: Vec<f32>,
+    /// The values, flat, already on the device.
+    values: Tensor<1>,
 }
 
 /// The tensors of one component, waiting to be taken by the network being built.
@@ -30,9 +36,10 @@ pub fn key(prefix: &str, name: &str) -> String {
     if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
 }
 
-/// Values of a float tensor in a safetensors file as f32 (f32, f16 and bf16).
+/// Values of a tensor in a safetensors file as f32 (f32, f16 and bf16; i8 as its integers).
 pub fn to_f32(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>> {
     Ok(match dtype {
+        Dtype::I8 => bytes.iter().map(|&b| f32::from(b as i8)).collect(),
         Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
         Dtype::F16 => bytes
             .chunks_exact(2)
@@ -53,25 +60,39 @@ pub fn to_f32(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>> {
 impl Weights {
     /// Read every tensor of the given safetensors files (the shards of one component).
     pub fn from_safetensors(files: &[&[u8]], device: &Device) -> Result<Self> {
-        let mut tensors = BTreeMap::new();
+        let mut weights = Self::new(device);
         for bytes in files {
             let file = SafeTensors::deserialize(bytes)
                 .map_err(|err| Error::Safetensors(format!("not a valid safetensors file: {err}")))?;
             for (name, view) in file.tensors() {
-                let values = to_f32(view.dtype(), view.data(), &name)?;
-                let stored = Stored { shape: view.shape().to_vec(), values };
-                if tensors.insert(name.clone(), stored).is_some() {
-                    return Err(Error::Safetensors(format!("tensor `{name}` appears in two shards")));
-                }
+                weights.insert(&name, view.dtype(), view.shape(), view.data())?;
             }
         }
-        Ok(Self { device: device.clone(), tensors, random: false })
+        Ok(weights)
     }
 
-    /// Tensors already decoded to f32: `(key, shape, values)`.
-    pub fn from_tensors(tensors: Vec<(String, Vec<usize>, Vec<f32>)>, device: &Device) -> Self {
-        let tensors = tensors.into_iter().map(|(key, shape, values)| (key, Stored { shape, values })).collect();
-        Self { device: device.clone(), tensors, random: false }
+    /// No tensors yet: [`Weights::insert`] them one by one.
+    pub fn new(device: &Device) -> Self {
+        Self { device: device.clone(), tensors: BTreeMap::new(), random: false }
+    }
+
+    /// Add one tensor from its safetensors bytes (little-endian `dtype` values); it goes to the
+    /// device now and the bytes can be dropped.
+    pub fn insert(&mut self, key: &str, dtype: Dtype, shape: &[usize], bytes: &[u8]) -> Result<()> {
+        let elements: usize = shape.iter().product();
+        if bytes.len() != elements * dtype.bitsize() / 8 {
+            return Err(Error::Safetensors(format!(
+                "tensor `{key}` has {} bytes but its shape {shape:?} of {dtype:?} needs {}",
+                bytes.len(),
+                elements * dtype.bitsize() / 8
+            )));
+        }
+        let values = to_f32(dtype, bytes, key)?;
+        let values = Tensor::from_data(TensorData::new(values, [elements]), &self.device);
+        if self.tensors.insert(key.to_string(), Stored { shape: shape.to_vec(), values }).is_some() {
+            return Err(Error::Safetensors(format!("tensor `{key}` appears twice")));
+        }
+        Ok(())
     }
 
     /// Every `take` draws fresh values on the device: uniform in ±1/√fan_in, where fan_in is
@@ -102,7 +123,17 @@ impl Weights {
                 found: stored.shape,
             });
         }
-        Ok(Tensor::from_data(TensorData::new(stored.values, shape), &self.device))
+        let mut values = stored.values;
+        // A q8 tensor: int8 values × one scale per output channel (dimension 0).
+        if let Some(scale) = self.tensors.remove(&format!("{key}{Q8_SCALE}")) {
+            let out = shape[0];
+            if scale.shape != [out] {
+                return Err(Error::WeightShape { key: format!("{key}{Q8_SCALE}"), expected: vec![out], found: scale.shape });
+            }
+            let per = values.dims()[0] / out.max(1);
+            values = (values.reshape([out, per]) * scale.values.reshape([out, 1])).reshape([out * per]);
+        }
+        Ok(values.reshape(shape))
     }
 
     /// Drop a non-persistent buffer some checkpoints carry (e.g. CLIP's `position_ids`).

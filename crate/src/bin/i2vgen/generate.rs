@@ -4,13 +4,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use i2vgen::image::RgbImage;
+use i2vgen::noise;
 use i2vgen::pipeline_i2vgen_xl::{GenerationRequest, I2VGenXLPipeline, Noise};
 use i2vgen::pipeline_video_to_video::RefineRequest;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use rand_distr::{Distribution, StandardNormal};
 
 use crate::{model_dir, progress, refine};
 use crate::tensors::TensorFile;
@@ -71,59 +69,21 @@ pub struct Args {
     refine_width: usize,
 }
 
-/// 8192² pixels: far above any output size, and 200 MB of RGB.
-const MAX_IMAGE_PIXELS: u64 = 8192 * 8192;
-
-/// Decode a PNG, JPEG or WebP file to 8-bit RGB.
-pub fn decode_image(path: &Path) -> Result<image::RgbImage> {
-    let open = || -> Result<_> {
-        image::ImageReader::open(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .with_guessed_format()
-            .with_context(|| format!("cannot read {}", path.display()))
-    };
-    // The header first: a huge picture is refused before anything is allocated.
-    if let Ok((w, h)) = open()?.into_dimensions() {
-        if u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS {
-            bail!("{} is {w}×{h} pixels, too large to read; scale it below 8192×8192 first", path.display());
-        }
-    }
-    Ok(open()?
-        .decode()
-        .with_context(|| format!("{} is not a PNG, JPEG or WebP image this build can decode", path.display()))?
-        .to_rgb8())
-}
-
+/// Read and decode a PNG, JPEG or WebP file (the library's decoder, with the path in errors).
 pub fn load_image(path: &Path) -> Result<RgbImage> {
-    let decoded = decode_image(path)?;
-    let (w, h) = decoded.dimensions();
-    Ok(RgbImage::new(w as usize, h as usize, decoded.into_raw())?)
-}
-
-pub fn rng(seed: u64) -> StdRng {
-    StdRng::seed_from_u64(seed)
-}
-
-pub fn normal(shape: &[usize], rng: &mut StdRng) -> Vec<f32> {
-    (0..shape.iter().product::<usize>()).map(|_| StandardNormal.sample(rng)).collect()
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    i2vgen::image::decode(&bytes).with_context(|| format!("{}", path.display()))
 }
 
 /// The explicit draws from `--noise`, else seeded ones.
 fn noise(args: &Args, latent: [usize; 5], device: &Device) -> Result<Noise> {
     let file = args.noise.as_deref().map(TensorFile::read).transpose()?;
     let has = |name: &str| file.as_ref().is_some_and(|f| f.dims(name).is_ok());
-    let mut rng = rng(args.run.seed);
-    let latents = if has("latents") {
-        file.as_ref().unwrap().float::<5>("latents", device)?
-    } else {
-        Tensor::from_data(TensorData::new(normal(&latent, &mut rng), latent), device)
-    };
-    let shape = [1, latent[1], latent[3], latent[4]];
-    let vae_sample_noise = if has("vae_sample_noise") {
-        file.as_ref().unwrap().float::<4>("vae_sample_noise", device)?
-    } else {
-        Tensor::from_data(TensorData::new(normal(&shape, &mut rng), shape), device)
-    };
+    let mut rng = noise::rng(args.run.seed);
+    let latents = has("latents").then(|| file.as_ref().unwrap().float::<5>("latents", device)).transpose()?;
+    let latents = noise::or_draw(latents, latent, &mut rng, device);
+    let vae = has("vae_sample_noise").then(|| file.as_ref().unwrap().float::<4>("vae_sample_noise", device)).transpose()?;
+    let vae_sample_noise = noise::or_draw(vae, [1, latent[1], latent[3], latent[4]], &mut rng, device);
     Ok(Noise { latents, vae_sample_noise })
 }
 

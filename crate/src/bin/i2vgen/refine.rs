@@ -91,9 +91,8 @@ pub fn read_video(path: &Path, device: &Device) -> Result<Vec<Tensor<3>>> {
         return names
             .iter()
             .map(|p| {
-                let image = crate::generate::decode_image(p)?;
-                let (w, h) = (image.width() as usize, image.height() as usize);
-                Ok(frame(image.into_raw(), w, h))
+                let image = crate::generate::load_image(p)?;
+                Ok(frame(image.data, image.width, image.height))
             })
             .collect();
     }
@@ -154,12 +153,13 @@ pub fn resize(frames: Vec<Tensor<3>>, height: usize, width: usize) -> Vec<Tensor
 /// The draws from `noise_file`, else seeded ones.
 pub fn noise(noise_file: Option<&Path>, seed: u64, shape: [usize; 4], device: &Device) -> Result<RefineNoise> {
     let file = noise_file.map(TensorFile::read).transpose()?;
-    let mut rng = crate::generate::rng(seed);
+    let mut rng = i2vgen::noise::rng(seed);
     let mut draw = |name: &str| -> Result<Tensor<4>> {
-        match &file {
-            Some(f) if f.dims(name).is_ok() => f.float::<4>(name, device),
-            _ => Ok(Tensor::from_data(TensorData::new(crate::generate::normal(&shape, &mut rng), shape), device)),
-        }
+        let given = match &file {
+            Some(f) if f.dims(name).is_ok() => Some(f.float::<4>(name, device)?),
+            _ => None,
+        };
+        Ok(i2vgen::noise::or_draw(given, shape, &mut rng, device))
     };
     Ok(RefineNoise { noise: draw("noise")?, vae_sample_noise: draw("vae_sample_noise")? })
 }

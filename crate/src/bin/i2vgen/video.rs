@@ -44,29 +44,16 @@ pub fn write(path: &Path, frames: &[TensorData], fps: usize) -> Result<()> {
         let data = TensorData::new(values.concat(), [frames.len(), height, width, 3]);
         return crate::tensors::write(path, vec![("frames", data)]);
     }
-    let rgb: Vec<Vec<u8>> = values
-        .iter()
-        .map(|frame| frame.iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect())
-        .collect();
+    let rgb: Vec<Vec<u8>> = values.iter().map(|frame| i2vgen::video::to_u8(frame)).collect();
     let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let file = std::io::BufWriter::new(file);
     match format {
-        Format::Gif => gif(file, &rgb, width, height, fps).context("writing the GIF"),
+        Format::Gif => {
+            let mut file = file;
+            std::io::Write::write_all(&mut file, &i2vgen::video::gif(&rgb, width, height, fps)).context("writing the GIF")
+        }
         _ => mp4(file, &rgb, width, height, fps).context("writing the MP4"),
     }
-}
-
-fn gif(file: impl std::io::Write, frames: &[Vec<u8>], width: usize, height: usize, fps: usize) -> Result<()> {
-    let mut encoder = gif::Encoder::new(file, width as u16, height as u16, &[])?;
-    encoder.set_repeat(gif::Repeat::Infinite)?;
-    // GIF delays are in 1/100 s.
-    let delay = (100.0 / fps as f64).round().max(1.0) as u16;
-    for rgb in frames {
-        let mut frame = gif::Frame::from_rgb_speed(width as u16, height as u16, rgb, 10);
-        frame.delay = delay;
-        encoder.write_frame(&frame)?;
-    }
-    Ok(())
 }
 
 /// H.264 (constrained baseline, every frame coded, one keyframe) in an MP4 with fast start.
