@@ -31,6 +31,10 @@ wasm-bindgen --target web --no-typescript --out-dir web/pkg \
 
 wasm=web/pkg/i2vgen_web_bg.wasm
 raw=$(stat -c %s "$wasm")
+if [ "${I2VGEN_WASM_OPT:-1}" = 0 ]; then
+  echo "==> $wasm: $((raw / 1024)) KiB (wasm-opt skipped: I2VGEN_WASM_OPT=0)"
+  exit 0
+fi
 web/node_modules/.bin/wasm-opt -Oz \
   --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \

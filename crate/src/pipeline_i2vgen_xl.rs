@@ -185,6 +185,20 @@ impl Generation {
     pub fn image_latents(&self) -> &Tensor<5> {
         &self.image_latents
     }
+
+    /// A cheap look at the current latents, without the VAE: each latent pixel's 4 channels
+    /// mapped linearly to RGB (the usual approximation for the SD VAE's latent space).
+    ///
+    /// # Shapes
+    /// `[F, h, w, 3]` in [0, 1], at the latent size (1/8 of the output).
+    pub fn preview(&self) -> Tensor<4> {
+        const LATENT_RGB: [[f32; 3]; 4] =
+            [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]];
+        let [_, c, f, h, w] = self.latents.dims();
+        let matrix = Tensor::<2>::from_data(TensorData::new(LATENT_RGB.concat(), [4, 3]), &self.latents.device());
+        let pixels = self.latents.clone().reshape([c, f * h * w]).swap_dims(0, 1).matmul(matrix.narrow(0, 0, c.min(4)));
+        pixels.clamp(-1.0, 1.0).add_scalar(1.0).div_scalar(2.0).reshape([f, h, w, 3])
+    }
 }
 
 /// The loaded networks and configs of an `I2VGenXLPipeline` folder.

@@ -34,8 +34,8 @@ export async function launch({ webgpu = true } = {}) {
 }
 
 /** Serve the repository root on a free port; returns { url, close }. */
-export async function startServer() {
-  const server = await serve({ root: ROOT, port: 0 });
+export async function startServer({ intercept } = {}) {
+  const server = await serve({ root: ROOT, port: 0, intercept });
   const { port } = server.address();
   return { url: `http://127.0.0.1:${port}/`, close: () => new Promise((ok) => server.close(ok)) };
 }
@@ -46,4 +46,50 @@ export function recordConsole(page) {
   page.on('console', (msg) => lines.push(`[${msg.type()}] ${msg.text()}`));
   page.on('pageerror', (err) => lines.push(`[pageerror] ${err.message}`));
   return lines;
+}
+
+/** Every request the browser makes (page and workers): `[{url, method}]`. */
+export function recordRequests(context) {
+  const requests = [];
+  context.on('request', (r) => requests.push({ url: r.url(), method: r.method(), headers: r.headers() }));
+  return requests;
+}
+
+/** Open the app (or `path`) and wait until the device check is done. */
+export async function openApp(context, url, log) {
+  const page = await context.newPage();
+  if (log) {
+    page.on('console', (msg) => log.push(`[${msg.type()}] ${msg.text()}`));
+    page.on('pageerror', (err) => log.push(`[pageerror] ${err.message}`));
+    page.on('worker', (w) => w.on('console', (msg) => log.push(`[worker ${msg.type()}] ${msg.text()}`)));
+  }
+  await page.goto(url);
+  await page.waitForSelector('body:not([data-state="loading"])', { timeout: 300_000 });
+  return page;
+}
+
+/**
+ * Run a worker request from the page through the app's own client: `{kind, payload}` → result
+ * (blobs turned into byte arrays, typed arrays into plain arrays).
+ */
+export async function workerRequest(page, kind, payload) {
+  return page.evaluate(async ({ kind, payload }) => {
+    const { Client } = await import('/web/js/client.js');
+    window.testClient ??= new Client();
+    if (payload.imageUrl) payload.image = await (await fetch(payload.imageUrl)).arrayBuffer();
+    if (payload.noiseUrl) payload.noise = await (await fetch(payload.noiseUrl)).arrayBuffer();
+    delete payload.imageUrl;
+    delete payload.noiseUrl;
+    try {
+      const r = await window.testClient.request(kind, payload).promise;
+      const out = { ...r };
+      for (const [k, v] of Object.entries(r)) {
+        if (v instanceof Blob) out[k] = { type: v.type, size: v.size };
+        if (v instanceof Float32Array) out[k] = Array.from(v);
+      }
+      return out;
+    } catch (err) {
+      return { error: err.message };
+    }
+  }, { kind, payload });
 }

@@ -1,5 +1,9 @@
-// The page: checks WebGPU, shows the adapter, and runs the wasm device check on it.
+// The page: checks WebGPU, shows the adapter, runs the device check, and drives the worker that
+// generates videos. Everything long runs in the worker; this file only talks to it.
 import init, { deviceCheck } from '../pkg/i2vgen_web.js';
+import { Client, demoSource } from './client.js';
+import { DEFAULT_HUB } from './model-source.js';
+import { deleteModel, listModels, mb } from './weight-store.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -13,19 +17,187 @@ function setState(state, message) {
   $('message').textContent = message;
 }
 
-function mib(bytes) {
-  return `${(bytes / 2 ** 20).toFixed(0)} MiB`;
-}
+const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 
 function showAdapter(adapter) {
   const info = adapter.info ?? {};
   $('gpu-vendor').textContent = info.vendor || '(not reported)';
   $('gpu-architecture').textContent = info.architecture || '(not reported)';
   $('gpu-description').textContent = info.description || '(not reported)';
-  $('gpu-f16').textContent = adapter.features.has('shader-f16') ? 'yes' : 'no (f32 path)';
+  const f16 = adapter.features.has('shader-f16');
+  $('gpu-f16').textContent = f16 ? 'yes' : 'no (f32 path)';
   $('gpu-max-buffer').textContent = mib(adapter.limits.maxBufferSize);
   $('gpu-max-binding').textContent = mib(adapter.limits.maxStorageBufferBindingSize);
+  $('precision').textContent = `Precision: f32 weights and compute${f16 ? ' (this GPU has shader-f16; the f16 path is not enabled yet)' : ' (this GPU has no shader-f16)'}.`;
   $('gpu').hidden = false;
+}
+
+// ---- generation -------------------------------------------------------------------------------
+
+let client = null;
+let running = null; // request id
+let imageBytes = null;
+
+function source() {
+  if ($('model-demo').checked) return demoSource(location.href);
+  return { ...DEFAULT_HUB, base: $('hub-base').value.trim() || DEFAULT_HUB.base, repo: $('hub-repo').value.trim(), revision: $('hub-revision').value.trim() || 'main' };
+}
+
+function request() {
+  const [height, width] = $('size').value.split('x').map(Number);
+  return {
+    prompt: $('prompt').value,
+    negativePrompt: $('negative-prompt').value,
+    width, height,
+    frames: Number($('frames').value),
+    fps: Number($('fps').value),
+    steps: Number($('steps').value),
+    guidance: Number($('guidance').value),
+    seed: Number($('seed').value),
+  };
+}
+
+function describeProgress(p) {
+  switch (p.stage) {
+    case 'loading': return [`Loading weights: ${p.file} — ${mb(p.done)} of ${mb(p.total)} (${mb(p.rate)}/s, about ${Math.ceil(p.eta)} s left)`, p.done / p.total];
+    case 'denoising': return [`Denoising step ${p.step} of ${p.steps} (about ${Math.ceil(p.eta)} s left)`, p.step / p.steps];
+    case 'decoding': return [`Decoding frame ${p.frame} of ${p.frames}`, p.frame / p.frames];
+    default: return [p.message ?? p.stage, null];
+  }
+}
+
+function showPreview({ frames, width, height, rgba }) {
+  const canvas = $('preview');
+  canvas.width = width * frames;
+  canvas.height = height;
+  const ctx = canvas.getContext('2d');
+  const pixels = new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.byteLength);
+  for (let f = 0; f < frames; f++) {
+    const frame = pixels.subarray(f * width * height * 4, (f + 1) * width * height * 4);
+    ctx.putImageData(new ImageData(new Uint8ClampedArray(frame), width, height), f * width, 0);
+  }
+}
+
+async function generate(event) {
+  event.preventDefault();
+  if (running) return;
+  if (!imageBytes) {
+    setRun('error', 'Choose an image first (PNG, JPEG or WebP).');
+    return;
+  }
+  $('result').hidden = true;
+  $('progress-section').hidden = false;
+  $('generate').disabled = true;
+  $('cancel').disabled = false;
+  setRun('running', 'Starting…');
+  const { id, promise } = client.request('generate', { source: source(), image: imageBytes.slice(0), request: request() }, {
+    onProgress: (p) => {
+      const [text, fraction] = describeProgress(p);
+      $('stage').textContent = text;
+      if (fraction === null) $('progress').removeAttribute('value');
+      else $('progress').value = fraction;
+    },
+    onPreview: showPreview,
+  });
+  running = id;
+  try {
+    const result = await promise;
+    const video = $('result-video');
+    video.src = URL.createObjectURL(result.webm);
+    $('download-webm').href = video.src;
+    $('download-gif').href = URL.createObjectURL(result.gif);
+    $('result').hidden = false;
+    setRun('done', `Done: ${result.frames} frames of ${result.width}×${result.height} at ${result.fps} fps. The video is below.`);
+  } catch (err) {
+    setRun(err.cancelled ? 'cancelled' : 'error', err.cancelled ? 'Cancelled.' : err.message);
+  } finally {
+    running = null;
+    $('generate').disabled = false;
+    $('cancel').disabled = true;
+    refreshCache();
+  }
+}
+
+function setRun(run, message) {
+  document.body.dataset.run = run;
+  $('message').textContent = message;
+}
+
+async function setImage(file) {
+  imageBytes = null;
+  $('image-preview').hidden = true;
+  const bytes = await file.arrayBuffer();
+  try {
+    const { width, height } = await client.request('check-image', { image: bytes.slice(0) }).promise;
+    imageBytes = bytes;
+    $('image-preview').src = URL.createObjectURL(file);
+    $('image-preview').hidden = false;
+    setRun('ready', `Image: ${file.name || 'pasted'}, ${width}×${height} pixels.`);
+  } catch (err) {
+    setRun('error', `${file.name || 'That file'}: ${err.message}`);
+  }
+}
+
+async function refreshCache() {
+  const list = $('cached-models');
+  list.replaceChildren();
+  for (const model of await listModels()) {
+    const item = document.createElement('li');
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.textContent = 'Delete';
+    button.setAttribute('aria-label', `Delete ${model.label}`);
+    button.onclick = async () => { await deleteModel(model.id); refreshCache(); };
+    item.append(`${model.label}: ${mb(model.bytes)} `, button);
+    list.append(item);
+  }
+  if (!list.children.length) list.append('No models are cached.');
+}
+
+function useDemoDefaults(demo) {
+  if (demo) {
+    $('size').value = '24x40';
+    $('frames').value = 4;
+    $('steps').value = 3;
+  } else {
+    $('size').value = '256x448';
+    $('frames').value = 16;
+    $('steps').value = 25;
+  }
+}
+
+function wireForm() {
+  $('form').hidden = false;
+  $('form').addEventListener('submit', generate);
+  $('cancel').onclick = () => running && client.cancel(running);
+  $('image').onchange = () => $('image').files[0] && setImage($('image').files[0]);
+  $('model-demo').onchange = () => useDemoDefaults(true);
+  $('model-hub').onchange = () => useDemoDefaults(false);
+  $('defaults').onclick = () => {
+    $('size').value = '704x1280';
+    $('frames').value = 16;
+    $('fps').value = 16;
+    $('steps').value = 50;
+    $('guidance').value = 9;
+  };
+  const drop = $('drop');
+  drop.ondragover = (e) => { e.preventDefault(); drop.classList.add('over'); };
+  drop.ondragleave = () => drop.classList.remove('over');
+  drop.ondrop = (e) => {
+    e.preventDefault();
+    drop.classList.remove('over');
+    if (e.dataTransfer.files[0]) setImage(e.dataTransfer.files[0]);
+  };
+  document.addEventListener('paste', (e) => {
+    const file = [...(e.clipboardData?.files ?? [])].find((f) => f.type.startsWith('image/'));
+    if (file) setImage(file);
+  });
+  $('refresh-cache').onclick = refreshCache;
+  if (new URLSearchParams(location.search).get('model') === 'demo') {
+    $('model-demo').checked = true;
+    useDemoDefaults(true);
+  }
+  refreshCache();
 }
 
 async function main() {
@@ -49,7 +221,9 @@ async function main() {
   $('check-value').textContent = value.toExponential(7);
   $('check-time').textContent = `(${ms.toFixed(0)} ms including shader compilation)`;
   $('check').hidden = false;
-  setState('ready', 'WebGPU works: burn ran the device check on your GPU.');
+  client = new Client();
+  wireForm();
+  setState('ready', 'WebGPU works: burn ran the device check on your GPU. Choose an image and a prompt.');
 }
 
 main().catch((err) => {

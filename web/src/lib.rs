@@ -6,6 +6,9 @@ use std::cell::RefCell;
 use burn::tensor::Device;
 use wasm_bindgen::prelude::*;
 
+mod generator;
+mod model;
+
 thread_local! {
     /// The burn wgpu runtime can be initialised once per page; later calls reuse its device.
     static DEVICE: RefCell<Option<Device>> = const { RefCell::new(None) };
@@ -14,6 +17,11 @@ thread_local! {
 #[wasm_bindgen(start)]
 fn start() {
     console_error_panic_hook::set_once();
+}
+
+/// The one place a message becomes a JS error.
+fn js_error(message: &str) -> JsError {
+    JsError::new(message)
 }
 
 /// Initialise burn's wgpu runtime on the browser's WebGPU (once per page).

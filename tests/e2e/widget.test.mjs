@@ -1,0 +1,93 @@
+// The widget on another site: a page on a second port loads <i2v-generator> with one module
+// script from the app's server, generates through its JS API and sees its events in order. The
+// iframe embedding answers postMessage only from origins on its allow-list.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { launch, startServer } from './browser.mjs';
+
+let app;
+let site;
+before(async () => {
+  app = await startServer();
+  const page = (body) => `<!doctype html><html><head><meta charset="utf-8"><title>another site</title></head><body>${body}</body></html>`;
+  site = await startServer({
+    intercept(req, res) {
+      const url = new URL(req.url, 'http://x');
+      const html = url.pathname === '/widget.html'
+        ? page(`<script type="module" src="${app.url}web/js/widget.js"></script>
+                <i2v-generator id="gen" model="demo" width="40" height="24" frames="2" steps="1" fps="8"></i2v-generator>`)
+        : page(`<iframe id="frame" src="${app.url}web/embed.html?model=demo&width=40&height=24&frames=2&steps=1&origins=${encodeURIComponent(url.searchParams.get('allow'))}"></iframe>`);
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(html);
+      return true;
+    },
+  });
+});
+after(async () => { await app.close(); await site.close(); });
+
+const IMAGE = () => `${app.url}tests/fixtures/golden/image.png`;
+
+test('the widget generates through its JS API on another site and fires its events in order', async () => {
+  const context = await launch();
+  try {
+    const page = await context.newPage();
+    const log = [];
+    page.on('console', (m) => log.push(m.text()));
+    await page.goto(`${site.url}widget.html`);
+    const result = await page.evaluate(async (imageUrl) => {
+      await customElements.whenDefined('i2v-generator');
+      const el = document.getElementById('gen');
+      const events = [];
+      for (const name of ['progress', 'preview', 'done', 'error']) el.addEventListener(name, (e) => events.push(name === 'progress' ? `progress:${e.detail.stage}` : name));
+      const image = await (await fetch(imageUrl)).blob();
+      try {
+        const r = await el.generate({ image, prompt: 'a cat surfing' });
+        return { events, width: r.width, height: r.height, frames: r.frames, fps: r.fps, type: r.video.type, size: r.video.size, shadow: !!el.shadowRoot };
+      } catch (err) {
+        return { events, error: err.message };
+      }
+    }, IMAGE());
+    assert.equal(result.error, undefined, `${result.error}\n${log.join('\n')}`);
+    assert.deepEqual([result.width, result.height, result.frames, result.fps, result.type], [40, 24, 2, 8, 'video/webm']);
+    assert.ok(result.size > 0 && result.shadow);
+    const stages = result.events.filter((e, i, all) => e !== all[i - 1]);
+    const order = ['progress:checking', 'progress:loading', 'progress:encoding', 'progress:denoising', 'progress:decoding', 'progress:video', 'done'];
+    assert.deepEqual(stages.filter((e) => order.includes(e)), order, result.events.join(' '));
+  } finally {
+    await context.close();
+  }
+});
+
+test('the iframe embedding ignores postMessage from origins not on its allow-list', async () => {
+  const context = await launch();
+  try {
+    const page = await context.newPage();
+    const send = (allow) => page.evaluate(async ({ imageUrl, wait }) => {
+      const frame = document.getElementById('frame');
+      if (!frame.contentWindow || !frame.dataset.loaded) await new Promise((ok) => frame.addEventListener('load', ok, { once: true }));
+      frame.dataset.loaded = '1';
+      await new Promise((ok) => setTimeout(ok, 500)); // the widget module runs after load
+      const image = await (await fetch(imageUrl)).arrayBuffer();
+      const replies = [];
+      const done = new Promise((ok) => {
+        window.addEventListener('message', (e) => {
+          replies.push(e.data.kind);
+          if (e.data.kind === 'result' || e.data.kind === 'error') ok();
+        });
+        setTimeout(ok, wait);
+      });
+      frame.contentWindow.postMessage({ kind: 'generate', id: 1, payload: { image, prompt: 'a cat' } }, '*');
+      await done;
+      return replies;
+    }, { imageUrl: IMAGE(), wait: allow ? 300_000 : 5_000 });
+
+    await page.goto(`${site.url}embed-test.html?allow=${encodeURIComponent('https://allowed.example')}`);
+    assert.deepEqual(await send(false), [], 'a message from a non-allowed origin was answered');
+
+    await page.goto(`${site.url}embed-test.html?allow=${encodeURIComponent(new URL(site.url).origin)}`);
+    const replies = await send(true);
+    assert.equal(replies.at(-1), 'result', replies.join(' '));
+    assert.ok(replies.includes('progress'));
+  } finally {
+    await context.close();
+  }
+});

@@ -1,0 +1,54 @@
+// The page's side of the worker protocol: one worker, requests with ids, promises for results.
+
+let nextId = 1;
+
+/** Start the worker. From another site (the widget), wrap it in a same-origin blob worker. */
+function startWorker() {
+  const url = new URL('./worker.js', import.meta.url);
+  if (url.origin === location.origin) return new Worker(url, { type: 'module' });
+  const shim = new Blob([`import ${JSON.stringify(url.href)};`], { type: 'text/javascript' });
+  return new Worker(URL.createObjectURL(shim), { type: 'module' });
+}
+
+export class Client {
+  constructor() {
+    this.worker = startWorker();
+    this.pending = new Map();
+    this.worker.onmessage = ({ data: { kind, id, payload } }) => {
+      const p = this.pending.get(id);
+      if (!p) return;
+      if (kind === 'progress') p.onProgress?.(payload);
+      else if (kind === 'preview') p.onPreview?.(payload);
+      else {
+        this.pending.delete(id);
+        if (kind === 'result') p.resolve(payload);
+        else {
+          const err = new Error(payload.message);
+          err.cancelled = payload.cancelled;
+          p.reject(err);
+        }
+      }
+    };
+    this.worker.onerror = (event) => {
+      for (const p of this.pending.values()) p.reject(new Error(`The worker failed: ${event.message ?? 'unknown error'}. Reload the page to try again.`));
+      this.pending.clear();
+    };
+  }
+
+  /** Send a request; returns `{id, promise}`. */
+  request(kind, payload, { onProgress, onPreview, transfer = [] } = {}) {
+    const id = nextId++;
+    const promise = new Promise((resolve, reject) => this.pending.set(id, { resolve, reject, onProgress, onPreview }));
+    this.worker.postMessage({ kind, id, payload }, transfer);
+    return { id, promise };
+  }
+
+  cancel(id) {
+    this.worker.postMessage({ kind: 'cancel', id });
+  }
+}
+
+/** The bundled demo model: the tiny fixture pipeline served hub-style by our server. */
+export function demoSource(base) {
+  return { type: 'hub', base: new URL('hub', base).href, repo: 'demo/tiny-i2vgen', revision: 'main' };
+}

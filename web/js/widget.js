@@ -1,0 +1,131 @@
+// <i2v-generator>: the generator as a custom element any site can embed with one module script.
+//
+//   <script type="module" src="https://YOUR-HOST/web/js/widget.js"></script>
+//   <i2v-generator model="demo" frames="4" steps="3" width="40" height="24"></i2v-generator>
+//
+// Attributes: `model` ("demo", a hub repo id like "ali-vilab/i2vgen-xl", or the URL of a folder
+// written by `weights-tools convert`), `hub-base`, `revision`, and defaults for `width`, `height`,
+// `frames`, `fps`, `steps`, `guidance`, `seed`, `negative-prompt`; `allowed-origins` (space-
+// separated) turns on the postMessage API for those origins.
+// API: `el.generate({image, prompt, ...})` → Promise<{video, width, height, frames, fps}>;
+// events `progress`, `preview`, `done`, `error`; `el.cancel()`. Theme with CSS custom properties
+// `--i2v-accent`, `--i2v-radius`, `--i2v-font` or `::part(button|video|status)`.
+import { Client, demoSource } from './client.js';
+
+const STYLE = `
+:host { display: block; font: var(--i2v-font, inherit); }
+form { display: grid; gap: 0.5rem; }
+button { background: var(--i2v-accent, #3557d4); color: white; border: 0; border-radius: var(--i2v-radius, 0.4rem); padding: 0.5rem 1rem; }
+video { max-width: 100%; border-radius: var(--i2v-radius, 0.4rem); }
+progress { width: 100%; }
+`;
+
+const NUMBERS = { width: 448, height: 256, frames: 16, fps: 16, steps: 25, guidance: 9, seed: 8888 };
+
+export class I2VGenerator extends HTMLElement {
+  constructor() {
+    super();
+    const root = this.attachShadow({ mode: 'open' });
+    root.innerHTML = `<style>${STYLE}</style>
+      <form part="form">
+        <label>Image <input type="file" name="image" accept="image/png,image/jpeg,image/webp"></label>
+        <label>Prompt <input type="text" name="prompt"></label>
+        <button type="submit" part="button">Generate</button>
+        <progress max="1" value="0" hidden></progress>
+        <p part="status" role="status" aria-live="polite"></p>
+        <video part="video" controls loop autoplay muted playsinline hidden></video>
+      </form>`;
+    this.$ = (sel) => root.querySelector(sel);
+    this.$('form').addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const file = this.$('input[name="image"]').files[0];
+      if (!file) { this.$('p').textContent = 'Choose an image first.'; return; }
+      this.generate({ image: file, prompt: this.$('input[name="prompt"]').value }).catch(() => {});
+    });
+    this.running = null;
+  }
+
+  connectedCallback() {
+    const origins = (this.getAttribute('allowed-origins') ?? '').split(/\s+/).filter(Boolean);
+    if (origins.length && !this.onMessage) {
+      this.onMessage = (event) => this.answer(event, origins);
+      window.addEventListener('message', this.onMessage);
+    }
+  }
+
+  disconnectedCallback() {
+    if (this.onMessage) window.removeEventListener('message', this.onMessage);
+    this.onMessage = null;
+  }
+
+  source() {
+    const model = this.getAttribute('model') ?? 'ali-vilab/i2vgen-xl';
+    if (model === 'demo') return demoSource(new URL('../../', import.meta.url).href);
+    if (/^https?:/.test(model)) return { type: 'converted', url: model.endsWith('/') ? model : `${model}/` };
+    return { type: 'hub', base: this.getAttribute('hub-base') ?? 'https://huggingface.co', repo: model, revision: this.getAttribute('revision') ?? 'main' };
+  }
+
+  /** Generate a video. `image`: a Blob/File or ArrayBuffer; other keys override the attributes. */
+  async generate({ image, prompt, negativePrompt, noise, ...options }) {
+    if (this.running) throw new Error('A video is already being generated; cancel it first.');
+    this.client ??= new Client();
+    const request = { prompt: prompt ?? '', negativePrompt: negativePrompt ?? this.getAttribute('negative-prompt') ?? '' };
+    for (const [name, fallback] of Object.entries(NUMBERS)) {
+      request[name] = Number(options[name] ?? this.getAttribute(name) ?? fallback);
+    }
+    const bytes = image instanceof ArrayBuffer ? image : await image.arrayBuffer();
+    const status = this.$('p');
+    const bar = this.$('progress');
+    bar.hidden = false;
+    const { id, promise } = this.client.request('generate', { source: this.source(), image: bytes, request, noise }, {
+      onProgress: (p) => {
+        status.textContent = p.stage === 'denoising' ? `Step ${p.step} of ${p.steps}` : (p.message ?? p.stage);
+        if (p.stage === 'denoising') bar.value = p.step / p.steps;
+        this.dispatchEvent(new CustomEvent('progress', { detail: p }));
+      },
+      onPreview: (p) => this.dispatchEvent(new CustomEvent('preview', { detail: p })),
+    });
+    this.running = id;
+    try {
+      const r = await promise;
+      const result = { video: r.webm, gif: r.gif, width: r.width, height: r.height, frames: r.frames, fps: r.fps };
+      const video = this.$('video');
+      video.src = URL.createObjectURL(r.webm);
+      video.hidden = false;
+      status.textContent = 'Done.';
+      this.dispatchEvent(new CustomEvent('done', { detail: result }));
+      return result;
+    } catch (err) {
+      status.textContent = err.message;
+      this.dispatchEvent(new CustomEvent('error', { detail: { message: err.message, cancelled: !!err.cancelled } }));
+      throw err;
+    } finally {
+      this.running = null;
+      bar.hidden = true;
+    }
+  }
+
+  cancel() {
+    if (this.running) this.client.cancel(this.running);
+  }
+
+  /** The postMessage API: `{kind: 'generate', id, payload}` from an allowed origin. */
+  async answer(event, origins) {
+    if (!origins.includes(event.origin)) return; // not on the allow-list: ignored
+    const { kind, id, payload } = event.data ?? {};
+    const reply = (k, p) => event.source?.postMessage({ kind: k, id, payload: p }, event.origin);
+    if (kind === 'cancel') { this.cancel(); return; }
+    if (kind !== 'generate') return;
+    const progress = (e) => reply('progress', e.detail);
+    this.addEventListener('progress', progress);
+    try {
+      reply('result', await this.generate(payload));
+    } catch (err) {
+      reply('error', { message: err.message });
+    } finally {
+      this.removeEventListener('progress', progress);
+    }
+  }
+}
+
+if (!customElements.get('i2v-generator')) customElements.define('i2v-generator', I2VGenerator);
