@@ -7,7 +7,7 @@
 // - `{type: 'converted', url}`: a folder written by `weights-tools convert` (manifest.json + shards).
 
 import { SafetensorsStream } from './safetensors-stream.js';
-import { checkQuota, mb } from './weight-store.js';
+import { QuotaError, checkQuota, mb } from './weight-store.js';
 
 export const COMPONENTS = ['text_encoder', 'image_encoder', 'vae', 'unet'];
 const TEXT_FILES = [
@@ -86,12 +86,23 @@ export async function resolve(store, source) {
  * Stream every file of `model` into `loader` (the wasm ModelLoader). `onProgress({file, done,
  * total, fileDone, fileTotal, rate, eta})` reports every chunk; `signal` cancels.
  */
-export async function load(store, model, loader, { signal, onProgress = () => {} } = {}) {
+export async function load(store, model, loader, options = {}) {
   let needed = 0;
   for (const f of model.files) needed += f.size - await store.cachedBytes(f.url, f.hash, f.size);
   await checkQuota(needed);
-  await store.saveModel(model.id, model);
+  try {
+    await store.saveModel(model.id, model);
+    return await stream(store, model, loader, options);
+  } catch (err) {
+    // Every chunk already stored is whole and checked; the next try resumes from them.
+    if (err instanceof QuotaError) {
+      throw new QuotaError(`The model needs ${mb(needed)} of browser storage but the browser refused to store more (its quota is reached). Free some space (Settings → cached models, or the browser's site data) and try again; what was downloaded is kept.`);
+    }
+    throw err;
+  }
+}
 
+async function stream(store, model, loader, { signal, onProgress = () => {} }) {
   const total = model.files.reduce((n, f) => n + f.size, 0);
   let done = 0;
   let network = 0;
