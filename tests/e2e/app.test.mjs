@@ -41,7 +41,7 @@ function pngHeader(width, height) {
   return Buffer.concat([SIGNATURE, chunk('IHDR', h), chunk('IDAT', deflateSync(Buffer.alloc(16))), chunk('IEND', Buffer.alloc(0))]);
 }
 
-test('a user turns an image into a video with the demo model, under the strict CSP', async () => {
+test('a user turns an image into a video with the demo model, under the strict CSP', { timeout: 900_000 }, async () => {
   const context = await launch();
   const requests = recordRequests(context);
   const log = [];

@@ -34,7 +34,7 @@ function cargo(args) {
   execFileSync('cargo', ['run', '--quiet', ...args], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
 }
 
-test('the worker generates the same frames as i2vgen generate, from the hub layout and from converted shards', async () => {
+test('the worker generates the same frames as i2vgen generate, from the hub layout and from converted shards', { timeout: 900_000 }, async () => {
   const native = join(OUT, 'native-frames.safetensors');
   cargo(['--bin', 'i2vgen', '--', 'generate', '--model', 'tests/fixtures/tiny-i2vgen', '--image', join(GOLDEN, 'image.png'),
     '--prompt', spec.prompt, '--negative-prompt', spec.negative_prompt, '--frames', `${spec.num_frames}`, '--height', `${spec.height}`,

@@ -25,7 +25,7 @@ function unetBytesServed(req) {
   return end - Number(range[1]);
 }
 
-test('a second visit loads from the cache with zero weight requests and computes the same', async () => {
+test('a second visit loads from the cache with zero weight requests and computes the same', { timeout: 900_000 }, async () => {
   const server = await startServer();
   const context = await launch();
   const requests = recordRequests(context);
@@ -52,7 +52,7 @@ test('a second visit loads from the cache with zero weight requests and computes
   }
 });
 
-test('a connection dropped mid-file resumes; at most one chunk is fetched twice', async () => {
+test('a connection dropped mid-file resumes; at most one chunk is fetched twice', { timeout: 900_000 }, async () => {
   let dropped = false;
   let served = 0;
   const server = await startServer({
@@ -87,7 +87,7 @@ test('a connection dropped mid-file resumes; at most one chunk is fetched twice'
   }
 });
 
-test('a damaged cached chunk is detected and fetched again, alone', async () => {
+test('a damaged cached chunk is detected and fetched again, alone', { timeout: 900_000 }, async () => {
   const server = await startServer();
   const context = await launch();
   const requests = recordRequests(context);
@@ -121,7 +121,7 @@ test('a damaged cached chunk is detected and fetched again, alone', async () => 
   }
 });
 
-test('too little storage: a clear message, nothing half-written, and it works once there is room', async () => {
+test('too little storage: a clear message, nothing half-written, and it works once there is room', { timeout: 900_000 }, async () => {
   const server = await startServer();
   const context = await launch();
   try {

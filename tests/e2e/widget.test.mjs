@@ -16,7 +16,7 @@ before(async () => {
       const html = url.pathname === '/widget.html'
         ? page(`<script type="module" src="${app.url}web/js/widget.js"></script>
                 <i2v-generator id="gen" model="demo" width="40" height="24" frames="2" steps="1" fps="8"></i2v-generator>`)
-        : page(`<iframe id="frame" src="${app.url}web/embed.html?model=demo&width=40&height=24&frames=2&steps=1&origins=${encodeURIComponent(url.searchParams.get('allow'))}"></iframe>`);
+        : page(`<iframe id="frame" onload="window.frameLoaded = true" src="${app.url}web/embed.html?model=demo&width=40&height=24&frames=2&steps=1&origins=${encodeURIComponent(url.searchParams.get('allow'))}"></iframe>`);
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(html);
       return true;
     },
@@ -26,7 +26,7 @@ after(async () => { await app.close(); await site.close(); });
 
 const IMAGE = () => `${app.url}tests/fixtures/golden/image.png`;
 
-test('the widget generates through its JS API on another site and fires its events in order', async () => {
+test('the widget generates through its JS API on another site and fires its events in order', { timeout: 900_000 }, async () => {
   const context = await launch();
   try {
     const page = await context.newPage();
@@ -57,15 +57,13 @@ test('the widget generates through its JS API on another site and fires its even
   }
 });
 
-test('the iframe embedding ignores postMessage from origins not on its allow-list', async () => {
+test('the iframe embedding ignores postMessage from origins not on its allow-list', { timeout: 900_000 }, async () => {
   const context = await launch();
   try {
     const page = await context.newPage();
     const send = (allow) => page.evaluate(async ({ imageUrl, wait }) => {
       const frame = document.getElementById('frame');
-      if (!frame.contentWindow || !frame.dataset.loaded) await new Promise((ok) => frame.addEventListener('load', ok, { once: true }));
-      frame.dataset.loaded = '1';
-      await new Promise((ok) => setTimeout(ok, 500)); // the widget module runs after load
+      while (!window.frameLoaded) await new Promise((ok) => setTimeout(ok, 50));
       const image = await (await fetch(imageUrl)).arrayBuffer();
       const replies = [];
       const done = new Promise((ok) => {

@@ -59,7 +59,8 @@ async function generate(id, { source, image, request, noise, returnFrames, chunk
   const generator = current.generator;
   try {
     post('progress', id, { stage: 'encoding', message: 'Encoding the prompt and the image…' });
-    const steps = generator.prepare(JSON.stringify(request), new Uint8Array(image), noise ? new Uint8Array(noise) : undefined);
+    const limits = (await adapterLimits()) ?? {};
+    const steps = generator.prepare(JSON.stringify({ ...request, maxBindingBytes: limits.maxStorageBufferBindingSize }), new Uint8Array(image), noise ? new Uint8Array(noise) : undefined);
     const started = performance.now();
     for (let i = 0; i < steps; i++) {
       checkCancel(id);
@@ -93,6 +94,12 @@ async function generate(id, { source, image, request, noise, returnFrames, chunk
     generator.cancel(); // frees the generation's GPU memory
     throw err;
   }
+}
+
+let limits = null;
+async function adapterLimits() {
+  limits ??= navigator.gpu?.requestAdapter().then((a) => a?.limits) ?? Promise.resolve(null);
+  return limits;
 }
 
 function toRgba(values, pixels) {

@@ -25,6 +25,9 @@ struct Request {
     steps: usize,
     guidance: f64,
     seed: u64,
+    /// The adapter's `maxStorageBufferBindingSize`: larger buffers cannot be bound.
+    #[serde(default)]
+    max_binding_bytes: Option<f64>,
 }
 
 /// A tensor whose values are on their way back from the GPU.
@@ -85,6 +88,22 @@ impl Generator {
             guidance_scale: r.guidance,
         };
         request.validate(self.pipeline.vae_scale_factor()).map_err(|e| js_error(&e.to_string()))?;
+        if let Some(limit) = r.max_binding_bytes {
+            // One guidance half at a time is the least the UNet can hold whole.
+            let f = self.pipeline.vae_scale_factor();
+            let needed = self.pipeline.unet.config.largest_activation_bytes(1, request.num_frames, request.height / f, request.width / f);
+            if needed as f64 > limit {
+                let mib = |b: f64| b / f64::from(1u32 << 20);
+                return Err(js_error(&format!(
+                    "{} frames at {}×{} need a {:.0} MiB GPU buffer, but this GPU allows at most {:.0} MiB in one buffer; choose fewer frames or a smaller size",
+                    request.num_frames,
+                    request.width,
+                    request.height,
+                    mib(needed as f64),
+                    mib(limit)
+                )));
+            }
+        }
         let image = i2vgen::image::decode(image).map_err(|e| js_error(&e.to_string()))?;
         let shape = self.pipeline.latent_shape(&request);
         let given = noise.as_deref().map(NoiseFile::parse).transpose()?;
