@@ -24,7 +24,7 @@ const TYPES = {
 };
 
 export const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; " +
-  "img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self' https://huggingface.co https://*.hf.co; " +
+  "img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self' https://huggingface.co https://*.huggingface.co https://*.hf.co; " +
   "worker-src 'self' blob:; frame-ancestors *";
 
 const HUB = /^\/hub\/[^/]+\/([^/]+)\/resolve\/[^/]+\/(.+)$/;

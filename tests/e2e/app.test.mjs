@@ -51,6 +51,12 @@ test('a user turns an image into a video with the demo model, under the strict C
     page.on('console', (m) => /Content Security Policy/i.test(m.text()) && violations.push(m.text()));
     assert.equal(await page.getAttribute('body', 'data-state'), 'ready', log.join('\n'));
 
+    // Every control has an accessible name.
+    const unnamed = await page.evaluate(() => [...document.querySelectorAll('input, select, button, textarea')]
+      .filter((el) => !el.labels?.length && !el.getAttribute('aria-label') && !el.textContent.trim())
+      .map((el) => el.id || el.outerHTML));
+    assert.deepEqual(unnamed, []);
+
     // Bad files first: each gives a sentence, and the page keeps working.
     const bad = [
       ['notes.png', Buffer.from('these are not pixels'), /not a PNG, JPEG or WebP/],
@@ -119,6 +125,20 @@ test('a user turns an image into a video with the demo model, under the strict C
       assert.ok(!r.url.includes('7f3a') && !r.url.includes('image.png'), `the prompt or image went out: ${r.url}`);
     }
     assert.deepEqual(violations, []);
+
+    // Cancel: a longer run stops within a step, and the next run works.
+    await page.fill('#steps', '40');
+    await page.click('#generate');
+    await page.waitForFunction(() => /^Denoising step [2-9]/.test(document.querySelector('#stage').textContent), null, { timeout: 300_000 });
+    await page.focus('#cancel');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => document.body.dataset.run === 'cancelled', null, { timeout: 120_000 });
+    const stoppedAt = Number(/step (\d+)/.exec(await page.textContent('#stage'))[1]);
+    assert.ok(stoppedAt < 40, `the run went on to step ${stoppedAt}`);
+    await page.fill('#steps', '1');
+    await page.click('#generate');
+    await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.run), null, { timeout: 300_000 });
+    assert.equal(await page.getAttribute('body', 'data-run'), 'done', await page.textContent('#message'));
     writeFileSync(join(OUT, 'app-requests.txt'), requests.map((r) => r.url).join('\n'));
   } finally {
     await context.close();

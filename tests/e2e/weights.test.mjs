@@ -46,6 +46,15 @@ test('a second visit loads from the cache with zero weight requests and computes
     assert.deepEqual(second.rawFrames, first.rawFrames);
     const mbps = second.load.bytes / 1e6 / second.load.seconds;
     console.log(`load from cache: ${(second.load.bytes / 1e6).toFixed(1)} MB in ${second.load.seconds.toFixed(2)} s = ${mbps.toFixed(1)} MB/s (chunks of ${CHUNK / 1024} KiB, sha256 checked, tensors uploaded to WebGPU)`);
+
+    // Settings lists the cached model with its size and deletes it.
+    await page.click('#settings summary');
+    await page.click('#refresh-cache');
+    await page.waitForFunction(() => /demo\/tiny-i2vgen \(main\): [\d.]+ MB/.test(document.querySelector('#cached-models').textContent));
+    await page.click('#cached-models button');
+    await page.waitForFunction(() => /No models are cached/.test(document.querySelector('#cached-models').textContent));
+    const left = await page.evaluate(async () => (await (await caches.open('i2vgen-weights-v1')).keys()).length);
+    assert.equal(left, 0, 'deleting the model left entries in the cache');
   } finally {
     await context.close();
     await server.close();
