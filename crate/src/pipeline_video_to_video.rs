@@ -3,6 +3,8 @@
 //! stage of the cascade. A state machine like the base pipeline: [`VideoToVideoSDPipeline::prepare`]
 //! → [`VideoToVideoSDPipeline::step`] × N → [`VideoToVideoSDPipeline::decode_frame`] × F.
 
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
 
 use crate::clip::CLIPTextModel;
@@ -197,4 +199,21 @@ impl VideoToVideoSDPipeline {
     pub fn decode_frame(&self, r: &Refinement, frame: usize) -> Tensor<3> {
         self.vae.decode_video_frame(&r.latents, frame)
     }
+}
+
+/// Bicubic resize of each frame (`[H, W, 3]` in [0, 1]) to `height`×`width`, clamped to [0, 1]:
+/// how the cascade brings the base video to the refinement size (nothing when it already matches).
+pub fn resize_frames(frames: Vec<Tensor<3>>, height: usize, width: usize) -> Vec<Tensor<3>> {
+    frames
+        .into_iter()
+        .map(|f| {
+            let [h, w, c] = f.dims();
+            if (h, w) == (height, width) {
+                return f;
+            }
+            let x = f.permute([2, 0, 1]).reshape([1, c, h, w]);
+            let x = interpolate(x, InterpolateOptions::new(InterpolateMode::Bicubic).with_output_size([height, width]));
+            x.clamp(0.0, 1.0).reshape([c, height, width]).permute([1, 2, 0])
+        })
+        .collect()
 }

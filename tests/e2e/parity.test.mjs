@@ -68,3 +68,34 @@ test('the worker generates the same frames as i2vgen generate, from the hub layo
     await context.close();
   }
 });
+
+test('the cascade in the browser (seeded draws, base then refiner) equals i2vgen generate --refine-model', { timeout: 900_000 }, async () => {
+  const seed = 5;
+  const refine = { prompt: 'a sharper cat', strength: 0.6, steps: 5, guidance: 15, width: 80, height: 48 };
+  const native = join(OUT, 'native-cascade.safetensors');
+  cargo(['--bin', 'i2vgen', '--', 'generate', '--model', 'tests/fixtures/tiny-i2vgen', '--image', join(GOLDEN, 'image.png'),
+    '--prompt', spec.prompt, '--negative-prompt', spec.negative_prompt, '--frames', `${spec.num_frames}`, '--height', `${spec.height}`,
+    '--width', `${spec.width}`, '--fps', `${spec.target_fps}`, '--steps', `${spec.num_inference_steps}`, '--guidance', `${spec.guidance_scale}`,
+    '--seed', `${seed}`, '--refine-model', 'tests/fixtures/tiny-vid2vid', '--refine-prompt', refine.prompt,
+    '--refine-strength', `${refine.strength}`, '--refine-steps', `${refine.steps}`, '--refine-guidance', `${refine.guidance}`,
+    '--refine-height', `${refine.height}`, '--refine-width', `${refine.width}`, '--backend', 'cpu', '--output', native]);
+
+  const context = await launch();
+  try {
+    const page = await openApp(context, server.url);
+    const hub = (repo) => ({ type: 'hub', base: new URL('hub', server.url).href, repo, revision: 'main' });
+    const result = await workerRequest(page, 'generate', {
+      source: hub('demo/tiny-i2vgen'), imageUrl: '/tests/fixtures/golden/image.png', request: { ...REQUEST, seed },
+      refine: { source: hub('demo/tiny-vid2vid'), ...refine }, returnFrames: true,
+    });
+    assert.equal(result.error, undefined, result.error);
+    assert.deepEqual([result.width, result.height, result.frames], [80, 48, spec.num_frames]);
+    const expected = readTensor(native, 'frames');
+    assert.equal(result.rawFrames.length, expected.length);
+    const diff = maxAbs(result.rawFrames, expected);
+    console.log(`cascade: browser vs native CPU ${diff.toExponential(2)} (max abs, seeded draws)`);
+    assert.ok(diff <= 1e-3, `browser vs native: ${diff}`);
+  } finally {
+    await context.close();
+  }
+});

@@ -43,6 +43,26 @@ function source() {
   return { ...DEFAULT_HUB, base: $('hub-base').value.trim() || DEFAULT_HUB.base, repo: $('hub-repo').value.trim(), revision: $('hub-revision').value.trim() || 'main' };
 }
 
+/** A model given as a hub repo id or a converted folder's URL. */
+function modelSource(text) {
+  if (/^https?:/.test(text)) return { type: 'converted', url: text.endsWith('/') ? text : `${text}/` };
+  return { ...DEFAULT_HUB, base: $('hub-base').value.trim() || DEFAULT_HUB.base, repo: text, revision: 'main' };
+}
+
+function refinement() {
+  if (!$('refine').checked) return undefined;
+  const [height, width] = $('refine-size').value.split('x').map(Number);
+  const demo = $('model-demo').checked;
+  return {
+    source: demo ? { ...demoSource(location.href), repo: 'demo/tiny-vid2vid' } : modelSource($('refine-source').value.trim()),
+    prompt: $('refine-prompt').value || $('prompt').value,
+    strength: Number($('refine-strength').value),
+    steps: Number($('refine-steps').value),
+    guidance: Number($('refine-guidance').value),
+    width, height,
+  };
+}
+
 function request() {
   const [height, width] = $('size').value.split('x').map(Number);
   return {
@@ -61,7 +81,8 @@ function describeProgress(p) {
   switch (p.stage) {
     case 'loading': return [`Loading weights: ${p.file} — ${mb(p.done)} of ${mb(p.total)} (${mb(p.rate)}/s, about ${Math.ceil(p.eta)} s left)`, p.done / p.total];
     case 'denoising': return [`Denoising step ${p.step} of ${p.steps} (about ${Math.ceil(p.eta)} s left)`, p.step / p.steps];
-    case 'decoding': return [`Decoding frame ${p.frame} of ${p.frames}`, p.frame / p.frames];
+    case 'refining': return [`Refining step ${p.step} of ${p.steps} (about ${Math.ceil(p.eta)} s left)`, p.step / p.steps];
+    case 'decoding': case 'decoding refined': return [`Decoding ${p.stage === 'decoding' ? '' : 'refined '}frame ${p.frame} of ${p.frames}`, p.frame / p.frames];
     default: return [p.message ?? p.stage, null];
   }
 }
@@ -90,7 +111,7 @@ async function generate(event) {
   $('generate').disabled = true;
   $('cancel').disabled = false;
   setRun('running', 'Starting…');
-  const { id, promise } = client.request('generate', { source: source(), image: imageBytes.slice(0), request: request() }, {
+  const { id, promise } = client.request('generate', { source: source(), image: imageBytes.slice(0), request: request(), refine: refinement() }, {
     onProgress: (p) => {
       const [text, fraction] = describeProgress(p);
       $('stage').textContent = text;
@@ -159,10 +180,14 @@ function useDemoDefaults(demo) {
     $('size').value = '24x40';
     $('frames').value = 4;
     $('steps').value = 3;
+    $('refine-size').value = '48x80';
+    $('refine-steps').value = 5;
   } else {
     $('size').value = '256x448';
     $('frames').value = 16;
     $('steps').value = 25;
+    $('refine-size').value = '720x1280';
+    $('refine-steps').value = 50;
   }
 }
 

@@ -9,11 +9,16 @@
 import { SafetensorsStream } from './safetensors-stream.js';
 import { QuotaError, checkQuota, mb } from './weight-store.js';
 
-export const COMPONENTS = ['text_encoder', 'image_encoder', 'vae', 'unet'];
-const TEXT_FILES = [
-  'scheduler/scheduler_config.json', 'feature_extractor/preprocessor_config.json',
+// What each kind of pipeline folder holds: an I2VGenXLPipeline (the base stage) or a
+// VideoToVideoSDPipeline (the refiner).
+const KINDS = {
+  i2vgen: { components: ['text_encoder', 'image_encoder', 'vae', 'unet'], extra: ['feature_extractor/preprocessor_config.json'] },
+  refiner: { components: ['text_encoder', 'vae', 'unet'], extra: [] },
+};
+const textFiles = (kind) => [
+  'scheduler/scheduler_config.json', ...KINDS[kind].extra,
   'tokenizer/vocab.json', 'tokenizer/merges.txt', 'tokenizer/tokenizer_config.json', 'tokenizer/special_tokens_map.json',
-  ...COMPONENTS.map((c) => `${c}/config.json`),
+  ...KINDS[kind].components.map((c) => `${c}/config.json`),
 ];
 const OPTIONAL = new Set(['tokenizer/tokenizer_config.json', 'tokenizer/special_tokens_map.json']);
 
@@ -39,7 +44,8 @@ async function probe(store, url) {
  * with kind `text` (configs, tokenizer), `weights` (a component's safetensors file) or `shard`
  * (a converted shard holding `<component>/<key>` tensors). Cached after the first time.
  */
-export async function resolve(store, source) {
+export async function resolve(store, source, kind = 'i2vgen') {
+  const TEXT_FILES = textFiles(kind);
   const id = sourceId(source);
   const cached = await store.loadModel(id);
   if (cached) return cached;
@@ -49,10 +55,10 @@ export async function resolve(store, source) {
     const hash = `rev-${source.revision}`;
     for (const path of TEXT_FILES) {
       const size = await probe(store, root + path);
-      if (size === null && !OPTIONAL.has(path)) throw new Error(`${source.repo} has no ${path}; is it an I2VGenXLPipeline repository in the diffusers layout?`);
+      if (size === null && !OPTIONAL.has(path)) throw new Error(`${source.repo} has no ${path}; is it ${kind === 'i2vgen' ? 'an I2VGenXLPipeline' : 'a VideoToVideoSDPipeline'} repository in the diffusers layout?`);
       if (size !== null) files.push({ kind: 'text', path, url: root + path, hash, size });
     }
-    for (const component of COMPONENTS) {
+    for (const component of KINDS[kind].components) {
       const stem = component.includes('encoder') ? 'model' : 'diffusion_pytorch_model';
       let found = false;
       for (const name of [`${stem}.fp16.safetensors`, `${stem}.safetensors`]) {
@@ -63,7 +69,7 @@ export async function resolve(store, source) {
           break;
         }
       }
-      if (!found) throw new Error(`${source.repo} has no ${component}/${stem}.safetensors (or .fp16.safetensors)`);
+      if (!found) throw new Error(`${source.repo} has no ${component}/${stem}.safetensors (or .fp16.safetensors); convert its .bin weights with weights-tools or the README's one-liner and serve the folder`);
     }
   } else {
     const url = new URL('manifest.json', source.url).href;

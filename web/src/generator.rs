@@ -45,7 +45,7 @@ impl Readback {
     }
 }
 
-fn readback<const D: usize>(tensor: Tensor<D>) -> Readback {
+pub(crate) fn readback<const D: usize>(tensor: Tensor<D>) -> Readback {
     let n: usize = tensor.dims().iter().product();
     Readback { tensor: tensor.reshape([n]) }
 }

@@ -8,6 +8,7 @@ use wasm_bindgen::prelude::*;
 
 mod generator;
 mod model;
+mod refiner;
 
 thread_local! {
     /// The burn wgpu runtime can be initialised once per page; later calls reuse its device.

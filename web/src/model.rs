@@ -8,6 +8,8 @@ use burn::tensor::Device;
 use i2vgen::clip::{CLIPTextModel, CLIPVisionModelWithProjection};
 use i2vgen::config::{ConfigFile, parse};
 use i2vgen::pipeline_i2vgen_xl::I2VGenXLPipeline;
+use i2vgen::pipeline_video_to_video::VideoToVideoSDPipeline;
+use i2vgen::unet_3d_condition::UNet3DConditionModel;
 use i2vgen::tokenizer::CLIPTokenizer;
 use i2vgen::unet_i2vgen_xl::I2VGenXLUNet;
 use i2vgen::vae::AutoencoderKL;
@@ -16,6 +18,7 @@ use safetensors::Dtype;
 use wasm_bindgen::prelude::*;
 
 use crate::generator::Generator;
+use crate::refiner::Refiner;
 use crate::{device, js_error};
 
 #[wasm_bindgen]
@@ -66,6 +69,19 @@ impl ModelLoader {
             feature_extractor: self.config("feature_extractor/preprocessor_config.json")?,
         };
         Ok(Generator::new(pipeline, self.device))
+    }
+
+    /// Build a VideoToVideoSDPipeline (the refinement stage) instead.
+    #[wasm_bindgen(js_name = buildRefiner)]
+    pub fn build_refiner(mut self) -> Result<Refiner, JsError> {
+        let pipeline = VideoToVideoSDPipeline {
+            tokenizer: self.tokenizer()?,
+            text_encoder: self.network("text_encoder", CLIPTextModel::load)?,
+            vae: self.network("vae", AutoencoderKL::load)?,
+            unet: self.network("unet", UNet3DConditionModel::load)?,
+            scheduler: self.config("scheduler/scheduler_config.json")?,
+        };
+        Ok(Refiner::new(pipeline, self.device))
     }
 }
 

@@ -168,7 +168,7 @@ pub fn run(args: Args) -> Result<()> {
     let frames = match (&args.refine_model, refine_request) {
         (Some(model), Some(request)) => {
             let base: Vec<Tensor<3>> = frames.into_iter().map(|f| Tensor::from_data(f, &device)).collect();
-            let base = refine::resize(base, args.refine_height, args.refine_width);
+            let base = i2vgen::pipeline_video_to_video::resize_frames(base, args.refine_height, args.refine_width);
             let pipeline = refine::load_pipeline(model, &device)?;
             let shape = pipeline.noise_shape(base.len(), args.refine_height, args.refine_width);
             // The refiner's draws come from the next seed, so a run is one seed end to end.

@@ -5,8 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 use i2vgen::pipeline_video_to_video::{RefineNoise, RefineRequest, VideoToVideoSDPipeline};
 
@@ -134,22 +132,6 @@ pub fn read_video(path: &Path, device: &Device) -> Result<Vec<Tensor<3>>> {
     }
 }
 
-/// Bicubic resize of each frame to `height`×`width` (nothing when the size already matches).
-pub fn resize(frames: Vec<Tensor<3>>, height: usize, width: usize) -> Vec<Tensor<3>> {
-    frames
-        .into_iter()
-        .map(|f| {
-            let [h, w, c] = f.dims();
-            if (h, w) == (height, width) {
-                return f;
-            }
-            let x = f.permute([2, 0, 1]).reshape([1, c, h, w]);
-            let x = interpolate(x, InterpolateOptions::new(InterpolateMode::Bicubic).with_output_size([height, width]));
-            x.clamp(0.0, 1.0).reshape([c, height, width]).permute([1, 2, 0])
-        })
-        .collect()
-}
-
 /// The draws from `noise_file`, else seeded ones.
 pub fn noise(noise_file: Option<&Path>, seed: u64, shape: [usize; 4], device: &Device) -> Result<RefineNoise> {
     let file = noise_file.map(TensorFile::read).transpose()?;
@@ -206,7 +188,7 @@ pub fn run(args: Args) -> Result<()> {
     if height % 8 != 0 || width % 8 != 0 || height == 0 || width == 0 {
         bail!("the output size {width}×{height} is not a multiple of 8; pass --height and --width (e.g. {}×{})", (width / 8).max(1) * 8, (height / 8).max(1) * 8);
     }
-    let frames = resize(frames, height, width);
+    let frames = i2vgen::pipeline_video_to_video::resize_frames(frames, height, width);
     let pipeline = load_pipeline(&args.model, &device)?;
     let noise = noise(args.noise.as_deref(), args.run.seed, pipeline.noise_shape(frames.len(), height, width), &device)?;
     let out = refine(&pipeline, request, &frames, noise, &device)?;
