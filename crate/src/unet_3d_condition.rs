@@ -14,6 +14,9 @@ use crate::unet_3d::{UNet3DBackbone, UNet3DConfig, repeat_interleave};
 use crate::weights::Weights;
 use crate::{Error, Result};
 
+/// The real refiner UNet's config (zeroscope_v2_XL; MS-Vid2Vid-XL has the same architecture).
+pub const REFINER_CONFIG: &str = include_str!("../configs/refiner/unet/config.json");
+
 /// `unet/config.json` of a `UNet3DConditionModel`: the shared keys, plus knobs that must keep
 /// the values every released checkpoint uses (anything else is refused, not misread).
 #[derive(Clone, Debug, Deserialize)]

@@ -7,7 +7,8 @@
 //! ([`Weights::insert`], the browser) never holds more than one tensor's bytes. int8 tensors with a
 //! `<key>.q8_scale` beside them (converted `q8` weights, see `manifest`) are dequantised on the
 //! device when taken.
-//! [`Weights::random`] builds any network at its real size with nothing on disk (benchmarks).
+//! [`Weights::random`] builds any network at its real size with nothing on disk (benchmarks);
+//! [`Weights::declare`] checks a checkpoint's keys and shapes against a network without its values.
 
 use std::collections::BTreeMap;
 
@@ -20,8 +21,8 @@ use crate::{Error, Result};
 
 struct Stored {
     shape: Vec<usize>,
-    /// The values, flat, already on the device.
-    values: Tensor<1>,
+    /// The values, flat, already on the device; `None` for a tensor declared by shape only.
+    values: Option<Tensor<1>>,
 }
 
 /// The tensors of one component, waiting to be taken by the network being built.
@@ -89,6 +90,17 @@ impl Weights {
         }
         let values = to_f32(dtype, bytes, key)?;
         let values = Tensor::from_data(TensorData::new(values, [elements]), &self.device);
+        self.store(key, shape, Some(values))
+    }
+
+    /// Add a tensor by key and shape only: building a network then checks the key set and the
+    /// shapes at no memory cost, and the network gets one-element placeholders — check it,
+    /// never run it.
+    pub fn declare(&mut self, key: &str, shape: &[usize]) -> Result<()> {
+        self.store(key, shape, None)
+    }
+
+    fn store(&mut self, key: &str, shape: &[usize], values: Option<Tensor<1>>) -> Result<()> {
         if self.tensors.insert(key.to_string(), Stored { shape: shape.to_vec(), values }).is_some() {
             return Err(Error::Safetensors(format!("tensor `{key}` appears twice")));
         }
@@ -123,7 +135,10 @@ impl Weights {
                 found: stored.shape,
             });
         }
-        let mut values = stored.values;
+        let Some(mut values) = stored.values else {
+            self.tensors.remove(&format!("{key}{Q8_SCALE}"));
+            return Ok(Tensor::zeros([1; D], &self.device));
+        };
         // A q8 tensor: int8 values × one scale per output channel (dimension 0).
         if let Some(scale) = self.tensors.remove(&format!("{key}{Q8_SCALE}")) {
             let out = shape[0];
@@ -131,7 +146,9 @@ impl Weights {
                 return Err(Error::WeightShape { key: format!("{key}{Q8_SCALE}"), expected: vec![out], found: scale.shape });
             }
             let per = values.dims()[0] / out.max(1);
-            values = (values.reshape([out, per]) * scale.values.reshape([out, 1])).reshape([out * per]);
+            if let Some(scale) = scale.values {
+                values = (values.reshape([out, per]) * scale.reshape([out, 1])).reshape([out * per]);
+            }
         }
         Ok(values.reshape(shape))
     }

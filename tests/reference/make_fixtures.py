@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "fixtures"
 MODEL = OUT / "tiny-i2vgen"
 REFINER = OUT / "tiny-vid2vid"
+ORIGINAL = OUT / "tiny-vid2vid-original"
 GOLDEN = OUT / "golden"
 
 torch.use_deterministic_algorithms(True)
@@ -461,6 +462,67 @@ REFINE_CASE = {
 }
 
 
+def original_key(key, config):
+    """The original ModelScope / VGen `UNetSD` key of a diffusers `UNet3DConditionModel` key: the
+    inverse of diffusers' scripts/convert_ms_text_to_video_to_diffusers.py."""
+    per_block = config["layers_per_block"] + 1
+    has_attention = [t.startswith("CrossAttn") for t in config["up_block_types"]]
+    resnet = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0",
+              "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+    parts = key.split(".")
+
+    def join(*segments):
+        return ".".join(str(s) for s in segments if s != "")
+
+    def inner(kind, rest):  # what follows a block's layer index
+        if kind == "resnets":
+            return join(0, resnet[rest[0]], *rest[1:])
+        return join({"temp_convs": "0.temopral_conv", "attentions": 1, "temp_attentions": 2}[kind], *rest)
+
+    head = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+            "conv_norm_out": "out.0", "conv_out": "out.2", "conv_in": "input_blocks.0.0",
+            "transformer_in": "input_blocks.0.1"}
+    for new, old in head.items():
+        if key.startswith(new + "."):
+            return old + key[len(new):]
+    if parts[0] == "down_blocks":
+        b = int(parts[1])
+        if parts[2] == "downsamplers":
+            return join("input_blocks", 1 + b * per_block + per_block - 1, "op", *parts[5:])
+        return join("input_blocks", 1 + b * per_block + int(parts[3]), inner(parts[2], parts[4:]))
+    if parts[0] == "mid_block":
+        kind, i = parts[1], int(parts[2])
+        if kind in ("resnets", "temp_convs"):
+            return join("middle_block", 3 * i, inner(kind, parts[3:])[2:])
+        return join("middle_block", {"attentions": 1, "temp_attentions": 2}[kind], *parts[3:])
+    if parts[0] == "up_blocks":
+        b = int(parts[1])
+        if parts[2] == "upsamplers":
+            return join("output_blocks", b * per_block + per_block - 1, 3 if has_attention[b] else 1, *parts[4:])
+        return join("output_blocks", b * per_block + int(parts[3]), inner(parts[2], parts[4:]))
+    raise KeyError(key)
+
+
+def refiner_original():
+    """The tiny refiner UNet in the original checkpoint layout, for `weights-tools
+    convert-original`: a bare `.pth` state dict and a full-LDM-style `.safetensors`
+    (`model.diffusion_model.` prefix). The temporal transformers' projections are Conv1d there."""
+    from safetensors.torch import load_file
+    config = json.loads((REFINER / "unet" / "config.json").read_text())
+    state = load_file(REFINER / "unet" / "diffusion_pytorch_model.safetensors")
+    original = {}
+    for key, value in state.items():
+        temporal = key.startswith("transformer_in.") or ".temp_attentions." in key
+        if temporal and key.endswith((".proj_in.weight", ".proj_out.weight")):
+            value = value[:, :, None]
+        new = original_key(key, config)
+        assert new not in original, new
+        original[new] = value.contiguous()
+    ORIGINAL.mkdir(parents=True, exist_ok=True)
+    torch.save(original, ORIGINAL / "unet.pth")
+    save_file({"model.diffusion_model." + k: v for k, v in original.items()}, ORIGINAL / "model.safetensors")
+
+
 def refine():
     """VideoToVideoSDPipeline on the base pipeline's golden frames with explicit noise: with
     strength 0.6 and 5 steps only the last 3 timesteps run."""
@@ -587,6 +649,7 @@ def main():
     if not only:
         shutil.rmtree(MODEL, ignore_errors=True)
         shutil.rmtree(REFINER, ignore_errors=True)
+        shutil.rmtree(ORIGINAL, ignore_errors=True)
         shutil.rmtree(GOLDEN, ignore_errors=True)
     GOLDEN.mkdir(parents=True, exist_ok=True)
     MODEL.mkdir(parents=True, exist_ok=True)
@@ -601,6 +664,7 @@ def main():
         "pipeline": pipeline,
         "refiner_unet": refiner_unet,
         "refiner_folder": refiner_folder,
+        "refiner_original": refiner_original,
         "refine": refine,
     }
     for name, step in steps.items():

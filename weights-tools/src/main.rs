@@ -3,6 +3,7 @@
 mod convert;
 mod digest;
 mod inspect;
+mod original;
 mod verify;
 
 use std::path::PathBuf;
@@ -37,6 +38,19 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         shard_mb: u64,
     },
+    /// An original MS-Vid2Vid-XL / VGen / ModelScope UNet checkpoint (`.pth` torch pickle or
+    /// `.safetensors`, bare or inside a full `model.diffusion_model.` checkpoint) → a diffusers
+    /// `UNet3DConditionModel` folder (config.json + diffusion_pytorch_model.safetensors), its
+    /// keys and shapes checked against the network the config builds.
+    ConvertOriginal {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        to: PathBuf,
+        /// The UNet3DConditionModel config.json; default: the real MS-Vid2Vid-XL / zeroscope_v2_XL one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Check a converted folder: sizes and sha256 of every shard and file, tensor entries
     /// against the shard headers.
     Verify { dir: PathBuf },
@@ -46,6 +60,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Inspect { path } => inspect::run(&path),
         Command::Convert { from, to, dtype, shard_mb } => convert::run(&from, &to, dtype, shard_mb),
+        Command::ConvertOriginal { from, to, config } => original::run(&from, &to, config.as_deref()),
         Command::Verify { dir } => verify::run(&dir),
     }
 }

@@ -15,8 +15,6 @@ use i2vgen::weights::Weights;
 
 /// `unet/config.json` of ali-vilab/i2vgen-xl.
 const BASE_UNET_CONFIG: &str = include_str!("../../../configs/i2vgen-xl/unet/config.json");
-/// The refiner's `UNet3DConditionModel` (zeroscope_v2_XL / MS-Vid2Vid-XL layout).
-const REFINER_UNET_CONFIG: &str = include_str!("../../../configs/refiner/unet/config.json");
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum DType {
@@ -56,7 +54,7 @@ enum Net {
 fn config_text(arg: &str) -> Result<String> {
     Ok(match arg {
         "real" => BASE_UNET_CONFIG.to_string(),
-        "refiner" => REFINER_UNET_CONFIG.to_string(),
+        "refiner" => i2vgen::unet_3d_condition::REFINER_CONFIG.to_string(),
         path => std::fs::read_to_string(path).with_context(|| format!("cannot read the UNet config {path}"))?,
     })
 }

@@ -73,7 +73,7 @@ pub struct RunArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value = "wgpu")]
     pub backend: Backend,
-    /// `.mp4` (H.264), `.gif`, or `.safetensors` (frames [F,H,W,3] in [0,1]).
+    /// `.webm` (AV1), `.mp4` (H.264), `.gif`, or `.safetensors` (frames [F,H,W,3] in [0,1]).
     #[arg(long)]
     pub output: PathBuf,
 }
