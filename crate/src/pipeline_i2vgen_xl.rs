@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -197,7 +197,7 @@ impl Generation {
         let [_, c, f, h, w] = self.latents.dims();
         let matrix = Tensor::<2>::from_data(TensorData::new(LATENT_RGB.concat(), [4, 3]), &self.latents.device());
         let pixels = self.latents.clone().reshape([c, f * h * w]).swap_dims(0, 1).matmul(matrix.narrow(0, 0, c.min(4)));
-        pixels.clamp(-1.0, 1.0).add_scalar(1.0).div_scalar(2.0).reshape([f, h, w, 3])
+        pixels.clamp(-1.0, 1.0).add_scalar(1.0).div_scalar(2.0).reshape([f, h, w, 3]).cast(FloatDType::F32)
     }
 }
 

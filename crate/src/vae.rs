@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::Tensor;
+use burn::tensor::{FloatDType, Tensor};
 use burn::tensor::activation::silu;
 use serde::Deserialize;
 use serde_json::Value;
@@ -313,7 +313,8 @@ impl AutoencoderKL {
     }
 
     /// One frame of scaled video latents as a picture: `latents / scaling_factor` through the
-    /// decoder, mapped from [-1, 1] to [0, 1] (diffusers' `postprocess_video`).
+    /// decoder, mapped from [-1, 1] to [0, 1] (diffusers' `postprocess_video`), in f32 whatever
+    /// the device computes in.
     ///
     /// # Shapes
     /// latents `[1, latent, F, h, w]` → `[H, W, 3]`
@@ -323,7 +324,7 @@ impl AutoencoderKL {
         let image = self.decode(latent.div_scalar(self.config.scaling_factor));
         let [_, channels, height, width] = image.dims();
         let image = (image.div_scalar(2.0).add_scalar(0.5)).clamp(0.0, 1.0);
-        image.reshape([channels, height, width]).permute([1, 2, 0])
+        image.reshape([channels, height, width]).permute([1, 2, 0]).cast(FloatDType::F32)
     }
 
     /// The scaled latents of one video frame (`[H, W, 3]` in [0, 1]): the posterior sampled with

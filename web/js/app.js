@@ -1,6 +1,6 @@
 // The page: checks WebGPU, shows the adapter, runs the device check, and drives the worker that
 // generates videos. Everything long runs in the worker; this file only talks to it.
-import init, { deviceCheck } from '../pkg/i2vgen_web.js';
+import init, { deviceCheck, precision } from '../pkg/i2vgen_web.js';
 import { Client, demoSource } from './client.js';
 import { DEFAULT_HUB } from './model-source.js';
 import { deleteModel, listModels, mb } from './weight-store.js';
@@ -25,10 +25,9 @@ function showAdapter(adapter) {
   $('gpu-architecture').textContent = info.architecture || '(not reported)';
   $('gpu-description').textContent = info.description || '(not reported)';
   const f16 = adapter.features.has('shader-f16');
-  $('gpu-f16').textContent = f16 ? 'yes' : 'no (f32 path)';
+  $('gpu-f16').textContent = f16 ? 'yes (f16 path)' : 'no (f32 path)';
   $('gpu-max-buffer').textContent = mib(adapter.limits.maxBufferSize);
   $('gpu-max-binding').textContent = mib(adapter.limits.maxStorageBufferBindingSize);
-  $('precision').textContent = `Precision: f32 weights and compute${f16 ? ' (this GPU has shader-f16; the f16 path is not enabled yet)' : ' (this GPU has no shader-f16)'}.`;
   $('gpu').hidden = false;
 }
 
@@ -246,6 +245,10 @@ async function main() {
   $('check-value').textContent = value.toExponential(7);
   $('check-time').textContent = `(${ms.toFixed(0)} ms including shader compilation)`;
   $('check').hidden = false;
+  // The worker picks the same precision: f16 exactly when the adapter has shader-f16.
+  $('precision').textContent = await precision() === 'f16'
+    ? 'Precision: f16 weights and compute (this GPU has shader-f16: half the memory).'
+    : 'Precision: f32 weights and compute (this GPU has no shader-f16).';
   client = new Client();
   wireForm();
   setState('ready', 'WebGPU works: burn ran the device check on your GPU. Choose an image and a prompt.');

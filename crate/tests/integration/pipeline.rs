@@ -115,6 +115,36 @@ fn generate_writes_a_looping_gif() {
     std::fs::remove_file(&out).ok();
 }
 
+/// f16 compute on wgpu (Mesa llvmpipe has `shader-f16`; so do most browser GPUs): the golden
+/// generation against diffusers' f32 frames. Three steps at guidance 9 amplify f16 rounding; the
+/// bound catches a broken f16 path (NaN, overflow, a wrong cast), not f16 itself.
+#[test]
+fn generate_in_f16_stays_near_diffusers() {
+    let case = case();
+    let reference = common::read_f32(&golden("pipeline.safetensors"));
+    let out = std::env::temp_dir().join(format!("i2vgen-generate-f16-{}.safetensors", std::process::id()));
+    let status = generate()
+        .args(["--prompt", case["prompt"].as_str().unwrap()])
+        .args(["--negative-prompt", case["negative_prompt"].as_str().unwrap()])
+        .args(["--frames", &case["num_frames"].to_string(), "--fps", &case["target_fps"].to_string()])
+        .args(["--height", &case["height"].to_string(), "--width", &case["width"].to_string()])
+        .args(["--steps", &case["num_inference_steps"].to_string(), "--guidance", &case["guidance_scale"].to_string()])
+        .arg("--noise")
+        .arg(golden("pipeline.safetensors"))
+        .args(["--backend", "wgpu", "--dtype", "f16", "--output"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "generate --dtype f16 failed");
+    let got = common::read_f32(&out);
+    std::fs::remove_file(&out).ok();
+    let (got, want) = (&got["frames"].1, &reference["frames"].1);
+    let mean = got.iter().zip(want).map(|(a, b)| (a - b).abs()).sum::<f32>() / got.len() as f32;
+    let max = common::max_abs_diff(got, want);
+    eprintln!("f16 frames vs diffusers f32: max abs {max:.3e}, mean abs {mean:.3e}");
+    assert!(max < 0.1 && mean < 1e-2, "f16 frames: max abs {max}, mean abs {mean}");
+}
+
 /// The MP4 read back by an independent demuxer (`mp4`) and decoded by OpenH264 is the video
 /// of the `.safetensors` frames: same size and count, 8 fps, luma PSNR ≥ 30 dB (the tiny model's
 /// frames are pixel noise, so 4:2:0 chroma subsampling alone costs colour fidelity; luma is kept).

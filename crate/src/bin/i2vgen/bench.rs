@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use burn::tensor::{Distribution, FloatDType, Tensor};
+use burn::tensor::{Distribution, Tensor};
+use crate::devices::DType;
 use i2vgen::config::parse;
 use i2vgen::flops;
 use i2vgen::unet_3d::UNet3DConfig;
@@ -15,13 +16,6 @@ use i2vgen::weights::Weights;
 
 /// `unet/config.json` of ali-vilab/i2vgen-xl.
 const BASE_UNET_CONFIG: &str = include_str!("../../../configs/i2vgen-xl/unet/config.json");
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum DType {
-    F32,
-    /// Weights and activations in f16 (wgpu with `shader-f16`).
-    F16,
-}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -93,13 +87,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.frames < 1 || args.steps < 1 {
         bail!("--frames and --steps must be at least 1");
     }
-    let mut device = crate::devices::device(args.backend)?;
-    if let DType::F16 = args.dtype {
-        if !device.supports_dtype(FloatDType::F16) {
-            bail!("this device has no f16 support (on wgpu the adapter lacks shader-f16); use --dtype f32");
-        }
-        device.configure(FloatDType::F16).map_err(|err| anyhow!("cannot switch the device to f16: {err:?}"))?;
-    }
+    let device = crate::devices::device(args.backend, args.dtype)?;
 
     let start = Instant::now();
     let (net, config) = build(&args.unet_config, &mut Weights::random(&device))?;

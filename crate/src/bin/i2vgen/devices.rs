@@ -1,7 +1,7 @@
 //! Choosing the burn device from `--backend`.
 
-use anyhow::{Result, anyhow};
-use burn::tensor::Device;
+use anyhow::{Result, anyhow, bail};
+use burn::tensor::{Device, FloatDType};
 use clap::ValueEnum;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -12,7 +12,27 @@ pub enum Backend {
     Wgpu,
 }
 
-pub fn device(backend: Backend) -> Result<Device> {
+/// The float type networks compute in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DType {
+    F32,
+    /// Weights and activations in f16 (wgpu on an adapter with `shader-f16`).
+    F16,
+}
+
+/// The device for `--backend`, computing in `--dtype`.
+pub fn device(backend: Backend, dtype: DType) -> Result<Device> {
+    let mut device = device_f32(backend)?;
+    if dtype == DType::F16 {
+        if !device.supports_dtype(FloatDType::F16) {
+            bail!("this device has no f16 support (on wgpu the adapter lacks shader-f16); use --dtype f32");
+        }
+        device.configure(FloatDType::F16).map_err(|err| anyhow!("cannot switch the device to f16: {err:?}"))?;
+    }
+    Ok(device)
+}
+
+fn device_f32(backend: Backend) -> Result<Device> {
     match backend {
         #[allow(deprecated)] // NdArray is our CPU reference backend.
         Backend::Cpu => Ok(Device::ndarray()),

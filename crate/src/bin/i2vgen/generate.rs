@@ -129,7 +129,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let image = load_image(&args.image)?;
-    let device = crate::devices::device(args.run.backend)?;
+    let device = crate::devices::device(args.run.backend, args.run.dtype)?;
     let started = Instant::now();
     let pipeline = load_pipeline(&args.model, &device)?;
     request.validate(pipeline.vae_scale_factor())?;

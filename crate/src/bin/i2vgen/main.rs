@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::devices::Backend;
+use crate::devices::{Backend, DType};
 
 #[derive(Parser)]
 #[command(name = "i2vgen", version, about = "I2VGen-XL image-to-video on burn (CPU or wgpu)")]
@@ -73,6 +73,9 @@ pub struct RunArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value = "wgpu")]
     pub backend: Backend,
+    /// f16 halves the GPU memory and bandwidth (wgpu on an adapter with `shader-f16`).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: DType,
     /// `.webm` (AV1), `.mp4` (H.264), `.gif`, or `.safetensors` (frames [F,H,W,3] in [0,1]).
     #[arg(long)]
     pub output: PathBuf,
@@ -88,7 +91,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { json } => info::run(json),
         Command::Forward { model, component, inputs, output, backend } => {
-            forward::run(&model, component, &inputs, &output, &devices::device(backend)?)
+            forward::run(&model, component, &inputs, &output, &devices::device(backend, DType::F32)?)
         }
         Command::Tokenize { model, prompt } => tokenize(&model, &prompt),
         Command::Generate(args) => generate::run(args),

@@ -179,7 +179,7 @@ pub fn run(args: Args) -> Result<()> {
         guidance_scale: args.guidance,
     };
     request.validate()?;
-    let device = crate::devices::device(args.run.backend)?;
+    let device = crate::devices::device(args.run.backend, args.run.dtype)?;
     let started = Instant::now();
     let frames = read_video(&args.video, &device)?;
     let Some(first) = frames.first() else { bail!("{} has no frames", args.video.display()) };

@@ -84,7 +84,8 @@ pub fn write(path: &Path, tensors: Vec<(&str, TensorData)>) -> Result<()> {
         .into_iter()
         .map(|(name, data)| {
             let shape = data.shape().to_vec();
-            let values = data.try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            // f16 compute reads back f16 (the trace's intermediates): widen.
+            let values = data.convert::<f32>().try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
             Ok((name.to_string(), shape, bytes))
         })
