@@ -19,8 +19,10 @@ fn weights_tools(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_weights-tools")).args(args).output().expect("running weights-tools")
 }
 
-fn convert(dtype: &str) -> PathBuf {
-    let out = std::env::temp_dir().join(format!("i2vgen-convert-{dtype}-{}", std::process::id()));
+/// Convert the fixture model into a folder of its own: `test` names the calling test, as tests
+/// run in parallel in one process.
+fn convert(dtype: &str, test: &str) -> PathBuf {
+    let out = std::env::temp_dir().join(format!("i2vgen-convert-{test}-{dtype}-{}", std::process::id()));
     std::fs::remove_dir_all(&out).ok();
     let model = format!("{FIXTURES}/tiny-i2vgen");
     let run = weights_tools(&["convert", "--from", &model, "--to", out.to_str().unwrap(), "--dtype", dtype, "--shard-mb", "1"]);
@@ -100,7 +102,7 @@ fn converted_models_load_and_match() {
     let folder = golden.run(&I2VGenXLUNet::load(&mut w, &config()).unwrap(), &device);
 
     for (dtype, tolerance) in [("f32", 0.0), ("f16", 1e-2), ("q8", 0.1)] {
-        let dir = convert(dtype);
+        let dir = convert(dtype, "load");
         let got = golden.run(&converted_unet(&dir, &device), &device);
         let (vs_folder, vs_diffusers) = (relative_error(&got, &folder), relative_error(&got, reference));
         println!("{dtype}: max error relative to the largest output: {vs_folder:.3e} vs the folder, {vs_diffusers:.3e} vs diffusers");
@@ -111,7 +113,7 @@ fn converted_models_load_and_match() {
 
 #[test]
 fn verify_names_a_damaged_shard_and_convert_refuses_a_used_folder() {
-    let dir = convert("f16");
+    let dir = convert("f16", "damaged");
     let shard = dir.join("shard-00001.safetensors");
     let mut bytes = std::fs::read(&shard).unwrap();
     let last = bytes.len() - 1;

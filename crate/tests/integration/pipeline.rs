@@ -39,6 +39,21 @@ fn generate() -> Command {
     command
 }
 
+/// `generate` with the golden case's settings and explicit noise.
+fn golden_generate() -> Command {
+    let case = case();
+    let mut command = generate();
+    command
+        .args(["--prompt", case["prompt"].as_str().unwrap()])
+        .args(["--negative-prompt", case["negative_prompt"].as_str().unwrap()])
+        .args(["--frames", &case["num_frames"].to_string(), "--fps", &case["target_fps"].to_string()])
+        .args(["--height", &case["height"].to_string(), "--width", &case["width"].to_string()])
+        .args(["--steps", &case["num_inference_steps"].to_string(), "--guidance", &case["guidance_scale"].to_string()])
+        .arg("--noise")
+        .arg(golden("pipeline.safetensors"));
+    command
+}
+
 #[test]
 fn preprocessing_matches_pil_exactly() {
     let case = case();
@@ -59,14 +74,7 @@ fn generate_matches_diffusers() {
     for backend in ["cpu", "wgpu"] {
         let out = std::env::temp_dir().join(format!("i2vgen-generate-{backend}-{}.safetensors", std::process::id()));
         let trace = std::env::temp_dir().join(format!("i2vgen-trace-{backend}-{}.safetensors", std::process::id()));
-        let status = generate()
-            .args(["--prompt", case["prompt"].as_str().unwrap()])
-            .args(["--negative-prompt", case["negative_prompt"].as_str().unwrap()])
-            .args(["--frames", &case["num_frames"].to_string(), "--fps", &case["target_fps"].to_string()])
-            .args(["--height", &case["height"].to_string(), "--width", &case["width"].to_string()])
-            .args(["--steps", &case["num_inference_steps"].to_string(), "--guidance", &case["guidance_scale"].to_string()])
-            .arg("--noise")
-            .arg(golden("pipeline.safetensors"))
+        let status = golden_generate()
             .args(["--backend", backend, "--output"])
             .arg(&out)
             .arg("--trace")
@@ -120,17 +128,9 @@ fn generate_writes_a_looping_gif() {
 /// bound catches a broken f16 path (NaN, overflow, a wrong cast), not f16 itself.
 #[test]
 fn generate_in_f16_stays_near_diffusers() {
-    let case = case();
     let reference = common::read_f32(&golden("pipeline.safetensors"));
     let out = std::env::temp_dir().join(format!("i2vgen-generate-f16-{}.safetensors", std::process::id()));
-    let status = generate()
-        .args(["--prompt", case["prompt"].as_str().unwrap()])
-        .args(["--negative-prompt", case["negative_prompt"].as_str().unwrap()])
-        .args(["--frames", &case["num_frames"].to_string(), "--fps", &case["target_fps"].to_string()])
-        .args(["--height", &case["height"].to_string(), "--width", &case["width"].to_string()])
-        .args(["--steps", &case["num_inference_steps"].to_string(), "--guidance", &case["guidance_scale"].to_string()])
-        .arg("--noise")
-        .arg(golden("pipeline.safetensors"))
+    let status = golden_generate()
         .args(["--backend", "wgpu", "--dtype", "f16", "--output"])
         .arg(&out)
         .status()
