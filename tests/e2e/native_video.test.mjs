@@ -34,8 +34,8 @@ function readFrames(path) {
 test('i2vgen generate writes a WebM that Chromium plays and decodes to the generated frames', { timeout: 900_000 }, async () => {
   mkdirSync(OUT, { recursive: true });
   generate(join(OUT, 'native.webm'));
-  generate(join(OUT, 'native-frames.safetensors'));
-  const expected = readFrames(join(OUT, 'native-frames.safetensors'));
+  generate(join(OUT, 'native-video-frames.safetensors'));
+  const expected = readFrames(join(OUT, 'native-video-frames.safetensors'));
 
   const context = await launch({ webgpu: false });
   try {
