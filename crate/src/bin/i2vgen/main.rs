@@ -10,6 +10,7 @@ mod progress;
 mod refine;
 mod tensors;
 mod video;
+mod webm;
 
 use std::path::PathBuf;
 
