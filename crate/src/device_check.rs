@@ -2,11 +2,12 @@
 //! SiLU, batched matmul, softmax attention) so a device can be checked against the CPU backend.
 //!
 //! Inputs come from a fixed integer generator, so every platform and backend computes the same
-//! numbers; only the arithmetic differs.
+//! numbers; only the arithmetic differs. It always computes in f32, also on a device whose
+//! default float type is f16, so its checksum can be compared with the CPU's to 1e-4.
 
 use burn::tensor::module::{attention, conv2d};
 use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
-use burn::tensor::{Device, Tensor, TensorData, activation};
+use burn::tensor::{DType, Device, Tensor, TensorData, activation};
 
 use crate::nn::group_norm;
 
@@ -31,7 +32,7 @@ pub fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
 
 fn input<const D: usize>(shape: [usize; D], seed: u32, device: &Device) -> Tensor<D> {
     let len = shape.iter().product();
-    Tensor::from_data(TensorData::new(pseudo_random(len, seed), shape), device)
+    Tensor::from_data(TensorData::new(pseudo_random(len, seed), shape), (device, DType::F32))
 }
 
 /// conv2d(3×3) → GroupNorm → SiLU → 2-head self-attention over the H·W positions.
@@ -64,4 +65,27 @@ pub fn forward(device: &Device) -> Tensor<4> {
 /// The number a page or CLI shows for a device: the mean square of [`forward`].
 pub fn checksum(device: &Device) -> Tensor<1> {
     forward(device).square().mean()
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::FloatDType;
+
+    use super::*;
+
+    /// The page switches WebGPU to f16 where the adapter has `shader-f16`; its device check must
+    /// still match the CPU. (A unit test: configuring the dtype is global to the process's device.)
+    #[test]
+    fn checksum_stays_f32_on_an_f16_device() {
+        let mut gpu = Device::wgpu_options().init().expect("no wgpu adapter: install mesa-vulkan-drivers");
+        assert!(gpu.supports_dtype(FloatDType::F16), "this wgpu adapter has no shader-f16");
+        gpu.configure(FloatDType::F16).unwrap();
+        let on_gpu = checksum(&gpu);
+        assert_eq!(on_gpu.dtype(), DType::F32);
+        let on_gpu = on_gpu.into_scalar::<f32>();
+        #[allow(deprecated)] // NdArray is our CPU reference backend.
+        let on_cpu = checksum(&Device::ndarray()).into_scalar::<f32>();
+        let rel = ((on_gpu - on_cpu) / on_cpu).abs();
+        assert!(rel < 1e-5, "f16-configured wgpu {on_gpu} vs cpu {on_cpu}");
+    }
 }

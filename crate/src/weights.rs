@@ -203,7 +203,7 @@ pub fn select_weight_files(names: &[String], variant: Option<&str>) -> Result<We
         })
 }
 
-/// The shard file names a `*.safetensors.index.json` refers to, in first-use order.
+/// The shard file names a `*.safetensors.index.json` refers to, sorted, each once.
 pub fn index_shards(index_json: &str) -> Result<Vec<String>> {
     #[derive(Deserialize)]
     struct Index {

@@ -9,6 +9,7 @@ Versions are pinned in tests/reference/requirements.txt (see tests/fixtures/READ
 """
 
 import gzip
+import importlib.metadata
 import json
 import os
 import shutil
@@ -671,8 +672,8 @@ def main():
         if not only or name in only:
             print(f"fixtures: {name}", flush=True)
             step()
-    versions = {"torch": torch.__version__, "diffusers": diffusers.__version__,
-                "transformers": transformers.__version__}
+    packages = ["torch", "diffusers", "transformers", "safetensors", "pillow", "numpy", "open_clip_torch"]
+    versions = {name: importlib.metadata.version(name) for name in packages}
     (OUT / "versions.json").write_text(json.dumps(versions, indent=2) + "\n")
 
 

@@ -43,7 +43,8 @@ fn forward_errors_are_one_clear_sentence() {
     run(forward("vae_decode", "/nonexistent.safetensors"), "cannot read /nonexistent.safetensors");
     // The text encoder's inputs given to the VAE: the wrong tensor name.
     run(forward("vae_decode", &golden("text_encoder.safetensors")), "has no tensor `latents`");
-    // The VAE encoder's images given to the image encoder: the wrong shape.
+    // The VAE encoder's images given to the image encoder, then the image encoder's given to the
+    // text encoder: the wrong tensor names.
     let mut args = forward("image_encoder", &golden("vae_encode.safetensors"));
     run(args.clone(), "has no tensor `pixel_values`");
     args[6] = golden("image_encoder.safetensors");
@@ -53,10 +54,60 @@ fn forward_errors_are_one_clear_sentence() {
     bad_model[2] = Path::new(common::FIXTURES).display().to_string();
     run(bad_model, "has no vae/ folder");
 
-    // An unknown component is refused by the argument parser, with the valid ones listed.
-    let out = i2vgen(&["forward", "--model", &m, "--component", "nope", "--inputs", "x", "--output", "y"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("vae_decode"));
+}
+
+/// Mistakes on the command line (an unknown component, a missing argument) are one line too, with
+/// the valid values listed; they exit 2, as usage errors do.
+#[test]
+fn usage_errors_are_one_line() {
+    let m = model();
+    for (args, expect) in [
+        (vec!["forward", "--model", &m, "--component", "nope", "--inputs", "x", "--output", "y"], "invalid value 'nope' for '--component <COMPONENT>' [possible values: text_encoder, image_encoder, vae_encode, vae_decode, unet]"),
+        (vec!["forward", "--model", &m, "--component", "unet"], "the following required arguments were not provided: --inputs <INPUTS> --output <OUTPUT>"),
+        (vec!["generate", "--frames", "many"], "invalid value 'many' for '--frames <FRAMES>'"),
+    ] {
+        let out = i2vgen(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(expect), "{args:?}: expected {expect:?} in {stderr}");
+    }
+    let help = i2vgen(&["forward", "--help"]);
+    assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("--component"));
+}
+
+/// A model folder whose VAE has a tensor missing, one extra or one of the wrong shape is refused
+/// with the tensor's name.
+#[test]
+fn a_damaged_model_folder_names_the_tensor() {
+    use crate::weights::{serialize, vae_tensors};
+    let source = Path::new(common::FIXTURES).join("tiny-i2vgen/vae");
+    for (damage, key, expect) in [
+        ("missing", "decoder.conv_out.weight", "has no tensor"),
+        ("extra", "decoder.extra.weight", "does not use"),
+        ("shape", "decoder.conv_in.bias", "has shape"),
+    ] {
+        let mut tensors = vae_tensors();
+        match damage {
+            "missing" => drop(tensors.remove(key)),
+            "extra" => drop(tensors.insert(key.into(), (safetensors::Dtype::F32, vec![2], vec![0; 8]))),
+            _ => {
+                let entry = tensors.get_mut(key).unwrap();
+                entry.1 = vec![entry.1[0] / 2, 2];
+            }
+        }
+        let dir = scratch(&format!("damaged-{damage}"));
+        let vae = dir.join("vae");
+        std::fs::create_dir_all(&vae).unwrap();
+        std::fs::copy(source.join("config.json"), vae.join("config.json")).unwrap();
+        std::fs::write(vae.join("diffusion_pytorch_model.safetensors"), serialize(&tensors)).unwrap();
+        let out = dir.join("out.safetensors").display().to_string();
+        let args = ["forward", "--model", &dir.display().to_string(), "--component", "vae_decode", "--backend", "cpu"];
+        let inputs = golden("vae_decode.safetensors");
+        let out = i2vgen(&[&args[..], &["--inputs", &inputs, "--output", &out]].concat());
+        common::assert_clear_error(damage, &out, key);
+        assert!(String::from_utf8_lossy(&out.stderr).contains(expect), "{damage}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 #[test]
@@ -73,6 +124,22 @@ fn wrong_shapes_are_refused_before_running() {
         &["forward", "--model", &model(), "--component", "vae_decode", "--inputs", &inputs.display().to_string(), "--output", &out, "--backend", "cpu"],
         "`latents` has shape [2, 3, 24, 40]: expected [B, 4, h, w]",
     );
+}
+
+/// `info` reaches the CPU and the wgpu adapter (llvmpipe here) and their device checks agree.
+#[test]
+fn info_lists_cpu_and_wgpu_with_matching_checks() {
+    let out = i2vgen(&["info", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reports: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let [cpu, gpu] = &reports[..] else { panic!("expected two backends: {reports:?}") };
+    assert_eq!((cpu["backend"].as_str(), gpu["backend"].as_str()), (Some("cpu"), Some("wgpu")));
+    assert!(gpu["error"].is_null(), "{gpu}");
+    assert!(!gpu["adapter"].as_str().unwrap().is_empty() && gpu["detail"].as_str().unwrap().contains("maxStorageBufferBindingSize"), "{gpu}");
+    let (a, b) = (cpu["checksum"].as_f64().unwrap(), gpu["checksum"].as_f64().unwrap());
+    assert!(a > 0.0 && ((a - b) / a).abs() < 1e-5, "device checks differ: cpu {a}, wgpu {b}");
+    let text = String::from_utf8_lossy(&i2vgen(&["info"]).stdout).to_string();
+    assert!(text.starts_with("cpu   burn NdArray") && text.contains("wgpu  ") && text.contains("device check:"), "{text}");
 }
 
 #[test]

@@ -59,8 +59,8 @@ pub fn assert_close(what: &str, got: &[f32], reference: &[f32], tol: f32) -> f32
 }
 
 /// Run `i2vgen forward --component <component>` on a fixture model folder (`tiny-i2vgen`,
-/// `tiny-vid2vid`) with a golden file's inputs, on both backends, and compare each
-/// (output, reference) pair at 1e-4.
+/// `tiny-vid2vid`) with a golden file's inputs (a name in `tests/fixtures/golden/`, or an absolute
+/// path), on both backends, and compare each (output, reference) pair at 1e-4.
 pub fn check_component(model: &str, component: &str, golden_file: &str, pairs: &[(&str, &str)]) {
     use std::path::Path;
     let model = Path::new(FIXTURES).join(model);
@@ -95,4 +95,6 @@ pub fn assert_clear_error(what: &str, out: &std::process::Output, expect: &str) 
     assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
     assert!(stderr.contains(expect), "{what}: expected {expect:?} in {stderr}");
     assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: ") && stderr.matches("error: ").count() == 1, "{what}: not one error line: {stderr}");
 }

@@ -5,6 +5,7 @@ mod common;
 
 mod attention;
 mod cli;
+mod config;
 mod device_check;
 mod encoders;
 mod pipeline;

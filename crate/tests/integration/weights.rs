@@ -11,7 +11,7 @@ use i2vgen::vae::{AutoencoderKL, AutoencoderKLConfig};
 use i2vgen::weights::{WeightFiles, Weights, index_shards, select_weight_files};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-type Tensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
+pub type Tensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
 
 fn vae_dir() -> std::path::PathBuf {
     Path::new(common::FIXTURES).join("tiny-i2vgen/vae")
@@ -21,13 +21,13 @@ fn vae_config() -> AutoencoderKLConfig {
     parse::<AutoencoderKLConfig>(&std::fs::read_to_string(vae_dir().join("config.json")).unwrap()).unwrap().config
 }
 
-fn vae_tensors() -> Tensors {
+pub fn vae_tensors() -> Tensors {
     let bytes = std::fs::read(vae_dir().join("diffusion_pytorch_model.safetensors")).unwrap();
     let file = SafeTensors::deserialize(&bytes).unwrap();
     file.tensors().into_iter().map(|(k, v)| (k, (v.dtype(), v.shape().to_vec(), v.data().to_vec()))).collect()
 }
 
-fn serialize(tensors: &Tensors) -> Vec<u8> {
+pub fn serialize(tensors: &Tensors) -> Vec<u8> {
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .map(|(k, (dtype, shape, data))| (k.clone(), TensorView::new(*dtype, shape.clone(), data).unwrap()))

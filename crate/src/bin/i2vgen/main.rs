@@ -101,8 +101,25 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// A command-line mistake in one line: clap's first paragraph (what is wrong, and the possible
+/// values where it lists them), then where to read more. Help and version print as usual.
+fn parse_args() -> Cli {
+    Cli::try_parse().unwrap_or_else(|err| {
+        use clap::error::ErrorKind::{DisplayHelp, DisplayHelpOnMissingArgumentOrSubcommand, DisplayVersion};
+        if matches!(err.kind(), DisplayHelp | DisplayHelpOnMissingArgumentOrSubcommand | DisplayVersion) {
+            err.exit();
+        }
+        let rendered = err.render().to_string();
+        let first_paragraph: Vec<&str> =
+            rendered.lines().take_while(|line| !line.trim().is_empty()).map(str::trim).collect();
+        let message = first_paragraph.join(" ");
+        eprintln!("{} (see i2vgen --help)", message.trim_end_matches(':'));
+        std::process::exit(err.exit_code());
+    })
+}
+
 fn main() {
-    if let Err(err) = run(Cli::parse()) {
+    if let Err(err) = run(parse_args()) {
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }
