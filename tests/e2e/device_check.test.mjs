@@ -46,6 +46,24 @@ test('the page runs the device check on WebGPU and matches the native CPU backen
   }
 });
 
+test('?precision=f32 is honoured and a bad precision is a sentence', async () => {
+  const context = await launch();
+  try {
+    const page = await context.newPage();
+    await page.goto(`${server.url}?precision=f32`);
+    await page.waitForSelector('body:not([data-state="loading"])', { timeout: 300_000 });
+    assert.equal(await page.getAttribute('body', 'data-state'), 'ready', await page.textContent('#message'));
+    assert.match(await page.textContent('#precision'), /^Precision: f32 .*chosen with \?precision=f32/);
+
+    await page.goto(`${server.url}?precision=f8`);
+    await page.waitForSelector('body:not([data-state="loading"])', { timeout: 300_000 });
+    assert.equal(await page.getAttribute('body', 'data-state'), 'error');
+    assert.match(await page.textContent('#message'), /^Unknown precision "f8": use "auto" \(f16 where the GPU supports it\) or "f32"\. For example: \/\?precision=f32$/);
+  } finally {
+    await context.close();
+  }
+});
+
 test('without WebGPU the page says so in plain words', async () => {
   const context = await launch({ webgpu: false });
   try {

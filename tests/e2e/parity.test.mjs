@@ -46,12 +46,14 @@ test('the worker generates the same frames as i2vgen generate, from the hub layo
 
   const context = await launch();
   try {
-    const page = await openApp(context, server.url);
+    // `?precision=f32` reaches the worker (SwiftShader has no shader-f16, so "auto" is f32 too).
+    const page = await openApp(context, `${server.url}?precision=f32`);
     const run = (source) => workerRequest(page, 'generate', {
       source, imageUrl: '/tests/fixtures/golden/image.png', noiseUrl: '/tests/fixtures/golden/pipeline.safetensors', request: REQUEST, returnFrames: true,
     });
     const hub = await run({ type: 'hub', base: new URL('hub', server.url).href, repo: 'demo/tiny-i2vgen', revision: 'main' });
     assert.equal(hub.error, undefined, hub.error);
+    assert.equal(hub.precision, 'f32');
     const expected = readTensor(native, 'frames');
     const reference = readTensor(join(GOLDEN, 'pipeline.safetensors'), 'frames');
     assert.equal(hub.rawFrames.length, expected.length);

@@ -1,6 +1,6 @@
 // The page: checks WebGPU, shows the adapter, runs the device check, and drives the worker that
 // generates videos. Everything long runs in the worker; this file only talks to it.
-import init, { deviceCheck, precision } from '../pkg/i2vgen_web.js';
+import init, { choosePrecision, deviceCheck, precision } from '../pkg/i2vgen_web.js';
 import { Client, demoSource } from './client.js';
 import { DEFAULT_HUB } from './model-source.js';
 import { deleteModel, listModels, mb } from './weight-store.js';
@@ -238,6 +238,14 @@ async function main() {
 
   setState('loading', 'Loading the WebAssembly module…');
   await init();
+  // `?precision=f32` keeps f32 on a GPU with shader-f16 (the default, "auto", uses f16 there).
+  const chosen = new URLSearchParams(location.search).get('precision') ?? 'auto';
+  try {
+    choosePrecision(chosen);
+  } catch (err) {
+    setState('error', `${err.message} For example: ${location.pathname}?precision=f32`);
+    return;
+  }
   setState('loading', 'Running the device check on WebGPU…');
   const started = performance.now();
   const value = await deviceCheck();
@@ -245,11 +253,11 @@ async function main() {
   $('check-value').textContent = value.toExponential(7);
   $('check-time').textContent = `(${ms.toFixed(0)} ms including shader compilation)`;
   $('check').hidden = false;
-  // The worker picks the same precision: f16 exactly when the adapter has shader-f16.
+  // The worker is started with the same choice, so it computes in the same precision.
   $('precision').textContent = await precision() === 'f16'
-    ? 'Precision: f16 weights and compute (this GPU has shader-f16: half the memory).'
-    : 'Precision: f32 weights and compute (this GPU has no shader-f16).';
-  client = new Client();
+    ? 'Precision: f16 weights and compute (this GPU has shader-f16: half the memory; add ?precision=f32 to the address for f32).'
+    : `Precision: f32 weights and compute (${chosen === 'f32' ? 'chosen with ?precision=f32' : 'this GPU has no shader-f16'}).`;
+  client = new Client({ precision: chosen });
   wireForm();
   setState('ready', 'WebGPU works: burn ran the device check on your GPU. Choose an image and a prompt.');
 }

@@ -2,17 +2,21 @@
 
 let nextId = 1;
 
-/** Start the worker. From another site (the widget), wrap it in a same-origin blob worker. */
-function startWorker() {
+/**
+ * Start the worker (`precision`: "auto" or "f32", see `choosePrecision`). From another site (the
+ * widget), wrap it in a same-origin blob worker.
+ */
+function startWorker(precision) {
   const url = new URL('./worker.js', import.meta.url);
+  if (precision && precision !== 'auto') url.searchParams.set('precision', precision);
   if (url.origin === location.origin) return new Worker(url, { type: 'module' });
   const shim = new Blob([`import ${JSON.stringify(url.href)};`], { type: 'text/javascript' });
   return new Worker(URL.createObjectURL(shim), { type: 'module' });
 }
 
 export class Client {
-  constructor() {
-    this.worker = startWorker();
+  constructor({ precision } = {}) {
+    this.worker = startWorker(precision);
     this.pending = new Map();
     this.worker.onmessage = ({ data: { kind, id, payload } }) => {
       const p = this.pending.get(id);

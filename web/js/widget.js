@@ -5,7 +5,8 @@
 //
 // Attributes: `model` ("demo", a hub repo id like "ali-vilab/i2vgen-xl", or the URL of a folder
 // written by `weights-tools convert`), `hub-base`, `revision`, and defaults for `width`, `height`,
-// `frames`, `fps`, `steps`, `guidance`, `seed`, `negative-prompt`; `allowed-origins` (space-
+// `frames`, `fps`, `steps`, `guidance`, `seed`, `negative-prompt`; `precision` ("auto": f16 where
+// the GPU has shader-f16, or "f32"); `allowed-origins` (space-
 // separated) turns on the postMessage API for those origins.
 // API: `el.generate({image, prompt, ...})` → Promise<{video, width, height, frames, fps}>;
 // events `progress`, `preview`, `done`, `error`; `el.cancel()`. Theme with CSS custom properties
@@ -68,7 +69,7 @@ export class I2VGenerator extends HTMLElement {
   /** Generate a video. `image`: a Blob/File or ArrayBuffer; other keys override the attributes. */
   async generate({ image, prompt, negativePrompt, noise, ...options }) {
     if (this.running) throw new Error('A video is already being generated; cancel it first.');
-    this.client ??= new Client();
+    this.client ??= new Client({ precision: this.getAttribute('precision') ?? 'auto' });
     const request = { prompt: prompt ?? '', negativePrompt: negativePrompt ?? this.getAttribute('negative-prompt') ?? '' };
     for (const [name, fallback] of Object.entries(NUMBERS)) {
       request[name] = Number(options[name] ?? this.getAttribute(name) ?? fallback);

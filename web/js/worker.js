@@ -6,13 +6,14 @@
 //   the refinement stage on the base video (the base model is unloaded first to free the GPU).
 //   worker → page: progress {stage, …} | preview {frames, width, height, rgba} | result {…} |
 //                  error {message, cancelled}
-import init, { ModelLoader, checkImage, encodeGif } from '../pkg/i2vgen_web.js';
+// The worker's URL may carry `?precision=f32` (see `choosePrecision`); the default is "auto".
+import init, { ModelLoader, checkImage, choosePrecision, encodeGif, precision } from '../pkg/i2vgen_web.js';
 import { openStore } from './weight-store.js';
 import { load, resolve, sourceId } from './model-source.js';
 import { encodeWebm } from './webm.js';
 
 const PREVIEW_EVERY = 2;
-const wasm = init();
+const wasm = init().then(() => choosePrecision(new URL(import.meta.url).searchParams.get('precision') ?? 'auto'));
 let current = null; // {id: kind + sourceId, model: Generator | Refiner}
 const cancelled = new Set();
 let queue = Promise.resolve();
@@ -80,7 +81,7 @@ async function generate(id, { source, image, request, noise, refine, returnFrame
     generator.cancel(); // frees the generation's GPU memory
     let size = [width, height];
     if (refine) [raw, size] = [await refineVideo(id, refine, raw, request, chunkBytes), [refine.width, refine.height]];
-    return { ...(await encode(id, raw, count, size, request.fps)), rawFrames: returnFrames ? raw : null, load: loaded };
+    return { ...(await encode(id, raw, count, size, request.fps)), rawFrames: returnFrames ? raw : null, load: loaded, precision: await precision() };
   } catch (err) {
     current?.model.cancel();
     throw err;

@@ -2,7 +2,7 @@
 //! queues GPU work and returns; the worker awaits a [`Readback`] between calls, which is where
 //! progress is reported and a cancel takes effect.
 
-use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use i2vgen::noise;
 use i2vgen::pipeline_i2vgen_xl::{Generation, GenerationRequest, I2VGenXLPipeline, Noise};
 use safetensors::SafeTensors;
@@ -93,7 +93,7 @@ impl Generator {
             let f = self.pipeline.vae_scale_factor();
             let f32_bytes = self.pipeline.unet.config.largest_activation_bytes(1, request.num_frames, request.height / f, request.width / f);
             // Counted in f32; the f16 path (see `device`) stores half.
-            let needed = if self.device.supports_dtype(FloatDType::F16) { f32_bytes / 2 } else { f32_bytes };
+            let needed = if crate::computes_in_f16(&self.device) { f32_bytes / 2 } else { f32_bytes };
             if needed as f64 > limit {
                 let mib = |b: f64| b / f64::from(1u32 << 20);
                 return Err(js_error(&format!(

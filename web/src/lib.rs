@@ -1,7 +1,7 @@
 //! The wasm façade: the library on WebGPU in the browser. Async lives here and only here; every
 //! error becomes one `JsError` with a sentence a user can act on.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use burn::tensor::{Device, FloatDType};
 use wasm_bindgen::prelude::*;
@@ -13,6 +13,8 @@ mod refiner;
 thread_local! {
     /// The burn wgpu runtime can be initialised once per page; later calls reuse its device.
     static DEVICE: RefCell<Option<Device>> = const { RefCell::new(None) };
+    /// Set by [`choose_precision`]: stay in f32 even where the adapter has `shader-f16`.
+    static FORCE_F32: Cell<bool> = const { Cell::new(false) };
 }
 
 #[wasm_bindgen(start)]
@@ -26,7 +28,8 @@ fn js_error(message: &str) -> JsError {
 }
 
 /// Initialise burn's wgpu runtime on the browser's WebGPU (once per page). Everything computes
-/// in f16 where the adapter has `shader-f16` (half the memory and bandwidth), else in f32.
+/// in f16 where the adapter has `shader-f16` (half the memory and bandwidth), else in f32, or in
+/// f32 anyway after `choosePrecision("f32")`.
 async fn device() -> Result<Device, JsError> {
     if let Some(device) = DEVICE.with(|d| d.borrow().clone()) {
         return Ok(device);
@@ -38,7 +41,7 @@ async fn device() -> Result<Device, JsError> {
         ))
     })?;
     let mut device = device;
-    if device.supports_dtype(FloatDType::F16) {
+    if !FORCE_F32.get() && device.supports_dtype(FloatDType::F16) {
         device
             .configure(FloatDType::F16)
             .map_err(|err| JsError::new(&format!("Could not switch WebGPU to f16 ({err:?}).")))?;
@@ -47,15 +50,31 @@ async fn device() -> Result<Device, JsError> {
     Ok(device)
 }
 
-/// Whether the GPU computes in f16 (its adapter has `shader-f16`).
-async fn is_f16() -> Result<bool, JsError> {
-    Ok(device().await?.supports_dtype(FloatDType::F16))
+/// Choose the precision before anything runs on the GPU: `"auto"` (f16 where the adapter has
+/// `shader-f16`, the default) or `"f32"` (a way out should f16 misbehave on some GPU).
+#[wasm_bindgen(js_name = choosePrecision)]
+pub fn choose_precision(choice: &str) -> Result<(), JsError> {
+    let force_f32 = match choice {
+        "auto" => false,
+        "f32" => true,
+        other => return Err(js_error(&format!("Unknown precision \"{other}\": use \"auto\" (f16 where the GPU supports it) or \"f32\"."))),
+    };
+    if force_f32 != FORCE_F32.get() && DEVICE.with(|d| d.borrow().is_some()) {
+        return Err(js_error("The precision is chosen before the GPU starts; reload the page to change it."));
+    }
+    FORCE_F32.set(force_f32);
+    Ok(())
+}
+
+/// Whether `device` computes in f16 (as [`device`] configured it).
+fn computes_in_f16(device: &Device) -> bool {
+    device.settings().float_dtype == FloatDType::F16
 }
 
 /// `"f16"` or `"f32"`: what weights and activations are stored and computed in on this GPU.
 #[wasm_bindgen]
 pub async fn precision() -> Result<String, JsError> {
-    Ok(if is_f16().await? { "f16" } else { "f32" }.to_string())
+    Ok(if computes_in_f16(&device().await?) { "f16" } else { "f32" }.to_string())
 }
 
 /// Run the device check (conv2d, GroupNorm, SiLU, attention) on WebGPU and read its checksum back.
