@@ -2,31 +2,48 @@
 //!
 //! The library is synchronous and does no I/O: callers pick a burn `Device` (CPU, native wgpu, or
 //! WebGPU in the browser), hand in bytes and tensors, and read results back themselves.
+//!
+//! # Module map
+//!
+//! | module | what |
+//! |---|---|
+//! | [`models`] | every network, one file per diffusers file: CLIP text and vision, the VAE, both 3D UNets and their blocks |
+//! | [`pipelines`] | `I2VGenXLPipeline` (base stage) and `VideoToVideoSDPipeline` (refinement), seeded noise |
+//! | [`schedulers`] | `DDIMScheduler` |
+//! | [`loading`] | configs, strict weights, converted shards (`manifest.json`), the CLIP tokenizer's files |
+//! | [`media`] | image decoding and Pillow-exact resizing, GIF encoding |
+//! | [`diagnostics`] | the device check, analytic FLOPs |
+//!
+//! # Keys and field paths
+//!
+//! Every loader spells its checkpoint keys where the module is built (`key(prefix, "to_q")`), and
+//! the loader refuses missing, unused and wrong-shaped tensors, so the keys are checked even where
+//! a Rust field path differs from the key. It differs where one Rust type serves two diffusers
+//! classes (written twice otherwise), or where a wrapper module would hold a single field:
+//!
+//! | field path | checkpoint key |
+//! |---|---|
+//! | `I2VGenXLUNet.backbone.*`, `UNet3DConditionModel.backbone.*` | `*` (the root of the UNet) |
+//! | `DownBlock3D.layers.resnets.i`, `UpBlock3D.layers.…` | `down_blocks.n.resnets.i`, `up_blocks.n.…` |
+//! | `TemporalConvLayer.convs[i]` | `conv{i+1}` |
+//! | `CLIPEncoderLayer.fc1`, `.fc2` | `mlp.fc1`, `mlp.fc2` |
+//! | `UNetMidBlock2D.group_norm` (VAE) | `attentions.0.group_norm` |
+//! | `VaeBlock.downsampler` | `downsamplers.0` |
+//!
+//! # Data flow
+//!
+//! ```text
+//! model folder ──loading::folder──▶ I2VGenXLPipeline ──prepare(request, image, noise)──▶ Generation
+//!   Generation: Stage ──step × N (fence between)──▶ latents ──decode_frame × F──▶ frames [H, W, 3]
+//!   frames ──VideoToVideoSDPipeline::prepare──▶ Refinement: Stage ──step × N──▶ decode_frame × F
+//! ```
 
-pub mod attention;
-pub mod clip;
-pub mod config;
-pub mod device_check;
-pub mod embeddings;
+pub mod diagnostics;
 pub mod error;
-pub mod flops;
-pub mod image;
-pub mod manifest;
-pub mod nn;
-pub mod noise;
-pub mod pipeline_i2vgen_xl;
-pub mod pipeline_video_to_video;
-pub mod resnet;
-pub mod scheduler;
-pub mod tokenizer;
-pub mod transformer_2d;
-pub mod transformer_temporal;
-pub mod unet_3d;
-pub mod unet_3d_blocks;
-pub mod unet_3d_condition;
-pub mod unet_i2vgen_xl;
-pub mod vae;
-pub mod video;
-pub mod weights;
+pub mod loading;
+pub mod media;
+pub mod models;
+pub mod pipelines;
+pub mod schedulers;
 
 pub use error::{Error, Result};

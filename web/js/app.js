@@ -1,6 +1,6 @@
 // The page: checks WebGPU, shows the adapter, runs the device check, and drives the worker that
 // generates videos. Everything long runs in the worker; this file only talks to it.
-import init, { choosePrecision, deviceCheck, precision } from '../pkg/i2vgen_web.js';
+import init, { choosePrecision, defaults, deviceCheck, precision } from '../pkg/i2vgen_web.js';
 import { Client, demoSource } from './client.js';
 import { DEFAULT_HUB } from './model-source.js';
 import { deleteModel, listModels, mb } from './weight-store.js';
@@ -174,20 +174,19 @@ async function refreshCache() {
   if (!list.children.length) list.append('No models are cached.');
 }
 
+/** The request defaults, from the library (through wasm): the one place they are kept. */
+let DEFAULTS = null;
+
+function applyDefaults(request, refine) {
+  $('size').value = `${request.height}x${request.width}`;
+  for (const name of ['frames', 'fps', 'steps', 'guidance']) $(name).value = request[name];
+  if (!refine) return;
+  $('refine-size').value = `${refine.height}x${refine.width}`;
+  for (const name of ['strength', 'steps', 'guidance']) $(`refine-${name}`).value = refine[name];
+}
+
 function useDemoDefaults(demo) {
-  if (demo) {
-    $('size').value = '24x40';
-    $('frames').value = 4;
-    $('steps').value = 3;
-    $('refine-size').value = '48x80';
-    $('refine-steps').value = 5;
-  } else {
-    $('size').value = '256x448';
-    $('frames').value = 16;
-    $('steps').value = 25;
-    $('refine-size').value = '720x1280';
-    $('refine-steps').value = 50;
-  }
+  applyDefaults(demo ? DEFAULTS.demo : DEFAULTS.browser, demo ? DEFAULTS.refineDemo : DEFAULTS.refine);
 }
 
 function wireForm() {
@@ -197,13 +196,11 @@ function wireForm() {
   $('image').onchange = () => $('image').files[0] && setImage($('image').files[0]);
   $('model-demo').onchange = () => useDemoDefaults(true);
   $('model-hub').onchange = () => useDemoDefaults(false);
-  $('defaults').onclick = () => {
-    $('size').value = '704x1280';
-    $('frames').value = 16;
-    $('fps').value = 16;
-    $('steps').value = 50;
-    $('guidance').value = 9;
-  };
+  $('defaults').onclick = () => applyDefaults(DEFAULTS.reference);
+  const { width, height, frames, steps } = DEFAULTS.reference;
+  $('defaults').textContent = `Use I2VGen-XL's defaults (${width}×${height}, ${frames} frames, ${steps} steps)`;
+  $('seed').value = DEFAULTS.seed;
+  useDemoDefaults(false);
   const drop = $('drop');
   drop.ondragover = (e) => { e.preventDefault(); drop.classList.add('over'); };
   drop.ondragleave = () => drop.classList.remove('over');
@@ -238,6 +235,7 @@ async function main() {
 
   setState('loading', 'Loading the WebAssembly module…');
   await init();
+  DEFAULTS = JSON.parse(defaults());
   // `?precision=f32` keeps f32 on a GPU with shader-f16 (the default, "auto", uses f16 there).
   const chosen = new URLSearchParams(location.search).get('precision') ?? 'auto';
   try {

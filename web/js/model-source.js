@@ -8,19 +8,7 @@
 
 import { SafetensorsStream } from './safetensors-stream.js';
 import { QuotaError, checkQuota, mb } from './weight-store.js';
-
-// What each kind of pipeline folder holds: an I2VGenXLPipeline (the base stage) or a
-// VideoToVideoSDPipeline (the refiner).
-const KINDS = {
-  i2vgen: { components: ['text_encoder', 'image_encoder', 'vae', 'unet'], extra: ['feature_extractor/preprocessor_config.json'] },
-  refiner: { components: ['text_encoder', 'vae', 'unet'], extra: [] },
-};
-const textFiles = (kind) => [
-  'scheduler/scheduler_config.json', ...KINDS[kind].extra,
-  'tokenizer/vocab.json', 'tokenizer/merges.txt', 'tokenizer/tokenizer_config.json', 'tokenizer/special_tokens_map.json',
-  ...KINDS[kind].components.map((c) => `${c}/config.json`),
-];
-const OPTIONAL = new Set(['tokenizer/tokenizer_config.json', 'tokenizer/special_tokens_map.json']);
+import { checkManifest, indexShards, modelFiles, weightFileCandidates } from '../pkg/i2vgen_web.js';
 
 export const DEFAULT_HUB = { type: 'hub', base: 'https://huggingface.co', repo: 'ali-vilab/i2vgen-xl', revision: 'main' };
 
@@ -45,7 +33,8 @@ async function probe(store, url) {
  * (a converted shard holding `<component>/<key>` tensors). Cached after the first time.
  */
 export async function resolve(store, source, kind = 'i2vgen') {
-  const TEXT_FILES = textFiles(kind);
+  // Which files make the pipeline is the library's decision (through wasm), not this file's.
+  const { className, components, textFiles } = JSON.parse(modelFiles(kind));
   const id = sourceId(source);
   const cached = await store.loadModel(id);
   if (cached) return cached;
@@ -53,39 +42,56 @@ export async function resolve(store, source, kind = 'i2vgen') {
   if (source.type === 'hub') {
     const root = `${source.base.replace(/\/$/, '')}/${source.repo}/resolve/${source.revision}/`;
     const hash = `rev-${source.revision}`;
-    for (const path of TEXT_FILES) {
+    for (const { path, required } of textFiles) {
       const size = await probe(store, root + path);
-      if (size === null && !OPTIONAL.has(path)) throw new Error(`${source.repo} has no ${path}; is it ${kind === 'i2vgen' ? 'an I2VGenXLPipeline' : 'a VideoToVideoSDPipeline'} repository in the diffusers layout?`);
+      if (size === null && required) throw new Error(`${source.repo} has no ${path}; is it ${kind === 'i2vgen' ? 'an' : 'a'} ${className} repository in the diffusers layout?`);
       if (size !== null) files.push({ kind: 'text', path, url: root + path, hash, size });
     }
-    for (const component of KINDS[kind].components) {
-      const stem = component.includes('encoder') ? 'model' : 'diffusion_pytorch_model';
-      let found = false;
-      for (const name of [`${stem}.fp16.safetensors`, `${stem}.safetensors`]) {
-        const size = await probe(store, `${root}${component}/${name}`);
-        if (size !== null) {
-          files.push({ kind: 'weights', component, url: `${root}${component}/${name}`, hash, size });
-          found = true;
-          break;
-        }
-      }
-      if (!found) throw new Error(`${source.repo} has no ${component}/${stem}.safetensors (or .fp16.safetensors); convert its .bin weights with weights-tools or the README's one-liner and serve the folder`);
+    // The f16 variant first: half the download, and the GPU computes in f16 or widens on upload.
+    const candidates = JSON.parse(weightFileCandidates(true));
+    for (const component of components) {
+      files.push(...await weightFiles(store, root, component, candidates, hash, source.repo));
     }
   } else {
     const url = new URL('manifest.json', source.url).href;
     store.stats.requests += 1;
     const response = await store.fetch(url, { cache: 'no-store' });
     if (!response.ok) throw new Error(`${url} answered HTTP ${response.status}; is it a folder written by weights-tools convert?`);
-    const manifest = await response.json();
-    if (manifest.format !== 'i2vgen-weights' || manifest.version !== 1) throw new Error(`${url} is not an i2vgen-weights version 1 manifest`);
+    const text = await response.text();
+    checkManifest(text);
+    const manifest = JSON.parse(text);
+    const paths = new Set(textFiles.map((f) => f.path));
     for (const f of manifest.files) {
-      if (TEXT_FILES.includes(f.path)) files.push({ kind: 'text', path: f.path, url: new URL(f.path, url).href, hash: f.sha256, size: f.bytes });
+      if (paths.has(f.path)) files.push({ kind: 'text', path: f.path, url: new URL(f.path, url).href, hash: f.sha256, size: f.bytes });
     }
     for (const s of manifest.shards) files.push({ kind: 'shard', url: new URL(s.path, url).href, hash: s.sha256, size: s.bytes });
   }
   const bytes = files.reduce((n, f) => n + f.size, 0);
   const label = source.type === 'hub' ? `${source.repo} (${source.revision})` : id;
   return { id, label, bytes, files };
+}
+
+/** The weight files of one component of a hub repo: the first candidate that exists. */
+async function weightFiles(store, root, component, candidates, hash, repo) {
+  for (const { path, index } of candidates) {
+    const url = `${root}${component}/${path}`;
+    const size = await probe(store, url);
+    if (size === null) continue;
+    if (!index) return [{ kind: 'weights', component, url, hash, size }];
+    store.stats.requests += 1;
+    const response = await store.fetch(url, { cache: 'no-store' });
+    if (!response.ok) throw new Error(`${url} answered HTTP ${response.status}`);
+    const shards = indexShards(await response.text(), `${component}/${path}`);
+    const out = [];
+    for (const shard of shards) {
+      const shardUrl = `${root}${component}/${shard}`;
+      const shardSize = await probe(store, shardUrl);
+      if (shardSize === null) throw new Error(`${repo} has no ${component}/${shard}, which ${path} names`);
+      out.push({ kind: 'weights', component, url: shardUrl, hash, size: shardSize });
+    }
+    return out;
+  }
+  throw new Error(`${repo} has no safetensors weights for ${component} (looked for ${candidates.map((c) => c.path).join(', ')}); convert its .bin weights with weights-tools or the README's one-liner and serve the folder`);
 }
 
 /**
@@ -130,10 +136,7 @@ async function stream(store, model, loader, { signal, onProgress = () => {} }) {
       continue;
     }
     const add = file.kind === 'shard'
-      ? (name_, dtype, shape, bytes) => {
-        const slash = name_.indexOf('/');
-        loader.addTensor(name_.slice(0, slash), name_.slice(slash + 1), dtype, shape, bytes);
-      }
+      ? (key, dtype, shape, bytes) => loader.addShardTensor(key, dtype, shape, bytes)
       : (key, dtype, shape, bytes) => loader.addTensor(file.component, key, dtype, shape, bytes);
     const reader = new SafetensorsStream(add, name);
     for await (const chunk of store.chunks(file.url, { hash: file.hash, size: file.size, signal, onBytes })) {

@@ -21,7 +21,8 @@ video { max-width: 100%; border-radius: var(--i2v-radius, 0.4rem); }
 progress { width: 100%; }
 `;
 
-const NUMBERS = { width: 448, height: 256, frames: 16, fps: 16, steps: 25, guidance: 9, seed: 8888 };
+// What a request may set; the worker fills in the rest from the library's defaults.
+const NUMBERS = ['width', 'height', 'frames', 'fps', 'steps', 'guidance', 'seed'];
 
 export class I2VGenerator extends HTMLElement {
   constructor() {
@@ -71,8 +72,9 @@ export class I2VGenerator extends HTMLElement {
     if (this.running) throw new Error('A video is already being generated; cancel it first.');
     this.client ??= new Client({ precision: this.getAttribute('precision') ?? 'auto' });
     const request = { prompt: prompt ?? '', negativePrompt: negativePrompt ?? this.getAttribute('negative-prompt') ?? '' };
-    for (const [name, fallback] of Object.entries(NUMBERS)) {
-      request[name] = Number(options[name] ?? this.getAttribute(name) ?? fallback);
+    for (const name of NUMBERS) {
+      const value = options[name] ?? this.getAttribute(name);
+      if (value !== null && value !== undefined) request[name] = Number(value);
     }
     const bytes = image instanceof ArrayBuffer ? image : await image.arrayBuffer();
     const status = this.$('p');

@@ -7,14 +7,14 @@
 //   worker → page: progress {stage, …} | preview {frames, width, height, rgba} | result {…} |
 //                  error {message, cancelled}
 // The worker's URL may carry `?precision=f32` (see `choosePrecision`); the default is "auto".
-import init, { ModelLoader, checkImage, choosePrecision, encodeGif, precision } from '../pkg/i2vgen_web.js';
+import init, { ModelLoader, checkImage, choosePrecision, defaults, encodeGif, precision, toRgba } from '../pkg/i2vgen_web.js';
 import { openStore } from './weight-store.js';
 import { load, resolve, sourceId } from './model-source.js';
 import { encodeWebm } from './webm.js';
 
 const PREVIEW_EVERY = 2;
 const wasm = init().then(() => choosePrecision(new URL(import.meta.url).searchParams.get('precision') ?? 'auto'));
-let current = null; // {id: kind + sourceId, model: Generator | Refiner}
+let current = null; // {id: kind + sourceId, model: Model}
 const cancelled = new Set();
 let queue = Promise.resolve();
 
@@ -44,7 +44,8 @@ async function loadModel(id, { source, chunkBytes, kind = 'i2vgen' }) {
       onProgress: (p) => post('progress', id, { stage: 'loading', ...p }),
     });
     post('progress', id, { stage: 'building', message: 'Building the networks on the GPU…' });
-    current = { id: key, model: kind === 'refiner' ? loader.buildRefiner() : loader.build() };
+    current = { id: key, model: loader.build(kind) };
+    for (const note of current.model.notes) console.warn(note);
     return { ...stats, requests: store.stats.requests, model: { id: model.id, label: model.label, bytes: model.bytes } };
   } catch (err) {
     if (controller.signal.aborted) throw new Cancelled('Cancelled; what was downloaded is kept.');
@@ -54,79 +55,73 @@ async function loadModel(id, { source, chunkBytes, kind = 'i2vgen' }) {
   }
 }
 
-async function generate(id, { source, image, request, noise, refine, returnFrames, chunkBytes }) {
-  await wasm;
-  post('progress', id, { stage: 'checking', message: 'Reading the image…' });
-  checkImage(new Uint8Array(image));
-  const loaded = await loadModel(id, { source, chunkBytes });
-  const generator = current.model;
+/**
+ * Drive a prepared stage: every step (awaiting its one-value readback, where progress is
+ * reported and a cancel takes effect), previews every PREVIEW_EVERY steps, then decode every
+ * frame. Returns the frames, `[F, H, W, 3]` values in [0, 1], and frees the stage's GPU memory.
+ */
+async function runStage(id, stage, { denoising, decoding }) {
   try {
-    post('progress', id, { stage: 'encoding', message: 'Encoding the prompt and the image…' });
-    const limits = (await adapterLimits()) ?? {};
-    const steps = generator.prepare(JSON.stringify({ ...request, maxBindingBytes: limits.maxStorageBufferBindingSize }), new Uint8Array(image), noise ? new Uint8Array(noise) : undefined);
+    const steps = stage.steps;
     const started = performance.now();
     for (let i = 0; i < steps; i++) {
       checkCancel(id);
-      await generator.step().read();
+      await stage.step().read();
       const perStep = (performance.now() - started) / (i + 1);
-      post('progress', id, { stage: 'denoising', step: i + 1, steps, eta: (perStep * (steps - i - 1)) / 1000 });
+      post('progress', id, { stage: denoising, step: i + 1, steps, eta: (perStep * (steps - i - 1)) / 1000 });
       if ((i + 1) % PREVIEW_EVERY === 0 && i + 1 < steps) {
-        const values = await generator.preview().read();
-        const [w, h] = [request.width / 8, request.height / 8];
-        post('preview', id, { frames: request.frames, width: w, height: h, rgba: toRgba(values, request.frames * w * h) });
+        const preview = stage.preview();
+        const [frames, height, width] = preview.shape;
+        post('preview', id, { frames, width, height, rgba: toRgba(await preview.read(), 3) });
       }
     }
-    const { width, height, frames: count } = request;
-    let raw = await decode(id, generator, count, width * height * 3, 'decoding');
-    generator.cancel(); // frees the generation's GPU memory
-    let size = [width, height];
-    if (refine) [raw, size] = [await refineVideo(id, refine, raw, request, chunkBytes), [refine.width, refine.height]];
-    return { ...(await encode(id, raw, count, size, request.fps)), rawFrames: returnFrames ? raw : null, load: loaded, precision: await precision() };
-  } catch (err) {
-    current?.model.cancel();
-    throw err;
+    const count = stage.frames;
+    let raw = null;
+    for (let f = 0; f < count; f++) {
+      checkCancel(id);
+      post('progress', id, { stage: decoding, frame: f + 1, frames: count });
+      const frame = stage.decodeFrame(f);
+      const [height, width] = frame.shape;
+      raw ??= { values: new Float32Array(count * height * width * 3), width, height };
+      raw.values.set(await frame.read(), f * height * width * 3);
+    }
+    return raw;
+  } finally {
+    stage.free();
   }
 }
 
-/** Decode `count` frames of `size` values each through `model.decodeFrame`. */
-async function decode(id, model, count, size, stage) {
-  const raw = new Float32Array(count * size);
-  for (let f = 0; f < count; f++) {
-    checkCancel(id);
-    post('progress', id, { stage, frame: f + 1, frames: count });
-    raw.set(await model.decodeFrame(f).read(), f * size);
+async function generate(id, { source, image, request: given, noise, refine, returnFrames, chunkBytes }) {
+  await wasm;
+  // Fields the page leaves out take the library's defaults for a browser.
+  const { browser, seed } = JSON.parse(defaults());
+  const request = { ...browser, seed, ...given };
+  post('progress', id, { stage: 'checking', message: 'Reading the image…' });
+  checkImage(new Uint8Array(image));
+  const loaded = await loadModel(id, { source, chunkBytes });
+  post('progress', id, { stage: 'encoding', message: 'Encoding the prompt and the image…' });
+  const limits = (await adapterLimits()) ?? {};
+  const stage = current.model.generate(JSON.stringify({ ...request, maxBindingBytes: limits.maxStorageBufferBindingSize }), new Uint8Array(image), noise ? new Uint8Array(noise) : undefined);
+  let video = await runStage(id, stage, { denoising: 'denoising', decoding: 'decoding' });
+  if (refine) {
+    // The refiner's draws use seed + 1, like the CLI.
+    const { source: refineSource, ...options } = refine;
+    await loadModel(id, { source: refineSource, chunkBytes, kind: 'refiner' });
+    const refiner = current.model.refine(JSON.stringify({ negativePrompt: request.negativePrompt, ...options, seed: request.seed + 1 }), video.values, request.frames, video.height, video.width);
+    video = await runStage(id, refiner, { denoising: 'refining', decoding: 'decoding refined' });
   }
-  return raw;
-}
-
-/** The refinement stage on the decoded base video; the refiner's draws use seed + 1, like the CLI. */
-async function refineVideo(id, refine, raw, request, chunkBytes) {
-  const { source, ...options } = refine;
-  await loadModel(id, { source, chunkBytes, kind: 'refiner' });
-  const refiner = current.model;
-  const steps = refiner.prepare(JSON.stringify({ negativePrompt: request.negativePrompt, ...options, seed: request.seed + 1 }), raw, request.frames, request.height, request.width);
-  const started = performance.now();
-  for (let i = 0; i < steps; i++) {
-    checkCancel(id);
-    await refiner.step().read();
-    const perStep = (performance.now() - started) / (i + 1);
-    post('progress', id, { stage: 'refining', step: i + 1, steps, eta: (perStep * (steps - i - 1)) / 1000 });
-  }
-  const out = await decode(id, refiner, request.frames, refine.width * refine.height * 3, 'decoding refined');
-  refiner.cancel();
-  return out;
+  return { ...(await encode(id, video, request.frames, request.fps)), rawFrames: returnFrames ? video.values : null, load: loaded, precision: await precision() };
 }
 
 /** WebM and GIF of `count` frames of [H, W, 3] values in [0, 1]. */
-async function encode(id, raw, count, [width, height], fps) {
+async function encode(id, { values, width, height }, count, fps) {
   post('progress', id, { stage: 'video', message: 'Encoding the video…' });
-  const size = width * height * 3;
-  const rgb = new Uint8Array(raw.length);
-  for (let j = 0; j < raw.length; j++) rgb[j] = Math.min(255, Math.max(0, Math.round(raw[j] * 255)));
-  const rgba = [];
-  for (let f = 0; f < count; f++) rgba.push(toRgba(raw.subarray(f * size, (f + 1) * size), width * height));
-  const webm = await encodeWebm(rgba, width, height, fps);
-  const gif = new Blob([encodeGif(rgb, width, height, count, fps)], { type: 'image/gif' });
+  const rgba = toRgba(values, 3);
+  const size = width * height * 4;
+  const frames = [];
+  for (let f = 0; f < count; f++) frames.push(rgba.slice(f * size, (f + 1) * size));
+  const webm = await encodeWebm(frames, width, height, fps);
+  const gif = new Blob([encodeGif(rgba, width, height, count, fps)], { type: 'image/gif' });
   return { webm, gif, width, height, frames: count, fps };
 }
 
@@ -134,15 +129,6 @@ let limits = null;
 async function adapterLimits() {
   limits ??= navigator.gpu?.requestAdapter().then((a) => a?.limits) ?? Promise.resolve(null);
   return limits;
-}
-
-function toRgba(values, pixels) {
-  const out = new Uint8Array(pixels * 4);
-  for (let p = 0; p < pixels; p++) {
-    for (let c = 0; c < 3; c++) out[p * 4 + c] = Math.min(255, Math.max(0, Math.round(values[p * 3 + c] * 255)));
-    out[p * 4 + 3] = 255;
-  }
-  return out;
 }
 
 const handlers = {

@@ -6,9 +6,11 @@ use std::cell::{Cell, RefCell};
 use burn::tensor::{Device, FloatDType};
 use wasm_bindgen::prelude::*;
 
-mod generator;
+mod files;
+mod media;
 mod model;
-mod refiner;
+mod readback;
+mod stage;
 
 thread_local! {
     /// The burn wgpu runtime can be initialised once per page; later calls reuse its device.
@@ -22,9 +24,16 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
-/// The one place a message becomes a JS error.
-fn js_error(message: &str) -> JsError {
-    JsError::new(message)
+/// The one place an error becomes a JS error: `.js()` on any result whose error reads as a
+/// sentence (the library's errors, or a message).
+trait IntoJs<T> {
+    fn js(self) -> Result<T, JsError>;
+}
+
+impl<T, E: std::fmt::Display> IntoJs<T> for Result<T, E> {
+    fn js(self) -> Result<T, JsError> {
+        self.map_err(|e| JsError::new(&e.to_string()))
+    }
 }
 
 /// Initialise burn's wgpu runtime on the browser's WebGPU (once per page). Everything computes
@@ -57,10 +66,14 @@ pub fn choose_precision(choice: &str) -> Result<(), JsError> {
     let force_f32 = match choice {
         "auto" => false,
         "f32" => true,
-        other => return Err(js_error(&format!("Unknown precision \"{other}\": use \"auto\" (f16 where the GPU supports it) or \"f32\"."))),
+        other => {
+            return Err(JsError::new(&format!(
+                "Unknown precision \"{other}\": use \"auto\" (f16 where the GPU supports it) or \"f32\"."
+            )));
+        }
     };
     if force_f32 != FORCE_F32.get() && DEVICE.with(|d| d.borrow().is_some()) {
-        return Err(js_error("The precision is chosen before the GPU starts; reload the page to change it."));
+        return Err(JsError::new("The precision is chosen before the GPU starts; reload the page to change it."));
     }
     FORCE_F32.set(force_f32);
     Ok(())
@@ -81,13 +94,6 @@ pub async fn precision() -> Result<String, JsError> {
 #[wasm_bindgen(js_name = deviceCheck)]
 pub async fn device_check() -> Result<f64, JsError> {
     let device = device().await?;
-    let data = i2vgen::device_check::checksum(&device)
-        .into_data_async()
-        .await
-        .map_err(|err| JsError::new(&format!("The GPU computation failed: {err:?}")))?;
-    let values = data
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|err| JsError::new(&format!("Unexpected GPU result: {err:?}")))?;
+    let values = readback::Readback::from(i2vgen::diagnostics::device_check::checksum(&device)).read().await?;
     Ok(f64::from(values[0]))
 }

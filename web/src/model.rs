@@ -1,116 +1,250 @@
-//! Building the I2VGen-XL pipeline from what the JS worker streams in: the text files of the
-//! diffusers folder (configs, tokenizer) and the weight tensors one at a time, each uploaded to the
-//! GPU as it arrives so the wasm heap never holds a whole component.
+//! A pipeline built from what the JS worker streams in (the library's `StreamedModel`: text files
+//! by path, weight tensors one at a time, each on the GPU as it arrives), and the requests of the
+//! worker protocol that start a [`Stage`] on it.
 
-use std::collections::BTreeMap;
+use std::rc::Rc;
 
-use burn::tensor::Device;
-use i2vgen::clip::{CLIPTextModel, CLIPVisionModelWithProjection};
-use i2vgen::config::{ConfigFile, parse};
-use i2vgen::pipeline_i2vgen_xl::I2VGenXLPipeline;
-use i2vgen::pipeline_video_to_video::VideoToVideoSDPipeline;
-use i2vgen::unet_3d_condition::UNet3DConditionModel;
-use i2vgen::tokenizer::CLIPTokenizer;
-use i2vgen::unet_i2vgen_xl::I2VGenXLUNet;
-use i2vgen::vae::AutoencoderKL;
-use i2vgen::weights::Weights;
+use burn::tensor::{Device, Tensor, TensorData};
+use i2vgen::loading::folder::{PipelineKind, StreamedModel};
+use i2vgen::pipelines::noise::Draws;
+use i2vgen::pipelines::pipeline_i2vgen_xl::{GenerationRequest, I2VGenXLPipeline};
+use i2vgen::pipelines::pipeline_video_to_video::{RefineRequest, VideoToVideoSDPipeline};
 use safetensors::Dtype;
+use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 
-use crate::generator::Generator;
-use crate::refiner::Refiner;
-use crate::{device, js_error};
+use crate::stage::Stage;
+use crate::{IntoJs, computes_in_f16, device};
 
 #[wasm_bindgen]
 pub struct ModelLoader {
     device: Device,
-    files: BTreeMap<String, String>,
-    weights: BTreeMap<String, Weights>,
+    model: StreamedModel,
+}
+
+/// A safetensors dtype name as the JS stream reports it.
+fn dtype(name: &str) -> Result<Dtype, JsError> {
+    match name {
+        "F32" => Ok(Dtype::F32),
+        "F16" => Ok(Dtype::F16),
+        "BF16" => Ok(Dtype::BF16),
+        "I8" => Ok(Dtype::I8),
+        other => Err(JsError::new(&format!("a tensor is {other}; weights must be F32, F16, BF16 or I8"))),
+    }
+}
+
+fn usize_shape(shape: Vec<u32>) -> Vec<usize> {
+    shape.into_iter().map(|d| d as usize).collect()
 }
 
 #[wasm_bindgen]
 impl ModelLoader {
     /// Start a model on the page's WebGPU device.
     pub async fn create() -> Result<ModelLoader, JsError> {
-        Ok(Self { device: device().await?, files: BTreeMap::new(), weights: BTreeMap::new() })
+        let device = device().await?;
+        Ok(Self { model: StreamedModel::new(&device), device })
     }
 
     /// A text file of the folder by its path (`unet/config.json`, `tokenizer/vocab.json`).
     #[wasm_bindgen(js_name = addFile)]
     pub fn add_file(&mut self, path: &str, text: String) {
-        self.files.insert(path.to_string(), text);
+        self.model.add_file(path, text);
     }
 
     /// One weight tensor of a component: safetensors dtype name (`F32`, `F16`, `BF16`, `I8`),
     /// shape and little-endian bytes. It goes to the GPU now.
     #[wasm_bindgen(js_name = addTensor)]
-    pub fn add_tensor(&mut self, component: &str, key: &str, dtype: &str, shape: Vec<u32>, bytes: &[u8]) -> Result<(), JsError> {
-        let dtype = match dtype {
-            "F32" => Dtype::F32,
-            "F16" => Dtype::F16,
-            "BF16" => Dtype::BF16,
-            "I8" => Dtype::I8,
-            other => return Err(JsError::new(&format!("{component}: tensor `{key}` is {other}; weights must be F32, F16, BF16 or I8"))),
-        };
-        let shape: Vec<usize> = shape.into_iter().map(|d| d as usize).collect();
-        let weights = self.weights.entry(component.to_string()).or_insert_with(|| Weights::new(&self.device));
-        weights.insert(key, dtype, &shape, bytes).map_err(|e| js_error(&format!("{component}: {e}")))
+    pub fn add_tensor(
+        &mut self,
+        component: &str,
+        key: &str,
+        dtype_name: &str,
+        shape: Vec<u32>,
+        bytes: &[u8],
+    ) -> Result<(), JsError> {
+        self.model.add_tensor(component, key, dtype(dtype_name)?, &usize_shape(shape), bytes).js()
     }
 
-    /// Build every network (each checks that it used every tensor) and the pipeline.
-    pub fn build(mut self) -> Result<Generator, JsError> {
-        let pipeline = I2VGenXLPipeline {
-            tokenizer: self.tokenizer()?,
-            text_encoder: self.network("text_encoder", CLIPTextModel::load)?,
-            image_encoder: self.network("image_encoder", CLIPVisionModelWithProjection::load)?,
-            vae: self.network("vae", AutoencoderKL::load)?,
-            unet: self.network("unet", I2VGenXLUNet::load)?,
-            scheduler: self.config("scheduler/scheduler_config.json")?,
-            feature_extractor: self.config("feature_extractor/preprocessor_config.json")?,
-        };
-        Ok(Generator::new(pipeline, self.device))
+    /// One tensor of a converted shard, named `<component>/<key>`.
+    #[wasm_bindgen(js_name = addShardTensor)]
+    pub fn add_shard_tensor(
+        &mut self,
+        name: &str,
+        dtype_name: &str,
+        shape: Vec<u32>,
+        bytes: &[u8],
+    ) -> Result<(), JsError> {
+        self.model.add_shard_tensor(name, dtype(dtype_name)?, &usize_shape(shape), bytes).js()
     }
 
-    /// Build a VideoToVideoSDPipeline (the refinement stage) instead.
-    #[wasm_bindgen(js_name = buildRefiner)]
-    pub fn build_refiner(mut self) -> Result<Refiner, JsError> {
-        let pipeline = VideoToVideoSDPipeline {
-            tokenizer: self.tokenizer()?,
-            text_encoder: self.network("text_encoder", CLIPTextModel::load)?,
-            vae: self.network("vae", AutoencoderKL::load)?,
-            unet: self.network("unet", UNet3DConditionModel::load)?,
-            scheduler: self.config("scheduler/scheduler_config.json")?,
+    /// Build every network of the pipeline `kind` (`"i2vgen"` or `"refiner"`); each checks that
+    /// it used every tensor.
+    pub fn build(mut self, kind: &str) -> Result<Model, JsError> {
+        let mut notes = Vec::new();
+        let pipeline = match PipelineKind::parse(kind).js()? {
+            PipelineKind::I2VGenXL => {
+                Pipeline::Base(Rc::new(I2VGenXLPipeline::load(&mut self.model, &self.device, &mut notes).js()?))
+            }
+            PipelineKind::VideoToVideoSD => Pipeline::Refiner(Rc::new(
+                VideoToVideoSDPipeline::load(&mut self.model, &self.device, &mut notes).js()?,
+            )),
         };
-        Ok(Refiner::new(pipeline, self.device))
+        Ok(Model { pipeline, device: self.device, notes })
     }
 }
 
-impl ModelLoader {
-    fn text(&self, path: &str) -> Result<&str, JsError> {
-        self.files.get(path).map(String::as_str).ok_or_else(|| js_error(&format!("the model has no {path}")))
+enum Pipeline {
+    Base(Rc<I2VGenXLPipeline>),
+    Refiner(Rc<VideoToVideoSDPipeline>),
+}
+
+/// A loaded pipeline, ready to start runs.
+#[wasm_bindgen]
+pub struct Model {
+    pipeline: Pipeline,
+    device: Device,
+    notes: Vec<String>,
+}
+
+/// The worker protocol's `generate` request.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GenerateRequest {
+    prompt: String,
+    #[serde(default)]
+    negative_prompt: String,
+    width: usize,
+    height: usize,
+    frames: usize,
+    fps: usize,
+    steps: usize,
+    guidance: f64,
+    seed: u64,
+    /// The adapter's `maxStorageBufferBindingSize`: larger buffers cannot be bound.
+    #[serde(default)]
+    max_binding_bytes: Option<f64>,
+}
+
+/// The worker protocol's `refine` request.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RefineOptions {
+    prompt: String,
+    #[serde(default)]
+    negative_prompt: String,
+    strength: f64,
+    steps: usize,
+    guidance: f64,
+    width: usize,
+    height: usize,
+    seed: u64,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(json: &str, what: &str) -> Result<T, JsError> {
+    serde_json::from_str(json).map_err(|e| JsError::new(&format!("invalid {what} request: {e}")))
+}
+
+#[wasm_bindgen]
+impl Model {
+    /// Config keys this version ignores, one sentence per file (for the console).
+    #[wasm_bindgen(getter)]
+    pub fn notes(&self) -> Vec<String> {
+        self.notes.clone()
     }
 
-    fn config<T: ConfigFile>(&self, path: &str) -> Result<T, JsError> {
-        Ok(parse::<T>(self.text(path)?).map_err(|e| js_error(&format!("{path}: {e}")))?.config)
+    /// Check the request and the image, encode prompt and image, and set up the denoising loop.
+    /// `request` is JSON (`prompt`, `negativePrompt`, `width`, `height`, `frames`, `fps`, `steps`,
+    /// `guidance`, `seed`); `image` the bytes of a PNG, JPEG or WebP file; `noise` optionally a
+    /// safetensors file with `latents` [1,4,F,h,w] and/or `vae_sample_noise` [1,4,h,w], the same
+    /// as `i2vgen generate --noise`.
+    pub fn generate(&self, request: &str, image: &[u8], noise: Option<Vec<u8>>) -> Result<Stage, JsError> {
+        let Pipeline::Base(pipeline) = &self.pipeline else {
+            return Err(JsError::new("this model is a refiner; load an I2VGenXLPipeline to generate"));
+        };
+        let r: GenerateRequest = parse(request, "generate")?;
+        let request = GenerationRequest {
+            prompt: r.prompt,
+            negative_prompt: r.negative_prompt,
+            height: r.height,
+            width: r.width,
+            num_frames: r.frames,
+            target_fps: r.fps,
+            num_inference_steps: r.steps,
+            guidance_scale: r.guidance,
+        };
+        request.validate(pipeline.vae_scale_factor()).js()?;
+        if let Some(limit) = r.max_binding_bytes {
+            check_binding(pipeline, &request, limit, computes_in_f16(&self.device))?;
+        }
+        let image = i2vgen::media::image::decode(image).js()?;
+        let noise =
+            pipeline.draw_noise(&request, &mut Draws::new(r.seed, noise.as_deref(), &self.device).js()?).js()?;
+        Ok(Stage::new(pipeline.prepare(request, &image, noise, &self.device).js()?))
     }
 
-    fn tokenizer(&self) -> Result<CLIPTokenizer, JsError> {
-        let optional = |name: &str| self.files.get(&format!("tokenizer/{name}")).map(String::as_str);
-        CLIPTokenizer::from_files(
-            self.text("tokenizer/vocab.json")?,
-            self.text("tokenizer/merges.txt")?,
-            optional("tokenizer_config.json"),
-            optional("special_tokens_map.json"),
-        )
-        .map_err(|e| js_error(&format!("tokenizer: {e}")))
+    /// `frames`: `count` frames of `height`×`width`×3 values in [0, 1] (the base video). The
+    /// refiner resizes them (bicubic) to the request's size, encodes and re-noises them.
+    pub fn refine(
+        &self,
+        request: &str,
+        frames: &[f32],
+        count: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<Stage, JsError> {
+        let Pipeline::Refiner(pipeline) = &self.pipeline else {
+            return Err(JsError::new("this model is not a refiner; load a VideoToVideoSDPipeline to refine"));
+        };
+        let r: RefineOptions = parse(request, "refine")?;
+        let request = RefineRequest {
+            prompt: r.prompt,
+            negative_prompt: r.negative_prompt,
+            strength: r.strength,
+            num_inference_steps: r.steps,
+            guidance_scale: r.guidance,
+            height: r.height,
+            width: r.width,
+        };
+        request.validate().js()?;
+        let size = height * width * 3;
+        if count == 0 || frames.len() != count * size {
+            return Err(JsError::new(&format!(
+                "expected {count} frames of {width}×{height}×3 values, got {} values",
+                frames.len()
+            )));
+        }
+        let video: Vec<Tensor<3>> = frames
+            .chunks(size)
+            .map(|f| Tensor::from_data(TensorData::new(f.to_vec(), [height, width, 3]), &self.device))
+            .collect();
+        let noise = pipeline.draw_noise(&request, count, &mut Draws::new(r.seed, None, &self.device).js()?).js()?;
+        Ok(Stage::new(pipeline.prepare(request, video, noise, &self.device).js()?))
     }
+}
 
-    fn network<C: ConfigFile, N>(&mut self, component: &str, load: impl FnOnce(&mut Weights, &C) -> i2vgen::Result<N>) -> Result<N, JsError> {
-        let config: C = self.config(&format!("{component}/config.json"))?;
-        let mut weights = self.weights.remove(component).ok_or_else(|| js_error(&format!("no weights were loaded for {component}")))?;
-        let context = |e: i2vgen::Error| js_error(&format!("{component}: {e}"));
-        let net = load(&mut weights, &config).map_err(context)?;
-        weights.finish().map_err(context)?;
-        Ok(net)
+/// One guidance half at a time is the least the UNet can hold whole: refuse a request whose
+/// largest activation would not fit in one GPU buffer binding.
+fn check_binding(
+    pipeline: &I2VGenXLPipeline,
+    request: &GenerationRequest,
+    limit: f64,
+    f16: bool,
+) -> Result<(), JsError> {
+    let f = pipeline.vae_scale_factor();
+    let f32_bytes =
+        pipeline.unet.config.largest_activation_bytes(1, request.num_frames, request.height / f, request.width / f);
+    // Counted in f32; the f16 path stores half.
+    let needed = if f16 { f32_bytes / 2 } else { f32_bytes };
+    if needed as f64 > limit {
+        let mib = |b: f64| b / f64::from(1u32 << 20);
+        return Err(JsError::new(&format!(
+            "{} frames at {}×{} need a {:.0} MiB GPU buffer, but this GPU allows at most {:.0} MiB in one buffer; choose fewer frames or a smaller size",
+            request.num_frames,
+            request.width,
+            request.height,
+            mib(needed as f64),
+            mib(limit)
+        )));
     }
+    Ok(())
 }

@@ -1,13 +1,16 @@
 //! `weights-tools convert`: a diffusers pipeline folder (or one component folder) → a converted
-//! folder (`i2vgen::manifest`): configs and tokenizer files copied, weights re-stored as f32, f16
+//! folder (`i2vgen::loading::manifest`): configs and tokenizer files copied, weights re-stored as f32, f16
 //! or q8 in safetensors shards of at most `--shard-mb`, and `manifest.json`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use i2vgen::manifest::{FORMAT, FileEntry, Manifest, Q8_SCALE, StorageDType, TensorEntry, VERSION, is_q8, quantize_q8};
-use i2vgen::weights::{WeightFiles, index_shards, select_weight_files, to_f32};
+use i2vgen::loading::folder::{WeightFiles, index_shards, select_weight_files};
+use i2vgen::loading::manifest::{
+    FORMAT, FileEntry, Manifest, Q8_SCALE, StorageDType, TensorEntry, VERSION, is_q8, quantize_q8,
+};
+use i2vgen::loading::weights::to_f32;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
@@ -31,7 +34,11 @@ fn components(from: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(from).with_context(|| format!("cannot list {}", from.display()))? {
         let path = entry?.path();
-        if path.join("config.json").is_file() || path.join("vocab.json").is_file() || path.join("scheduler_config.json").is_file() || path.join("preprocessor_config.json").is_file() {
+        if path.join("config.json").is_file()
+            || path.join("vocab.json").is_file()
+            || path.join("scheduler_config.json").is_file()
+            || path.join("preprocessor_config.json").is_file()
+        {
             found.push((path.file_name().unwrap().to_string_lossy().into_owned(), path));
         }
     }
@@ -43,24 +50,31 @@ fn components(from: &Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 fn is_weight_file(name: &str) -> bool {
-    name.ends_with(".safetensors") || name.ends_with(".safetensors.index.json") || name.ends_with(".bin") || name.ends_with(".ckpt") || name.ends_with(".pt") || name.ends_with(".pth")
+    name.ends_with(".safetensors")
+        || name.ends_with(".safetensors.index.json")
+        || name.ends_with(".bin")
+        || name.ends_with(".ckpt")
+        || name.ends_with(".pt")
+        || name.ends_with(".pth")
 }
 
 /// The weight tensors of a component folder (none for tokenizer/scheduler folders), as stored.
 fn component_tensors(component: &str, dir: &Path, dtype: StorageDType) -> Result<Vec<Stored>> {
-    let names: Vec<String> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect();
     if !names.iter().any(|n| is_weight_file(n)) {
         return Ok(Vec::new());
     }
-    let choice = select_weight_files(&names, None).or_else(|_| select_weight_files(&names, Some("fp16")));
-    let files = match choice.with_context(|| format!("in {}", dir.display()))? {
+    let files = match select_weight_files(&names, false).with_context(|| format!("in {}", dir.display()))? {
         WeightFiles::Single(name) => vec![name],
-        WeightFiles::Index(index) => index_shards(&std::fs::read_to_string(dir.join(&index))?)?,
+        WeightFiles::Index(index) => index_shards(&std::fs::read_to_string(dir.join(&index))?, &index)?,
     };
     let mut out = Vec::new();
     for file in files {
-        let bytes = std::fs::read(dir.join(&file)).with_context(|| format!("cannot read {}", dir.join(&file).display()))?;
-        let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{} is not a safetensors file", dir.join(&file).display()))?;
+        let bytes =
+            std::fs::read(dir.join(&file)).with_context(|| format!("cannot read {}", dir.join(&file).display()))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .with_context(|| format!("{} is not a safetensors file", dir.join(&file).display()))?;
         let mut tensors = st.tensors();
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, view) in tensors {
@@ -68,11 +82,26 @@ fn component_tensors(component: &str, dir: &Path, dtype: StorageDType) -> Result
             let shape = view.shape().to_vec();
             let name = format!("{component}/{key}");
             match dtype {
-                StorageDType::F32 => out.push(Stored { name, dtype: Dtype::F32, shape, bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect() }),
+                StorageDType::F32 => out.push(Stored {
+                    name,
+                    dtype: Dtype::F32,
+                    shape,
+                    bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                }),
                 StorageDType::Q8 if is_q8(&key, &shape) => {
                     let (q, scales) = quantize_q8(&values, shape[0]);
-                    out.push(Stored { name: name.clone(), dtype: Dtype::I8, shape: shape.clone(), bytes: q.iter().map(|&v| v as u8).collect() });
-                    out.push(Stored { name: format!("{name}{Q8_SCALE}"), dtype: Dtype::F32, shape: vec![shape[0]], bytes: scales.iter().flat_map(|v| v.to_le_bytes()).collect() });
+                    out.push(Stored {
+                        name: name.clone(),
+                        dtype: Dtype::I8,
+                        shape: shape.clone(),
+                        bytes: q.iter().map(|&v| v as u8).collect(),
+                    });
+                    out.push(Stored {
+                        name: format!("{name}{Q8_SCALE}"),
+                        dtype: Dtype::F32,
+                        shape: vec![shape[0]],
+                        bytes: scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    });
                 }
                 StorageDType::F16 | StorageDType::Q8 => {
                     let bytes = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
@@ -87,7 +116,8 @@ fn component_tensors(component: &str, dir: &Path, dtype: StorageDType) -> Result
 /// Copy the component's non-weight files (configs, vocabulary), returning their entries.
 fn copy_files(component: &str, dir: &Path, to: &Path) -> Result<Vec<FileEntry>> {
     let mut entries = Vec::new();
-    let mut names: Vec<String> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect();
     names.sort();
     for name in names.into_iter().filter(|n| !is_weight_file(n) && dir.join(n).is_file()) {
         let bytes = std::fs::read(dir.join(&name))?;
@@ -131,11 +161,22 @@ pub fn run(from: &Path, to: &Path, dtype: StorageDType, shard_mb: u64) -> Result
         bail!("{} already holds a converted model; choose an empty folder", to.display());
     }
     std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
-    let mut manifest = Manifest { format: FORMAT.into(), version: VERSION, dtype, files: Vec::new(), shards: Vec::new(), components: BTreeMap::new() };
+    let mut manifest = Manifest {
+        format: FORMAT.into(),
+        version: VERSION,
+        dtype,
+        files: Vec::new(),
+        shards: Vec::new(),
+        components: BTreeMap::new(),
+    };
     if from.join("model_index.json").is_file() {
         let bytes = std::fs::read(from.join("model_index.json"))?;
         std::fs::write(to.join("model_index.json"), &bytes)?;
-        manifest.files.push(FileEntry { path: "model_index.json".into(), bytes: bytes.len() as u64, sha256: sha256_hex(&bytes) });
+        manifest.files.push(FileEntry {
+            path: "model_index.json".into(),
+            bytes: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+        });
     }
     let limit = shard_mb.max(1) << 20;
     let (mut pending, mut pending_bytes) = (Vec::new(), 0u64);

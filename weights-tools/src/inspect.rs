@@ -13,17 +13,14 @@ use safetensors::tensor::Metadata;
 pub fn read_header(path: &Path) -> Result<Metadata> {
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut len = [0u8; 8];
-    file.read_exact(&mut len)
-        .with_context(|| format!("{} is too short to be a safetensors file", path.display()))?;
+    file.read_exact(&mut len).with_context(|| format!("{} is too short to be a safetensors file", path.display()))?;
     let len = u64::from_le_bytes(len);
     if len > 100 << 20 {
         bail!("{} has a {len}-byte header: not a safetensors file", path.display());
     }
     let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header)
-        .with_context(|| format!("{} ends inside its header", path.display()))?;
-    serde_json::from_slice(&header)
-        .with_context(|| format!("{} has an invalid safetensors header", path.display()))
+    file.read_exact(&mut header).with_context(|| format!("{} ends inside its header", path.display()))?;
+    serde_json::from_slice(&header).with_context(|| format!("{} has an invalid safetensors header", path.display()))
 }
 
 fn safetensors_files(root: &Path) -> Result<Vec<PathBuf>> {
@@ -83,8 +80,7 @@ pub fn run(root: &Path) -> Result<()> {
     for (component, s) in &components {
         let bytes: u64 = s.bytes_by_dtype.values().sum();
         total = (total.0 + s.params, total.1 + bytes);
-        let dtypes: Vec<String> =
-            s.bytes_by_dtype.iter().map(|(d, b)| format!("{d} {}", human(*b))).collect();
+        let dtypes: Vec<String> = s.bytes_by_dtype.iter().map(|(d, b)| format!("{d} {}", human(*b))).collect();
         println!(
             "{component:<16} {:>6} tensors {:>14} params {:>10}  ({})",
             s.tensors,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use i2vgen::manifest::StorageDType;
+use i2vgen::loading::manifest::StorageDType;
 
 #[derive(Parser)]
 #[command(name = "weights-tools", version, about = "Inspect, convert and verify I2VGen-XL weights")]

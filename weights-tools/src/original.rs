@@ -17,9 +17,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::Device;
-use i2vgen::config::parse;
-use i2vgen::unet_3d_condition::{REFINER_CONFIG, UNet3DConditionModel, UNet3DConditionModelConfig};
-use i2vgen::weights::Weights;
+use i2vgen::loading::config::parse;
+use i2vgen::loading::weights::Weights;
+use i2vgen::models::unet_3d_condition::{REFINER_CONFIG, UNet3DConditionModel, UNet3DConditionModelConfig};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
@@ -41,7 +41,9 @@ enum Checkpoint {
 
 pub fn run(from: &Path, to: &Path, config: Option<&Path>) -> Result<()> {
     let config_text = match config {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read the UNet config {}", path.display()))?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read the UNet config {}", path.display()))?
+        }
         None => REFINER_CONFIG.to_string(),
     };
     let parsed = parse::<UNet3DConditionModelConfig>(&config_text).context("the UNet config")?;
@@ -90,7 +92,8 @@ impl Checkpoint {
     fn open(path: &Path) -> Result<Self> {
         if path.extension().is_some_and(|e| e == "safetensors") {
             let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            SafeTensors::deserialize(&bytes).with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+            SafeTensors::deserialize(&bytes)
+                .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
             return Ok(Self::Safetensors(bytes));
         }
         let reader = pytorch_reader::PytorchReader::new(path)
@@ -99,14 +102,18 @@ impl Checkpoint {
     }
 
     fn entries(&self, path: &Path) -> Result<BTreeMap<String, Entry>> {
-        let entry = |key: &str, dtype, shape: &[usize]| (key.to_string(), Entry { dtype, shape: shape.to_vec(), original: key.to_string() });
+        let entry = |key: &str, dtype, shape: &[usize]| {
+            (key.to_string(), Entry { dtype, shape: shape.to_vec(), original: key.to_string() })
+        };
         let mut out = BTreeMap::new();
         match self {
             Self::Safetensors(bytes) => {
                 for (key, view) in SafeTensors::deserialize(bytes)?.tensors() {
                     let dtype = match view.dtype() {
                         dtype @ (Dtype::F32 | Dtype::F16 | Dtype::BF16) => dtype,
-                        other => bail!("tensor `{key}` of {} is {other:?}; weights must be f32, f16 or bf16", path.display()),
+                        other => {
+                            bail!("tensor `{key}` of {} is {other:?}; weights must be f32, f16 or bf16", path.display())
+                        }
                     };
                     out.extend([entry(&key, dtype, view.shape())]);
                 }
@@ -118,7 +125,9 @@ impl Checkpoint {
                         T::F32 => Dtype::F32,
                         T::F16 => Dtype::F16,
                         T::BF16 => Dtype::BF16,
-                        other => bail!("tensor `{key}` of {} is {other:?}; weights must be f32, f16 or bf16", path.display()),
+                        other => {
+                            bail!("tensor `{key}` of {} is {other:?}; weights must be f32, f16 or bf16", path.display())
+                        }
                     };
                     out.extend([entry(key, dtype, tensor.shape())]);
                 }
@@ -134,12 +143,17 @@ impl Checkpoint {
         let values: Vec<Cow<[u8]>> = match self {
             Self::Safetensors(bytes) => {
                 let file = SafeTensors::deserialize(bytes)?;
-                let values = converted.values().map(|e| Ok(Cow::Borrowed(file.tensor(&e.original)?.data()))).collect::<Result<_>>()?;
+                let values = converted
+                    .values()
+                    .map(|e| Ok(Cow::Borrowed(file.tensor(&e.original)?.data())))
+                    .collect::<Result<_>>()?;
                 values
             }
             Self::Pytorch(tensors) => converted
                 .values()
-                .map(|e| Ok(Cow::Owned(tensors[&e.original].read().with_context(|| format!("reading `{}`", e.original))?)))
+                .map(|e| {
+                    Ok(Cow::Owned(tensors[&e.original].read().with_context(|| format!("reading `{}`", e.original))?))
+                })
                 .collect::<Result<_>>()?,
         };
         let views = converted
@@ -232,10 +246,16 @@ fn diffusers_key(key: &str, layers_per_block: usize) -> Option<String> {
             let i = index(i)?.checked_sub(1)?;
             let (block, layer) = (format!("down_blocks.{}", i / per_block), i % per_block);
             match rest {
-                ["op", tail @ ..] if layer == layers_per_block => Some(join(&format!("{block}.downsamplers.0.conv"), tail)),
+                ["op", tail @ ..] if layer == layers_per_block => {
+                    Some(join(&format!("{block}.downsamplers.0.conv"), tail))
+                }
                 ["0", tail @ ..] if layer < layers_per_block => resnet_or_temporal(&block, layer, tail),
-                ["1", tail @ ..] if layer < layers_per_block => Some(join(&format!("{block}.attentions.{layer}"), tail)),
-                ["2", tail @ ..] if layer < layers_per_block => Some(join(&format!("{block}.temp_attentions.{layer}"), tail)),
+                ["1", tail @ ..] if layer < layers_per_block => {
+                    Some(join(&format!("{block}.attentions.{layer}"), tail))
+                }
+                ["2", tail @ ..] if layer < layers_per_block => {
+                    Some(join(&format!("{block}.temp_attentions.{layer}"), tail))
+                }
                 _ => None,
             }
         }
@@ -251,7 +271,9 @@ fn diffusers_key(key: &str, layers_per_block: usize) -> Option<String> {
             let (block, layer) = (format!("up_blocks.{}", i / per_block), i % per_block);
             match (index(j)?, rest) {
                 // The upsampler follows the last layer: `.1` without attention, `.3` with.
-                (1 | 3, ["conv", tail @ ..]) if layer == layers_per_block => Some(join(&format!("{block}.upsamplers.0.conv"), tail)),
+                (1 | 3, ["conv", tail @ ..]) if layer == layers_per_block => {
+                    Some(join(&format!("{block}.upsamplers.0.conv"), tail))
+                }
                 (0, _) => resnet_or_temporal(&block, layer, rest),
                 (1, _) => Some(join(&format!("{block}.attentions.{layer}"), rest)),
                 (2, _) => Some(join(&format!("{block}.temp_attentions.{layer}"), rest)),

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use i2vgen::config::parse;
-use i2vgen::manifest::Manifest;
-use i2vgen::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetConfig, I2VGenXLUNetInput};
+use i2vgen::loading::config::parse;
+use i2vgen::loading::manifest::Manifest;
+use i2vgen::models::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetConfig, I2VGenXLUNetInput};
 use safetensors::SafeTensors;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
@@ -25,7 +25,17 @@ fn convert(dtype: &str, test: &str) -> PathBuf {
     let out = std::env::temp_dir().join(format!("i2vgen-convert-{test}-{dtype}-{}", std::process::id()));
     std::fs::remove_dir_all(&out).ok();
     let model = format!("{FIXTURES}/tiny-i2vgen");
-    let run = weights_tools(&["convert", "--from", &model, "--to", out.to_str().unwrap(), "--dtype", dtype, "--shard-mb", "1"]);
+    let run = weights_tools(&[
+        "convert",
+        "--from",
+        &model,
+        "--to",
+        out.to_str().unwrap(),
+        "--dtype",
+        dtype,
+        "--shard-mb",
+        "1",
+    ]);
     assert!(run.status.success(), "convert: {}", String::from_utf8_lossy(&run.stderr));
     let verify = weights_tools(&["verify", out.to_str().unwrap()]);
     assert!(verify.status.success(), "verify: {}", String::from_utf8_lossy(&verify.stderr));
@@ -44,8 +54,10 @@ impl Golden {
                 .into_iter()
                 .map(|(name, v)| {
                     let values = match v.dtype() {
-                        safetensors::Dtype::I64 => v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
-                        dtype => i2vgen::weights::to_f32(dtype, v.data(), &name).unwrap(),
+                        safetensors::Dtype::I64 => {
+                            v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect()
+                        }
+                        dtype => i2vgen::loading::weights::to_f32(dtype, v.data(), &name).unwrap(),
                     };
                     (name, (v.shape().to_vec(), values))
                 })
@@ -72,13 +84,20 @@ impl Golden {
 }
 
 fn config() -> I2VGenXLUNetConfig {
-    parse::<I2VGenXLUNetConfig>(&std::fs::read_to_string(format!("{FIXTURES}/tiny-i2vgen/unet/config.json")).unwrap()).unwrap().config
+    parse::<I2VGenXLUNetConfig>(&std::fs::read_to_string(format!("{FIXTURES}/tiny-i2vgen/unet/config.json")).unwrap())
+        .unwrap()
+        .config
 }
 
 /// The UNet of a converted folder, loaded strictly through its manifest.
 fn converted_unet(dir: &Path, device: &Device) -> I2VGenXLUNet {
     let manifest = Manifest::parse(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    let shards = manifest.shards_of("unet").unwrap().into_iter().map(|i| (i, std::fs::read(dir.join(&manifest.shards[i].path)).unwrap())).collect();
+    let shards = manifest
+        .shards_of("unet")
+        .unwrap()
+        .into_iter()
+        .map(|i| (i, std::fs::read(dir.join(&manifest.shards[i].path)).unwrap()))
+        .collect();
     let mut w = manifest.weights("unet", &shards, device).unwrap();
     let unet = I2VGenXLUNet::load(&mut w, &config()).unwrap();
     w.finish().unwrap();
@@ -98,14 +117,16 @@ fn converted_models_load_and_match() {
     let reference = &golden.0["out_sample"].1;
 
     let bytes = std::fs::read(format!("{FIXTURES}/tiny-i2vgen/unet/diffusion_pytorch_model.safetensors")).unwrap();
-    let mut w = i2vgen::weights::Weights::from_safetensors(&[&bytes], &device).unwrap();
+    let mut w = i2vgen::loading::weights::Weights::from_safetensors(&[&bytes], &device).unwrap();
     let folder = golden.run(&I2VGenXLUNet::load(&mut w, &config()).unwrap(), &device);
 
     for (dtype, tolerance) in [("f32", 0.0), ("f16", 1e-2), ("q8", 0.1)] {
         let dir = convert(dtype, "load");
         let got = golden.run(&converted_unet(&dir, &device), &device);
         let (vs_folder, vs_diffusers) = (relative_error(&got, &folder), relative_error(&got, reference));
-        println!("{dtype}: max error relative to the largest output: {vs_folder:.3e} vs the folder, {vs_diffusers:.3e} vs diffusers");
+        println!(
+            "{dtype}: max error relative to the largest output: {vs_folder:.3e} vs the folder, {vs_diffusers:.3e} vs diffusers"
+        );
         assert!(vs_folder <= tolerance, "{dtype}: {vs_folder}");
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -124,7 +145,8 @@ fn verify_names_a_damaged_shard_and_convert_refuses_a_used_folder() {
     assert!(!out.status.success());
     assert!(stderr.contains("shard-00001.safetensors: sha256 differs"), "{stderr}");
 
-    let again = weights_tools(&["convert", "--from", &format!("{FIXTURES}/tiny-i2vgen"), "--to", dir.to_str().unwrap()]);
+    let again =
+        weights_tools(&["convert", "--from", &format!("{FIXTURES}/tiny-i2vgen"), "--to", dir.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a converted model"));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -40,14 +40,23 @@ const TINY_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixture
 fn original_checkpoints_convert_to_the_diffusers_weights() {
     let expected = tensors(&Path::new(FIXTURES).join("tiny-vid2vid/unet/diffusion_pytorch_model.safetensors"));
     for file in ["unet.pth", "model.safetensors"] {
-        let (run, out) = convert_original(&Path::new(FIXTURES).join("tiny-vid2vid-original").join(file), Some(TINY_CONFIG));
+        let (run, out) =
+            convert_original(&Path::new(FIXTURES).join("tiny-vid2vid-original").join(file), Some(TINY_CONFIG));
         assert!(run.status.success(), "{file}: {}", String::from_utf8_lossy(&run.stderr));
         let got = tensors(&out.join("diffusion_pytorch_model.safetensors"));
         assert_eq!(got.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "{file}: key sets");
         for (key, want) in &expected {
-            assert!(got[key] == *want, "{file}: `{key}` differs ({:?} {:?} vs {:?} {:?})", got[key].0, got[key].1, want.0, want.1);
+            assert!(
+                got[key] == *want,
+                "{file}: `{key}` differs ({:?} {:?} vs {:?} {:?})",
+                got[key].0,
+                got[key].1,
+                want.0,
+                want.1
+            );
         }
-        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
         assert_eq!(config["_class_name"], "UNet3DConditionModel");
         std::fs::remove_dir_all(&out).ok();
     }
@@ -65,7 +74,10 @@ fn checkpoints_that_do_not_fit_are_refused_by_name() {
     let (run, _) = convert_original(&original, None);
     let message = stderr(&run);
     assert!(message.contains("does not match the UNet3DConditionModel of the config"), "{message}");
-    assert!(message.contains("down_blocks.0.resnets.0.norm1.weight` has shape [16] but the config implies [320]"), "{message}");
+    assert!(
+        message.contains("down_blocks.0.resnets.0.norm1.weight` has shape [16] but the config implies [320]"),
+        "{message}"
+    );
 
     // A tensor with no place in the layout, and one taken away.
     let bytes = std::fs::read(&original).unwrap();
@@ -74,7 +86,10 @@ fn checkpoints_that_do_not_fit_are_refused_by_name() {
     let dropped = "model.diffusion_model.middle_block.2.proj_out.weight";
     views.retain(|(name, _)| name != dropped);
     let extra = [0u8; 8];
-    views.push(("model.diffusion_model.label_emb.9.weight".into(), TensorView::new(safetensors::Dtype::F32, vec![2], &extra).unwrap()));
+    views.push((
+        "model.diffusion_model.label_emb.9.weight".into(),
+        TensorView::new(safetensors::Dtype::F32, vec![2], &extra).unwrap(),
+    ));
     let dir = std::env::temp_dir().join(format!("i2vgen-bad-original-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let with_extra = dir.join("extra.safetensors");

@@ -3,13 +3,15 @@
 use crate::common;
 
 use burn::tensor::{Tensor, TensorData};
-use i2vgen::attention::multi_head_chunked;
-use i2vgen::device_check::pseudo_random;
+use i2vgen::diagnostics::device_check::pseudo_random;
+use i2vgen::models::attention::multi_head_chunked;
 
 #[test]
 fn chunking_queries_changes_nothing() {
     for (name, device) in common::devices() {
-        let make = |t: usize, seed| Tensor::<3>::from_data(TensorData::new(pseudo_random(2 * t * 16, seed), [2, t, 16]), &device);
+        let make = |t: usize, seed| {
+            Tensor::<3>::from_data(TensorData::new(pseudo_random(2 * t * 16, seed), [2, t, 16]), &device)
+        };
         let (q, k, v) = (make(37, 1), make(23, 2), make(23, 3));
         let whole = multi_head_chunked(q.clone(), k.clone(), v.clone(), 4, false, usize::MAX);
         // 2 batches × 4 heads × 23 keys = 184 scores per query row: 5 rows per chunk, 8 chunks.
@@ -23,7 +25,7 @@ fn chunking_queries_changes_nothing() {
 /// `map_chunks` (feed-forward rows, images) gives the unchunked result, also for a ragged last chunk.
 #[test]
 fn map_chunks_changes_nothing() {
-    use i2vgen::nn::map_chunks;
+    use i2vgen::models::nn::map_chunks;
     for (name, device) in common::devices() {
         let x = Tensor::<2>::from_data(TensorData::new(pseudo_random(10 * 4, 3), [10, 4]), &device);
         let w = Tensor::<2>::from_data(TensorData::new(pseudo_random(4 * 6, 4), [4, 6]), &device);

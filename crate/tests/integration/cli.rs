@@ -53,7 +53,6 @@ fn forward_errors_are_one_clear_sentence() {
     let mut bad_model = forward("vae_decode", &golden("vae_decode.safetensors"));
     bad_model[2] = Path::new(common::FIXTURES).display().to_string();
     run(bad_model, "has no vae/ folder");
-
 }
 
 /// Mistakes on the command line (an unknown component, a missing argument) are one line too, with
@@ -62,8 +61,14 @@ fn forward_errors_are_one_clear_sentence() {
 fn usage_errors_are_one_line() {
     let m = model();
     for (args, expect) in [
-        (vec!["forward", "--model", &m, "--component", "nope", "--inputs", "x", "--output", "y"], "invalid value 'nope' for '--component <COMPONENT>' [possible values: text_encoder, image_encoder, vae_encode, vae_decode, unet]"),
-        (vec!["forward", "--model", &m, "--component", "unet"], "the following required arguments were not provided: --inputs <INPUTS> --output <OUTPUT>"),
+        (
+            vec!["forward", "--model", &m, "--component", "nope", "--inputs", "x", "--output", "y"],
+            "invalid value 'nope' for '--component <COMPONENT>' [possible values: text_encoder, image_encoder, vae_encode, vae_decode, unet]",
+        ),
+        (
+            vec!["forward", "--model", &m, "--component", "unet"],
+            "the following required arguments were not provided: --inputs <INPUTS> --output <OUTPUT>",
+        ),
         (vec!["generate", "--frames", "many"], "invalid value 'many' for '--frames <FRAMES>'"),
     ] {
         let out = i2vgen(&args);
@@ -106,7 +111,11 @@ fn a_damaged_model_folder_names_the_tensor() {
         let inputs = golden("vae_decode.safetensors");
         let out = i2vgen(&[&args[..], &["--inputs", &inputs, "--output", &out]].concat());
         common::assert_clear_error(damage, &out, key);
-        assert!(String::from_utf8_lossy(&out.stderr).contains(expect), "{damage}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(expect),
+            "{damage}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -121,7 +130,19 @@ fn wrong_shapes_are_refused_before_running() {
     safetensors::serialize_to_file(vec![("latents", sample)], None, &inputs).unwrap();
     let out = dir.join("out.safetensors").display().to_string();
     assert_clear_error(
-        &["forward", "--model", &model(), "--component", "vae_decode", "--inputs", &inputs.display().to_string(), "--output", &out, "--backend", "cpu"],
+        &[
+            "forward",
+            "--model",
+            &model(),
+            "--component",
+            "vae_decode",
+            "--inputs",
+            &inputs.display().to_string(),
+            "--output",
+            &out,
+            "--backend",
+            "cpu",
+        ],
         "`latents` has shape [2, 3, 24, 40]: expected [B, 4, h, w]",
     );
 }
@@ -135,11 +156,18 @@ fn info_lists_cpu_and_wgpu_with_matching_checks() {
     let [cpu, gpu] = &reports[..] else { panic!("expected two backends: {reports:?}") };
     assert_eq!((cpu["backend"].as_str(), gpu["backend"].as_str()), (Some("cpu"), Some("wgpu")));
     assert!(gpu["error"].is_null(), "{gpu}");
-    assert!(!gpu["adapter"].as_str().unwrap().is_empty() && gpu["detail"].as_str().unwrap().contains("maxStorageBufferBindingSize"), "{gpu}");
+    assert!(
+        !gpu["adapter"].as_str().unwrap().is_empty()
+            && gpu["detail"].as_str().unwrap().contains("maxStorageBufferBindingSize"),
+        "{gpu}"
+    );
     let (a, b) = (cpu["checksum"].as_f64().unwrap(), gpu["checksum"].as_f64().unwrap());
     assert!(a > 0.0 && ((a - b) / a).abs() < 1e-5, "device checks differ: cpu {a}, wgpu {b}");
     let text = String::from_utf8_lossy(&i2vgen(&["info"]).stdout).to_string();
-    assert!(text.starts_with("cpu   burn NdArray") && text.contains("wgpu  ") && text.contains("device check:"), "{text}");
+    assert!(
+        text.starts_with("cpu   burn NdArray") && text.contains("wgpu  ") && text.contains("device check:"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -164,7 +192,11 @@ fn a_sharded_component_loads_like_a_single_file() {
     let (mut first, mut second) = (Vec::new(), Vec::new());
     let mut weight_map = serde_json::Map::new();
     for (name, view) in file.tensors() {
-        let shard = if name.starts_with("decoder.") { "model-00002-of-00002.safetensors" } else { "model-00001-of-00002.safetensors" };
+        let shard = if name.starts_with("decoder.") {
+            "model-00002-of-00002.safetensors"
+        } else {
+            "model-00001-of-00002.safetensors"
+        };
         weight_map.insert(name.clone(), shard.into());
         if shard.contains("00001") { first.push((name, view)) } else { second.push((name, view)) }
     }
@@ -190,7 +222,21 @@ fn a_sharded_component_loads_like_a_single_file() {
 fn bench_prints_time_flops_and_rate() {
     for model in ["tiny-i2vgen", "tiny-vid2vid"] {
         let config = format!("{}/{model}/unet/config.json", common::FIXTURES);
-        let out = i2vgen(&["bench", "--unet-config", &config, "--frames", "2", "--height", "48", "--width", "80", "--steps", "1", "--backend", "cpu"]);
+        let out = i2vgen(&[
+            "bench",
+            "--unet-config",
+            &config,
+            "--frames",
+            "2",
+            "--height",
+            "48",
+            "--width",
+            "80",
+            "--steps",
+            "1",
+            "--backend",
+            "cpu",
+        ]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{model}: {}", String::from_utf8_lossy(&out.stderr));
         for expect in ["analytic cost:", "GFLOP per step", "step 1/1:", "ms/step", "GFLOP/s"] {

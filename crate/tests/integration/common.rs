@@ -14,9 +14,9 @@ pub fn wgpu() -> Device {
     static DEVICE: OnceLock<Device> = OnceLock::new();
     DEVICE
         .get_or_init(|| {
-            Device::wgpu_options().init().unwrap_or_else(|err| {
-                panic!("no wgpu adapter ({err}); install mesa-vulkan-drivers for llvmpipe")
-            })
+            Device::wgpu_options()
+                .init()
+                .unwrap_or_else(|err| panic!("no wgpu adapter ({err}); install mesa-vulkan-drivers for llvmpipe"))
         })
         .clone()
 }
@@ -40,9 +40,11 @@ pub fn read_f32(path: &std::path::Path) -> std::collections::BTreeMap<String, (V
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     file.tensors()
         .into_iter()
-        .filter(|(_, v)| matches!(v.dtype(), safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16))
+        .filter(|(_, v)| {
+            matches!(v.dtype(), safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16)
+        })
         .map(|(name, v)| {
-            let values = i2vgen::weights::to_f32(v.dtype(), v.data(), &name).unwrap();
+            let values = i2vgen::loading::weights::to_f32(v.dtype(), v.data(), &name).unwrap();
             (name, (v.shape().to_vec(), values))
         })
         .collect()
@@ -96,5 +98,8 @@ pub fn assert_clear_error(what: &str, out: &std::process::Output, expect: &str) 
     assert!(stderr.contains(expect), "{what}: expected {expect:?} in {stderr}");
     assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
     let last = stderr.trim_end().lines().last().unwrap_or_default();
-    assert!(last.starts_with("error: ") && stderr.matches("error: ").count() == 1, "{what}: not one error line: {stderr}");
+    assert!(
+        last.starts_with("error: ") && stderr.matches("error: ").count() == 1,
+        "{what}: not one error line: {stderr}"
+    );
 }

@@ -4,12 +4,12 @@
 
 use crate::common;
 
-use i2vgen::clip::{CLIPTextConfig, CLIPVisionConfig};
-use i2vgen::config::{ConfigFile, parse};
-use i2vgen::scheduler::DDIMSchedulerConfig;
-use i2vgen::unet_3d_condition::UNet3DConditionModelConfig;
-use i2vgen::unet_i2vgen_xl::I2VGenXLUNetConfig;
-use i2vgen::vae::AutoencoderKLConfig;
+use i2vgen::loading::config::{ConfigFile, parse};
+use i2vgen::models::clip::{CLIPTextConfig, CLIPVisionConfig};
+use i2vgen::models::unet_3d_condition::UNet3DConditionModelConfig;
+use i2vgen::models::unet_i2vgen_xl::I2VGenXLUNetConfig;
+use i2vgen::models::vae::AutoencoderKLConfig;
+use i2vgen::schedulers::scheduling_ddim::DDIMSchedulerConfig;
 use serde_json::{Map, Value};
 
 /// `path` is under tests/fixtures/ (or crate/ for the real configs); `class_key` is
@@ -25,7 +25,10 @@ fn check<T: ConfigFile>(path: &str, class_key: &str) {
     let mut json: Map<String, Value> = serde_json::from_str(&text).unwrap();
     let class = json.insert(class_key.into(), "SomethingElse".into()).unwrap();
     let err = unknown(&Value::Object(json.clone()).to_string()).unwrap_err();
-    assert!(err.starts_with(T::FILE) && err.contains(class_key) && err.contains(class.as_str().unwrap()), "{path}: {err}");
+    assert!(
+        err.starts_with(T::FILE) && err.contains(class_key) && err.contains(class.as_str().unwrap()),
+        "{path}: {err}"
+    );
 
     json.insert(class_key.into(), class);
     json.insert("novel_layers".into(), 3.into());

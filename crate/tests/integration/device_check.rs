@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use i2vgen::device_check;
+use i2vgen::diagnostics::device_check;
 
 #[test]
 fn inputs_are_deterministic_and_in_range() {

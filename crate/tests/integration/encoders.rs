@@ -8,7 +8,12 @@ use crate::common;
 
 #[test]
 fn text_encoder_matches_transformers() {
-    common::check_component("tiny-i2vgen", "text_encoder", "text_encoder.safetensors", &[("last_hidden_state", "last_hidden_state"), ("penultimate_normed", "penultimate_normed")]);
+    common::check_component(
+        "tiny-i2vgen",
+        "text_encoder",
+        "text_encoder.safetensors",
+        &[("last_hidden_state", "last_hidden_state"), ("penultimate_normed", "penultimate_normed")],
+    );
 }
 
 /// `input_ids` may be int32 on disk (as JavaScript and ONNX tools write them), not only int64.
@@ -24,22 +29,40 @@ fn text_encoder_takes_int32_ids() {
         .chunks_exact(8)
         .flat_map(|b| (i64::from_le_bytes(b.try_into().unwrap()) as i32).to_le_bytes())
         .collect();
-    let mut tensors = vec![("input_ids".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::I32, ids.shape().to_vec(), &ids32).unwrap())];
+    let mut tensors = vec![(
+        "input_ids".to_string(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I32, ids.shape().to_vec(), &ids32).unwrap(),
+    )];
     tensors.extend(file.tensors().into_iter().filter(|(name, _)| name != "input_ids"));
     let inputs = std::env::temp_dir().join(format!("i2vgen-int32-ids-{}.safetensors", std::process::id()));
     safetensors::serialize_to_file(tensors, None, &inputs).unwrap();
-    common::check_component("tiny-i2vgen", "text_encoder", inputs.to_str().unwrap(), &[("last_hidden_state", "last_hidden_state")]);
+    common::check_component(
+        "tiny-i2vgen",
+        "text_encoder",
+        inputs.to_str().unwrap(),
+        &[("last_hidden_state", "last_hidden_state")],
+    );
     std::fs::remove_file(&inputs).ok();
 }
 
 #[test]
 fn image_encoder_matches_transformers() {
-    common::check_component("tiny-i2vgen", "image_encoder", "image_encoder.safetensors", &[("image_embeds", "image_embeds")]);
+    common::check_component(
+        "tiny-i2vgen",
+        "image_encoder",
+        "image_encoder.safetensors",
+        &[("image_embeds", "image_embeds")],
+    );
 }
 
 #[test]
 fn vae_encode_matches_diffusers() {
-    common::check_component("tiny-i2vgen", "vae_encode", "vae_encode.safetensors", &[("latent_mean", "latent_mean"), ("latent_logvar", "latent_logvar")]);
+    common::check_component(
+        "tiny-i2vgen",
+        "vae_encode",
+        "vae_encode.safetensors",
+        &[("latent_mean", "latent_mean"), ("latent_logvar", "latent_logvar")],
+    );
 }
 
 #[test]

@@ -9,9 +9,9 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use i2vgen::config::parse;
-use i2vgen::image::RgbImage;
-use i2vgen::pipeline_i2vgen_xl::{CLIPImageProcessorConfig, clip_pixel_values, vae_pixel_values};
+use i2vgen::loading::config::parse;
+use i2vgen::media::image::RgbImage;
+use i2vgen::pipelines::pipeline_i2vgen_xl::{CLIPImageProcessorConfig, clip_pixel_values, vae_pixel_values};
 
 fn golden(name: &str) -> PathBuf {
     Path::new(common::FIXTURES).join("golden").join(name)
@@ -63,8 +63,18 @@ fn preprocessing_matches_pil_exactly() {
     let config = parse::<CLIPImageProcessorConfig>(&std::fs::read_to_string(config_path).unwrap()).unwrap().config;
     let image = test_image();
     // Same bytes in, so the only differences are f32 roundings of identical formulas.
-    common::assert_close("clip_pixel_values", &clip_pixel_values(&image, width, &config), &reference["clip_pixel_values"].1, 1e-6);
-    common::assert_close("vae_pixel_values", &vae_pixel_values(&image, width, height), &reference["vae_pixel_values"].1, 1e-6);
+    common::assert_close(
+        "clip_pixel_values",
+        &clip_pixel_values(&image, width, &config),
+        &reference["clip_pixel_values"].1,
+        1e-6,
+    );
+    common::assert_close(
+        "vae_pixel_values",
+        &vae_pixel_values(&image, width, height),
+        &reference["vae_pixel_values"].1,
+        1e-6,
+    );
 }
 
 #[test]
@@ -130,11 +140,8 @@ fn generate_writes_a_looping_gif() {
 fn generate_in_f16_stays_near_diffusers() {
     let reference = common::read_f32(&golden("pipeline.safetensors"));
     let out = std::env::temp_dir().join(format!("i2vgen-generate-f16-{}.safetensors", std::process::id()));
-    let status = golden_generate()
-        .args(["--backend", "wgpu", "--dtype", "f16", "--output"])
-        .arg(&out)
-        .status()
-        .unwrap();
+    let status =
+        golden_generate().args(["--backend", "wgpu", "--dtype", "f16", "--output"]).arg(&out).status().unwrap();
     assert!(status.success(), "generate --dtype f16 failed");
     let got = common::read_f32(&out);
     std::fs::remove_file(&out).ok();
@@ -153,7 +160,9 @@ fn generate_writes_a_playable_mp4() {
     let write = |extension: &str| {
         let out = std::env::temp_dir().join(format!("i2vgen-generate-mp4-{}.{extension}", std::process::id()));
         let status = generate()
-            .args(["--prompt", "a cat", "--frames", "4", "--fps", "8", "--height", "32", "--width", "48", "--steps", "2"])
+            .args([
+                "--prompt", "a cat", "--frames", "4", "--fps", "8", "--height", "32", "--width", "48", "--steps", "2",
+            ])
             .args(["--backend", "cpu", "--seed", "3", "--output"])
             .arg(&out)
             .status()
@@ -173,7 +182,9 @@ fn generate_writes_a_playable_mp4() {
     assert!((track.frame_rate() - 8.0).abs() < 1e-6, "{} fps", track.frame_rate());
     // avcC holds the parameter sets; samples hold 4-byte-length-prefixed NAL units.
     let start_code = |nal: &[u8]| [&[0, 0, 0, 1][..], nal].concat();
-    let mut stream = [start_code(track.sequence_parameter_set().unwrap()), start_code(track.picture_parameter_set().unwrap())].concat();
+    let mut stream =
+        [start_code(track.sequence_parameter_set().unwrap()), start_code(track.picture_parameter_set().unwrap())]
+            .concat();
     let mut decoder = openh264::decoder::Decoder::new().unwrap();
     let mut decoded = Vec::new();
     for i in 1..=count {
@@ -194,7 +205,8 @@ fn generate_writes_a_playable_mp4() {
     std::fs::remove_file(&mp4_path).ok();
     std::fs::remove_file(&frames_path).ok();
     assert_eq!(decoded.len(), expected.len(), "4 frames of 48×32");
-    let luma = |rgb: &[f32]| -> Vec<f32> { rgb.chunks_exact(3).map(|p| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]).collect() };
+    let luma =
+        |rgb: &[f32]| -> Vec<f32> { rgb.chunks_exact(3).map(|p| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]).collect() };
     let (got, want) = (luma(&decoded), luma(expected));
     let mse = got.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum::<f32>() / got.len() as f32;
     let psnr = -10.0 * mse.log10();
@@ -229,17 +241,19 @@ fn run_with_model(model: &Path) -> String {
 #[test]
 fn bad_requests_are_clear_sentences() {
     let run = |extra: &[&str]| {
-        let out = generate()
-            .args(["--prompt", "a cat", "--backend", "cpu"])
-            .args(extra)
-            .output()
-            .unwrap();
+        let out = generate().args(["--prompt", "a cat", "--backend", "cpu"]).args(extra).output().unwrap();
         assert_eq!(out.status.code(), Some(1));
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     assert!(run(&["--height", "30", "--width", "40", "--output", "x.gif"]).contains("multiples of 8"));
-    assert!(run(&["--height", "24", "--width", "40", "--frames", "1", "--output", "x.gif"]).contains("frames must be at least 2"));
-    assert!(run(&["--height", "24", "--width", "40", "--output", "x.avi"]).contains("must end in .webm, .mp4, .gif or .safetensors"));
+    assert!(
+        run(&["--height", "24", "--width", "40", "--frames", "1", "--output", "x.gif"])
+            .contains("frames must be at least 2")
+    );
+    assert!(
+        run(&["--height", "24", "--width", "40", "--output", "x.avi"])
+            .contains("must end in .webm, .mp4, .gif or .safetensors")
+    );
 
     // Images: missing, not an image, damaged, too small, and a 20000×20000 header.
     let dir = std::env::temp_dir().join(format!("i2vgen-bad-images-{}", std::process::id()));
@@ -262,13 +276,38 @@ fn bad_requests_are_clear_sentences() {
         (png("text.png", b"hello"), "is not a PNG, JPEG or WebP image"),
         (png("damaged.png", &[&signature[..], b" garbage"].concat()), "is not a PNG, JPEG or WebP image"),
         (png("one.png", &one_pixel), "the image is 1×1 pixels; use one at least 16 pixels"),
-        (png("huge.png", &[&signature[..], &chunk(b"IHDR", &header(20000, 20000)), &chunk(b"IDAT", &[0x78, 0x9c, 3, 0, 0, 0, 0, 1]), &chunk(b"IEND", &[])].concat()), "20000×20000 pixels, too large"),
+        (
+            png(
+                "huge.png",
+                &[
+                    &signature[..],
+                    &chunk(b"IHDR", &header(20000, 20000)),
+                    &chunk(b"IDAT", &[0x78, 0x9c, 3, 0, 0, 0, 0, 1]),
+                    &chunk(b"IEND", &[]),
+                ]
+                .concat(),
+            ),
+            "20000×20000 pixels, too large",
+        ),
     ];
     for (image, expect) in cases {
         let out = Command::new(env!("CARGO_BIN_EXE_i2vgen"))
             .args(["generate", "--model"])
             .arg(Path::new(common::FIXTURES).join("tiny-i2vgen"))
-            .args(["--image", &image, "--prompt", "a cat", "--height", "24", "--width", "40", "--backend", "cpu", "--output", "x.gif"])
+            .args([
+                "--image",
+                &image,
+                "--prompt",
+                "a cat",
+                "--height",
+                "24",
+                "--width",
+                "40",
+                "--backend",
+                "cpu",
+                "--output",
+                "x.gif",
+            ])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -21,7 +21,8 @@ fn refine() -> Command {
 
 #[test]
 fn refine_matches_diffusers() {
-    let case: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden("refine.json")).unwrap()).unwrap();
+    let case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden("refine.json")).unwrap()).unwrap();
     let reference = common::read_f32(&golden("refine.safetensors"));
     for backend in ["cpu", "wgpu"] {
         let out = std::env::temp_dir().join(format!("i2vgen-refine-{backend}-{}.safetensors", std::process::id()));
@@ -59,13 +60,28 @@ fn bad_refine_requests_are_clear_sentences() {
     let video = golden("refine.safetensors");
     let video = video.to_str().unwrap();
     assert_clear_error(run(&["--video", video, "--strength", "0", "--output", "x.gif"]), "strength must be in (0, 1]");
-    assert_clear_error(run(&["--video", video, "--strength", "0.1", "--steps", "5", "--output", "x.gif"]), "runs no denoising step");
+    assert_clear_error(
+        run(&["--video", video, "--strength", "0.1", "--steps", "5", "--output", "x.gif"]),
+        "runs no denoising step",
+    );
     assert_clear_error(run(&["--video", video, "--height", "30", "--output", "x.gif"]), "not a multiple of 8");
     assert_clear_error(run(&["--video", "missing.gif", "--output", "x.gif"]), "cannot read missing.gif");
     // The base model folder is not a refiner.
     let base = Path::new(common::FIXTURES).join("tiny-i2vgen");
     let out = Command::new(env!("CARGO_BIN_EXE_i2vgen"))
-        .args(["refine", "--model", base.to_str().unwrap(), "--video", video, "--prompt", "a cat", "--backend", "cpu", "--output", "x.gif"])
+        .args([
+            "refine",
+            "--model",
+            base.to_str().unwrap(),
+            "--video",
+            video,
+            "--prompt",
+            "a cat",
+            "--backend",
+            "cpu",
+            "--output",
+            "x.gif",
+        ])
         .output()
         .unwrap();
     assert_clear_error(out, "refine needs a VideoToVideoSDPipeline folder");

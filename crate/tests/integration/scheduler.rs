@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::{Tensor, TensorData};
-use i2vgen::config::parse;
-use i2vgen::scheduler::{DDIMScheduler, DDIMSchedulerConfig, PredictionType, TimestepSpacing};
+use i2vgen::loading::config::parse;
+use i2vgen::schedulers::scheduling_ddim::{DDIMScheduler, DDIMSchedulerConfig, PredictionType, TimestepSpacing};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
@@ -29,11 +29,9 @@ struct Golden {
 impl Golden {
     fn load() -> Self {
         let dir = format!("{FIXTURES}/golden");
-        let bytes = std::fs::read(format!("{dir}/scheduler.safetensors"))
-            .expect("read scheduler.safetensors");
+        let bytes = std::fs::read(format!("{dir}/scheduler.safetensors")).expect("read scheduler.safetensors");
         let configs = serde_json::from_str(
-            &std::fs::read_to_string(format!("{dir}/scheduler_configs.json"))
-                .expect("read scheduler_configs.json"),
+            &std::fs::read_to_string(format!("{dir}/scheduler_configs.json")).expect("read scheduler_configs.json"),
         )
         .expect("scheduler_configs.json is a JSON object");
         Self { bytes, configs }
@@ -41,34 +39,23 @@ impl Golden {
 
     fn tensor(&self, name: &str, dtype: Dtype) -> (Vec<usize>, Vec<u8>) {
         let tensors = SafeTensors::deserialize(&self.bytes).expect("scheduler.safetensors parses");
-        let view = tensors
-            .tensor(name)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let view = tensors.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(view.dtype(), dtype, "{name}");
         (view.shape().to_vec(), view.data().to_vec())
     }
 
     fn f64s(&self, name: &str) -> (Vec<usize>, Vec<f64>) {
         let (shape, data) = self.tensor(name, Dtype::F64);
-        (
-            shape,
-            data.chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-                .collect(),
-        )
+        (shape, data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect())
     }
 
     fn i64s(&self, name: &str) -> Vec<i64> {
         let (_, data) = self.tensor(name, Dtype::I64);
-        data.chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect()
+        data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
     }
 
     fn config(&self, name: &str) -> DDIMSchedulerConfig {
-        parse::<DDIMSchedulerConfig>(&self.configs[name].to_string())
-            .expect("case config parses")
-            .config
+        parse::<DDIMSchedulerConfig>(&self.configs[name].to_string()).expect("case config parses").config
     }
 
     /// Our schedule, built from the case's config.
@@ -79,10 +66,7 @@ impl Golden {
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }
 
 /// The reference's chain of `steps` steps replayed with `scheduler`; the largest error over it.
@@ -98,11 +82,7 @@ fn chain_error(golden: &Golden, name: &str, steps: usize, mut scheduler: DDIMSch
     for (i, &t) in scheduler.timesteps().iter().enumerate() {
         let (c_sample, c_model) = scheduler.step_coefficients(t);
         let output = &outputs[i * len..(i + 1) * len];
-        sample = sample
-            .iter()
-            .zip(output)
-            .map(|(x, m)| c_sample * x + c_model * m)
-            .collect();
+        sample = sample.iter().zip(output).map(|(x, m)| c_sample * x + c_model * m).collect();
         worst = worst.max(max_abs_diff(&sample, &chain[i * len..(i + 1) * len]));
     }
     worst
@@ -134,11 +114,7 @@ fn timesteps_equal_reference() {
         let mut scheduler = golden.scheduler(name);
         for steps in STEPS {
             scheduler.set_timesteps(steps).unwrap();
-            assert_eq!(
-                scheduler.timesteps(),
-                golden.i64s(&format!("{name}.{steps}.timesteps")),
-                "{name}.{steps}"
-            );
+            assert_eq!(scheduler.timesteps(), golden.i64s(&format!("{name}.{steps}.timesteps")), "{name}.{steps}");
         }
     }
 }
@@ -187,16 +163,9 @@ fn i2vgen_50_steps_run_981_to_1() {
 
 #[test]
 fn real_scheduler_config_parses() {
-    let text = std::fs::read_to_string(format!(
-        "{FIXTURES}/tiny-i2vgen/scheduler/scheduler_config.json"
-    ))
-    .unwrap();
+    let text = std::fs::read_to_string(format!("{FIXTURES}/tiny-i2vgen/scheduler/scheduler_config.json")).unwrap();
     let parsed = parse::<DDIMSchedulerConfig>(&text).unwrap();
-    assert!(
-        parsed.unknown_keys.is_empty(),
-        "unknown keys: {:?}",
-        parsed.unknown_keys
-    );
+    assert!(parsed.unknown_keys.is_empty(), "unknown keys: {:?}", parsed.unknown_keys);
     let config = parsed.config;
     assert_eq!(config.prediction_type, PredictionType::VPrediction);
     assert_eq!(config.timestep_spacing, TimestepSpacing::Leading);
@@ -222,17 +191,13 @@ fn get_timesteps_keeps_the_last_strength_fraction() {
 
 #[test]
 fn config_checks() {
-    let error = |json: &str| match parse::<DDIMSchedulerConfig>(json)
-        .and_then(|p| DDIMScheduler::new(p.config))
-    {
+    let error = |json: &str| match parse::<DDIMSchedulerConfig>(json).and_then(|p| DDIMScheduler::new(p.config)) {
         Ok(_) => panic!("{json} was accepted"),
         Err(e) => e.to_string(),
     };
     let ok = r#"{"_class_name": "DDIMScheduler", "clip_sample": false"#;
 
-    assert!(
-        error(r#"{"_class_name": "PNDMScheduler", "clip_sample": false}"#).contains("_class_name")
-    );
+    assert!(error(r#"{"_class_name": "PNDMScheduler", "clip_sample": false}"#).contains("_class_name"));
     // diffusers' default clip_sample is true, which is refused.
     assert!(error(r#"{"_class_name": "DDIMScheduler"}"#).contains("clip_sample"));
     assert!(error(&format!(r#"{ok}, "thresholding": true}}"#)).contains("thresholding"));
@@ -241,17 +206,9 @@ fn config_checks() {
     assert!(error(&format!(r#"{ok}, "prediction_type": "flow"}}"#)).contains("flow"));
 
     // Unknown keys are tolerated (and reported); missing keys take diffusers' defaults.
-    let parsed =
-        parse::<DDIMSchedulerConfig>(&format!(r#"{ok}, "trained_betas": null, "novel_key": 3}}"#))
-            .unwrap();
+    let parsed = parse::<DDIMSchedulerConfig>(&format!(r#"{ok}, "trained_betas": null, "novel_key": 3}}"#)).unwrap();
     assert_eq!(parsed.unknown_keys, ["novel_key"]);
-    assert_eq!(
-        parsed.config,
-        DDIMSchedulerConfig {
-            clip_sample: false,
-            ..DDIMSchedulerConfig::default()
-        }
-    );
+    assert_eq!(parsed.config, DDIMSchedulerConfig { clip_sample: false, ..DDIMSchedulerConfig::default() });
 }
 
 #[test]
@@ -272,31 +229,22 @@ fn burn_step_and_add_noise_apply_the_coefficients() {
     scheduler.set_timesteps(50).unwrap();
     let sample: Vec<f32> = (0..24).map(|i| (i as f32 * 0.37).sin()).collect();
     let output: Vec<f32> = (0..24).map(|i| (i as f32 * 0.91 + 0.5).cos()).collect();
-    let tensor =
-        |v: &[f32]| Tensor::<3>::from_data(TensorData::new(v.to_vec(), [2, 3, 4]), &device);
+    let tensor = |v: &[f32]| Tensor::<3>::from_data(TensorData::new(v.to_vec(), [2, 3, 4]), &device);
     let read = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().unwrap();
     for t in [981, 501, 1] {
         let (c_sample, c_model) = scheduler.step_coefficients(t);
-        let expected: Vec<f64> = sample
-            .iter()
-            .zip(&output)
-            .map(|(&x, &m)| c_sample * f64::from(x) + c_model * f64::from(m))
-            .collect();
+        let expected: Vec<f64> =
+            sample.iter().zip(&output).map(|(&x, &m)| c_sample * f64::from(x) + c_model * f64::from(m)).collect();
         let ours = read(scheduler.step(tensor(&output), t, tensor(&sample)));
         let ours: Vec<f64> = ours.into_iter().map(f64::from).collect();
         let error = max_abs_diff(&ours, &expected);
         assert!(error <= 1e-6, "step at t = {t}: off by {error:e}");
 
         let (a, b) = scheduler.add_noise_coefficients(t);
-        let expected: Vec<f64> = sample
-            .iter()
-            .zip(&output)
-            .map(|(&x, &n)| a * f64::from(x) + b * f64::from(n))
-            .collect();
-        let ours: Vec<f64> = read(scheduler.add_noise(tensor(&sample), tensor(&output), t))
-            .into_iter()
-            .map(f64::from)
-            .collect();
+        let expected: Vec<f64> =
+            sample.iter().zip(&output).map(|(&x, &n)| a * f64::from(x) + b * f64::from(n)).collect();
+        let ours: Vec<f64> =
+            read(scheduler.add_noise(tensor(&sample), tensor(&output), t)).into_iter().map(f64::from).collect();
         let error = max_abs_diff(&ours, &expected);
         assert!(error <= 1e-6, "add_noise at t = {t}: off by {error:e}");
     }

@@ -2,16 +2,10 @@
 //! loader on the real 49,408-token vocabulary. Ids are integers: no tolerance.
 
 use i2vgen::Error;
-use i2vgen::tokenizer::CLIPTokenizer;
+use i2vgen::loading::tokenizer::CLIPTokenizer;
 
-const TOKENIZER: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../tests/fixtures/tiny-i2vgen/tokenizer"
-);
-const GOLDEN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../tests/fixtures/golden/tokenizer.json"
-);
+const TOKENIZER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-i2vgen/tokenizer");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/golden/tokenizer.json");
 
 fn read(file: &str) -> String {
     let path = format!("{TOKENIZER}/{file}");
@@ -44,48 +38,26 @@ fn matches_transformers_on_every_golden_prompt() {
         .iter()
         .filter_map(|case| {
             let ids = tokenizer.encode(&case.prompt);
-            (ids != case.ids).then(|| {
-                format!(
-                    "{:?}\n  expected {:?}\n  found    {:?}",
-                    case.prompt, case.ids, ids
-                )
-            })
+            (ids != case.ids).then(|| format!("{:?}\n  expected {:?}\n  found    {:?}", case.prompt, case.ids, ids))
         })
         .collect();
-    assert!(
-        failures.is_empty(),
-        "{} prompts differ:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} prompts differ:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
 fn a_photo_of_a_cat() {
     let tokenizer = tokenizer();
     assert_eq!(tokenizer.model_max_length(), 77);
-    assert_eq!(
-        (
-            tokenizer.bos_token_id(),
-            tokenizer.eos_token_id(),
-            tokenizer.pad_token_id()
-        ),
-        (49406, 49407, 0)
-    );
+    assert_eq!((tokenizer.bos_token_id(), tokenizer.eos_token_id(), tokenizer.pad_token_id()), (49406, 49407, 0));
     let ids = tokenizer.encode("a photo of a cat");
     assert_eq!(ids.len(), 77);
     assert_eq!(ids[..7], [49406, 320, 1125, 539, 320, 2368, 49407]);
-    assert!(
-        ids[7..].iter().all(|&id| id == 0),
-        "padded with {:?}",
-        &ids[7..]
-    );
+    assert!(ids[7..].iter().all(|&id| id == 0), "padded with {:?}", &ids[7..]);
 }
 
 #[test]
 fn defaults_pad_with_the_end_token() {
-    let tokenizer =
-        CLIPTokenizer::from_files(&read("vocab.json"), &read("merges.txt"), None, None).unwrap();
+    let tokenizer = CLIPTokenizer::from_files(&read("vocab.json"), &read("merges.txt"), None, None).unwrap();
     assert_eq!(tokenizer.model_max_length(), 77);
     assert_eq!(tokenizer.pad_token_id(), 49407);
     assert_eq!(tokenizer.encode("a photo of a cat")[7..], [49407; 70]);

@@ -6,9 +6,10 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use i2vgen::config::parse;
-use i2vgen::vae::{AutoencoderKL, AutoencoderKLConfig};
-use i2vgen::weights::{WeightFiles, Weights, index_shards, select_weight_files};
+use i2vgen::loading::config::parse;
+use i2vgen::loading::folder::{WeightFiles, index_shards, select_weight_files};
+use i2vgen::loading::weights::Weights;
+use i2vgen::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 pub type Tensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
@@ -82,7 +83,7 @@ fn half_precision_on_disk_loads_as_rounded_f32() {
         let converted: Tensors = original
             .iter()
             .map(|(k, (_, shape, data))| {
-                let values = i2vgen::weights::to_f32(Dtype::F32, data, k).unwrap();
+                let values = i2vgen::loading::weights::to_f32(Dtype::F32, data, k).unwrap();
                 let bytes = values
                     .iter()
                     .flat_map(|&v| match dtype {
@@ -99,7 +100,11 @@ fn half_precision_on_disk_loads_as_rounded_f32() {
         let key = "encoder.conv_in.weight";
         let shape: [usize; 4] = original[key].1.clone().try_into().unwrap();
         let got = w.take(key, shape).unwrap().into_data().try_to_vec::<f32>().unwrap();
-        let want: Vec<f32> = i2vgen::weights::to_f32(Dtype::F32, &original[key].2, key).unwrap().into_iter().map(round).collect();
+        let want: Vec<f32> = i2vgen::loading::weights::to_f32(Dtype::F32, &original[key].2, key)
+            .unwrap()
+            .into_iter()
+            .map(round)
+            .collect();
         assert_eq!(got, want, "{dtype:?}");
     }
 }
@@ -120,18 +125,19 @@ fn shards_load_like_one_file_and_a_duplicate_is_an_error() {
 fn weight_files_are_chosen_like_diffusers() {
     let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(
-        select_weight_files(&names(&["config.json", "diffusion_pytorch_model.safetensors"]), None).unwrap(),
+        select_weight_files(&names(&["config.json", "diffusion_pytorch_model.safetensors"]), false).unwrap(),
         WeightFiles::Single("diffusion_pytorch_model.safetensors".into())
     );
     assert_eq!(
-        select_weight_files(&names(&["model.fp16.safetensors", "model.safetensors"]), Some("fp16")).unwrap(),
+        select_weight_files(&names(&["model.fp16.safetensors", "model.safetensors"]), true).unwrap(),
         WeightFiles::Single("model.fp16.safetensors".into())
     );
     assert_eq!(
-        select_weight_files(&names(&["diffusion_pytorch_model.safetensors.index.json", "a.safetensors"]), None).unwrap(),
+        select_weight_files(&names(&["diffusion_pytorch_model.safetensors.index.json", "a.safetensors"]), false)
+            .unwrap(),
         WeightFiles::Index("diffusion_pytorch_model.safetensors.index.json".into())
     );
-    assert!(select_weight_files(&names(&["config.json", "diffusion_pytorch_model.bin"]), None).is_err());
+    assert!(select_weight_files(&names(&["config.json", "diffusion_pytorch_model.bin"]), false).is_err());
     let index = r#"{"metadata": {}, "weight_map": {"a": "s-00002.safetensors", "b": "s-00001.safetensors", "c": "s-00002.safetensors"}}"#;
-    assert_eq!(index_shards(index).unwrap(), vec!["s-00001.safetensors", "s-00002.safetensors"]);
+    assert_eq!(index_shards(index, "index.json").unwrap(), vec!["s-00001.safetensors", "s-00002.safetensors"]);
 }

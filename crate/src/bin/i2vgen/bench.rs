@@ -4,15 +4,15 @@
 
 use std::time::Instant;
 
+use crate::devices::DType;
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::{Distribution, Tensor};
-use crate::devices::DType;
-use i2vgen::config::parse;
-use i2vgen::flops;
-use i2vgen::unet_3d::UNet3DConfig;
-use i2vgen::unet_3d_condition::{UNet3DConditionModel, UNet3DConditionModelConfig};
-use i2vgen::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetConfig, I2VGenXLUNetInput};
-use i2vgen::weights::Weights;
+use i2vgen::diagnostics::flops;
+use i2vgen::loading::config::parse;
+use i2vgen::loading::weights::Weights;
+use i2vgen::models::unet_3d_backbone::UNet3DConfig;
+use i2vgen::models::unet_3d_condition::{UNet3DConditionModel, UNet3DConditionModelConfig};
+use i2vgen::models::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetConfig, I2VGenXLUNetInput};
 
 /// `unet/config.json` of ali-vilab/i2vgen-xl.
 const BASE_UNET_CONFIG: &str = include_str!("../../../configs/i2vgen-xl/unet/config.json");
@@ -48,7 +48,7 @@ enum Net {
 fn config_text(arg: &str) -> Result<String> {
     Ok(match arg {
         "real" => BASE_UNET_CONFIG.to_string(),
-        "refiner" => i2vgen::unet_3d_condition::REFINER_CONFIG.to_string(),
+        "refiner" => i2vgen::models::unet_3d_condition::REFINER_CONFIG.to_string(),
         path => std::fs::read_to_string(path).with_context(|| format!("cannot read the UNet config {path}"))?,
     })
 }
@@ -81,9 +81,7 @@ fn gib(bytes: u64) -> String {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.height % 8 != 0 || args.width % 8 != 0 || args.height == 0 || args.width == 0 {
-        bail!("--height and --width must be positive multiples of 8 (got {}×{})", args.height, args.width);
-    }
+    i2vgen::pipelines::check_size(args.width, args.height, 8)?;
     if args.frames < 1 || args.steps < 1 {
         bail!("--frames and --steps must be at least 1");
     }
@@ -138,7 +136,9 @@ pub fn run(args: Args) -> Result<()> {
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     println!("mean: {:.0} ms/step, {:.1} GFLOP/s", mean * 1e3, flops as f64 / mean / 1e9);
     match device.memory_pool_usage() {
-        Some(usage) => println!("device memory: {} in use, {} reserved", gib(usage.bytes_in_use), gib(usage.bytes_reserved)),
+        Some(usage) => {
+            println!("device memory: {} in use, {} reserved", gib(usage.bytes_in_use), gib(usage.bytes_reserved))
+        }
         None => println!("device memory: not reported by this backend"),
     }
     Ok(())

@@ -5,13 +5,15 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use burn::tensor::{Device, TensorData};
 use clap::ValueEnum;
-use i2vgen::clip::{CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection};
-use i2vgen::unet_3d::UNet3DConfig;
-use i2vgen::unet_3d_condition::{UNet3DConditionModel, UNet3DConditionModelConfig};
-use i2vgen::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetConfig, I2VGenXLUNetInput};
-use i2vgen::vae::{AutoencoderKL, AutoencoderKLConfig};
+use i2vgen::models::clip::{CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection};
+use i2vgen::models::unet_3d_backbone::UNet3DConfig;
+use i2vgen::models::unet_3d_condition::{UNet3DConditionModel, UNet3DConditionModelConfig};
+use i2vgen::models::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetConfig, I2VGenXLUNetInput};
+use i2vgen::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 
-use crate::model_dir;
+use i2vgen::loading::folder::{self, TensorSource};
+
+use crate::model;
 use crate::tensors::{TensorFile, write};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -41,17 +43,32 @@ fn expect_dims(name: &str, dims: &[usize], rank: usize, check: impl Fn(&[usize])
     Ok(())
 }
 
-pub fn run(model: &Path, component: Component, inputs: &Path, output: &Path, device: &Device) -> Result<()> {
+/// Build one component's network, with its notes on stderr.
+fn network<C: i2vgen::loading::config::ConfigFile, N>(
+    source: &mut dyn TensorSource,
+    component: &str,
+    device: &Device,
+    load: impl FnOnce(&mut i2vgen::loading::weights::Weights, &C) -> i2vgen::Result<N>,
+) -> Result<N> {
+    let mut notes = Vec::new();
+    let net = folder::network(source, component, device, &mut notes, load)?;
+    notes.iter().for_each(|note| eprintln!("note: {note}"));
+    Ok(net)
+}
+
+pub fn run(model_path: &Path, component: Component, inputs: &Path, output: &Path, device: &Device) -> Result<()> {
     let inputs = TensorFile::read(inputs)?;
+    let mut source = model::open(model_path)?;
+    let model = source.as_mut();
     let outputs: Vec<(&str, TensorData)> = match component {
         Component::TextEncoder => {
-            let config: CLIPTextConfig = model_dir::config(model, "text_encoder")?;
+            let config: CLIPTextConfig = folder::config(model, &mut Vec::new())?;
             let max = config.max_position_embeddings;
             expect_dims("input_ids", &inputs.dims("input_ids")?, 2, |d| {
                 (d[1] > max).then(|| format!("at most {max} tokens per prompt"))
             })?;
             let ids = inputs.int::<2>("input_ids", device)?;
-            let net = model_dir::network(model, "text_encoder", device, CLIPTextModel::load)?;
+            let net = network(model, "text_encoder", device, CLIPTextModel::load)?;
             let out = net.forward(ids);
             vec![
                 ("last_hidden_state", out.last_hidden_state.into_data()),
@@ -59,20 +76,20 @@ pub fn run(model: &Path, component: Component, inputs: &Path, output: &Path, dev
             ]
         }
         Component::ImageEncoder => {
-            let config: CLIPVisionConfig = model_dir::config(model, "image_encoder")?;
+            let config: CLIPVisionConfig = folder::config(model, &mut Vec::new())?;
             let (c, s) = (config.num_channels, config.image_size);
             expect_dims("pixel_values", &inputs.dims("pixel_values")?, 4, |d| {
                 (d[1] != c || d[2] != s || d[3] != s).then(|| format!("expected [B, {c}, {s}, {s}]"))
             })?;
             let pixels = inputs.float::<4>("pixel_values", device)?;
-            let net = model_dir::network(model, "image_encoder", device, CLIPVisionModelWithProjection::load)?;
+            let net = network(model, "image_encoder", device, CLIPVisionModelWithProjection::load)?;
             vec![("image_embeds", net.forward(pixels).into_data())]
         }
         Component::VaeEncode | Component::VaeDecode => {
-            let config: AutoencoderKLConfig = model_dir::config(model, "vae")?;
+            let config: AutoencoderKLConfig = folder::config(model, &mut Vec::new())?;
             let f = config.downscale();
             let z = config.latent_channels;
-            let vae = model_dir::network(model, "vae", device, AutoencoderKL::load)?;
+            let vae = network(model, "vae", device, AutoencoderKL::load)?;
             if let Component::VaeEncode = component {
                 expect_dims("sample", &inputs.dims("sample")?, 4, |d| {
                     (d[1] != config.in_channels || d[2] % f != 0 || d[3] % f != 0)
@@ -92,35 +109,44 @@ pub fn run(model: &Path, component: Component, inputs: &Path, output: &Path, dev
     write(output, outputs)
 }
 
-fn unet(model: &Path, inputs: &TensorFile, device: &Device) -> Result<burn::tensor::Tensor<5>> {
-    let class = model_dir::class_name(model, "unet")?;
+fn unet(model: &mut dyn TensorSource, inputs: &TensorFile, device: &Device) -> Result<burn::tensor::Tensor<5>> {
+    let class = folder::class_name(model, "unet")?;
     if class == "UNet3DConditionModel" {
-        let config: UNet3DConditionModelConfig = model_dir::config(model, "unet")?;
+        let config: UNet3DConditionModelConfig = folder::config(model, &mut Vec::new())?;
         let b = check_unet_inputs(&config.unet, inputs)?;
         let timesteps = per_batch(inputs, "timestep", b)?;
-        let net = model_dir::network(model, "unet", device, UNet3DConditionModel::load)?;
+        let net = network(model, "unet", device, UNet3DConditionModel::load)?;
         let sample = inputs.float::<5>("sample", device)?;
         return Ok(net.forward(sample, &timesteps, inputs.float::<3>("encoder_hidden_states", device)?));
     }
-    let config: I2VGenXLUNetConfig = model_dir::config(model, "unet")?;
+    let config: I2VGenXLUNetConfig = folder::config(model, &mut Vec::new())?;
     let b = check_unet_inputs(&config.unet, inputs)?;
     let sample = inputs.dims("sample")?;
     let dim = config.unet.cross_attention_dim;
     expect_dims("image_latents", &inputs.dims("image_latents")?, 5, |d| {
-        (d[0] != b || d[1] != 4 || d[2..] != sample[2..]).then(|| format!("expected [{b}, 4, {}, {}, {}]", sample[2], sample[3], sample[4]))
+        (d[0] != b || d[1] != 4 || d[2..] != sample[2..])
+            .then(|| format!("expected [{b}, 4, {}, {}, {}]", sample[2], sample[3], sample[4]))
     })?;
-    expect_dims("image_embeddings", &inputs.dims("image_embeddings")?, 2, |d| {
-        (d[0] != b || d[1] != dim).then(|| format!("expected [{b}, {dim}]"))
+    // diffusers' UNet takes `[B, D]` and, from its own pipeline, `[B, 1, D]`.
+    let embeddings = inputs.dims("image_embeddings")?;
+    let rank = if embeddings.len() == 3 { 3 } else { 2 };
+    expect_dims("image_embeddings", &embeddings, rank, |d| {
+        (d[0] != b || d[rank - 1] != dim || (rank == 3 && d[1] != 1))
+            .then(|| format!("expected [{b}, {dim}] or [{b}, 1, {dim}]"))
     })?;
+    let image_embeddings = match rank {
+        3 => inputs.float::<3>("image_embeddings", device)?.squeeze_dim(1),
+        _ => inputs.float::<2>("image_embeddings", device)?,
+    };
     let (timesteps, fps) = (per_batch(inputs, "timestep", b)?, per_batch(inputs, "fps", b)?);
-    let net = model_dir::network(model, "unet", device, I2VGenXLUNet::load)?;
+    let net = network(model, "unet", device, I2VGenXLUNet::load)?;
     Ok(net.forward(I2VGenXLUNetInput {
         sample: inputs.float::<5>("sample", device)?,
         timesteps,
         encoder_hidden_states: inputs.float::<3>("encoder_hidden_states", device)?,
         fps,
         image_latents: inputs.float::<5>("image_latents", device)?,
-        image_embeddings: inputs.float::<2>("image_embeddings", device)?,
+        image_embeddings,
     }))
 }
 

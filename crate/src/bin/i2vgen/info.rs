@@ -18,7 +18,7 @@ fn cpu_report() -> BackendReport {
         backend: "cpu",
         adapter: "burn NdArray".into(),
         detail: String::new(),
-        checksum: Some(i2vgen::device_check::checksum(&device).into_scalar::<f32>()),
+        checksum: Some(i2vgen::diagnostics::device_check::checksum(&device).into_scalar::<f32>()),
         error: None,
     }
 }
@@ -38,7 +38,7 @@ fn wgpu_report() -> BackendReport {
                     limits.max_buffer_size >> 20,
                     limits.max_storage_buffer_binding_size >> 20
                 ),
-                checksum: Some(i2vgen::device_check::checksum(&device).into_scalar::<f32>()),
+                checksum: Some(i2vgen::diagnostics::device_check::checksum(&device).into_scalar::<f32>()),
                 error: None,
             }
         }
@@ -82,4 +82,3 @@ pub fn run(json: bool) -> Result<()> {
     }
     Ok(())
 }
-

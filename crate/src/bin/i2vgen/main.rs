@@ -5,9 +5,11 @@ mod devices;
 mod forward;
 mod generate;
 mod info;
-mod model_dir;
+mod inputs;
+mod model;
 mod progress;
 mod refine;
+mod stage;
 mod tensors;
 mod video;
 mod webm;
@@ -70,7 +72,7 @@ enum Command {
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// Seed for the random draws not given by --noise.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = i2vgen::pipelines::defaults::SEED)]
     pub seed: u64,
     #[arg(long, value_enum, default_value = "wgpu")]
     pub backend: Backend,
@@ -83,7 +85,7 @@ pub struct RunArgs {
 }
 
 fn tokenize(model: &std::path::Path, prompt: &str) -> Result<()> {
-    let tokenizer = model_dir::tokenizer(model)?;
+    let tokenizer = i2vgen::loading::folder::tokenizer(model::open(model)?.as_mut())?;
     println!("{}", serde_json::to_string(&tokenizer.encode(prompt))?);
     Ok(())
 }

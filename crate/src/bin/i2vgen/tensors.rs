@@ -43,7 +43,7 @@ impl TensorFile {
     pub fn float<const D: usize>(&self, name: &str, device: &Device) -> Result<Tensor<D>> {
         let (dtype, shape, bytes) = self.get(name)?;
         let shape = self.shape::<D>(name, shape)?;
-        let values = i2vgen::weights::to_f32(*dtype, bytes, name)?;
+        let values = i2vgen::loading::weights::to_f32(*dtype, bytes, name)?;
         Ok(Tensor::from_data(TensorData::new(values, shape), device))
     }
 
@@ -69,7 +69,7 @@ impl TensorFile {
             Dtype::I64 => bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
             Dtype::I32 => bytes.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
             Dtype::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
-            other => i2vgen::weights::to_f32(*other, bytes, name)?,
+            other => i2vgen::loading::weights::to_f32(*other, bytes, name)?,
         })
     }
 
@@ -92,7 +92,9 @@ pub fn write(path: &Path, tensors: Vec<(&str, TensorData)>) -> Result<()> {
         .collect::<Result<_>>()?;
     let views = owned
         .iter()
-        .map(|(name, shape, bytes)| Ok((name.clone(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
+        .map(|(name, shape, bytes)| {
+            Ok((name.clone(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)?))
+        })
         .collect::<Result<Vec<_>>>()?;
     safetensors::serialize_to_file(views, None, path).with_context(|| format!("cannot write {}", path.display()))
 }

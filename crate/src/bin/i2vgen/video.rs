@@ -34,21 +34,20 @@ pub fn write(path: &Path, frames: &[TensorData], fps: usize) -> Result<()> {
     let format = Format::of(path)?;
     let shape = frames[0].shape().to_vec();
     let (height, width) = (shape[0], shape[1]);
-    let values: Vec<Vec<f32>> = frames
-        .iter()
-        .map(|f| f.try_to_vec::<f32>().map_err(|e| anyhow!("{e:?}")))
-        .collect::<Result<_>>()?;
+    let values: Vec<Vec<f32>> =
+        frames.iter().map(|f| f.try_to_vec::<f32>().map_err(|e| anyhow!("{e:?}"))).collect::<Result<_>>()?;
     if format == Format::Safetensors {
         let data = TensorData::new(values.concat(), [frames.len(), height, width, 3]);
         return crate::tensors::write(path, vec![("frames", data)]);
     }
-    let rgb: Vec<Vec<u8>> = values.iter().map(|frame| i2vgen::video::to_u8(frame)).collect();
+    let rgb: Vec<Vec<u8>> = values.iter().map(|frame| i2vgen::media::video::to_u8(frame)).collect();
     let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let file = std::io::BufWriter::new(file);
     match format {
         Format::Gif => {
             let mut file = file;
-            std::io::Write::write_all(&mut file, &i2vgen::video::gif(&rgb, width, height, fps)).context("writing the GIF")
+            std::io::Write::write_all(&mut file, &i2vgen::media::video::gif(&rgb, width, height, fps))
+                .context("writing the GIF")
         }
         Format::Webm => crate::webm::write(file, &rgb, width, height, fps).context("writing the WebM"),
         _ => mp4(file, &rgb, width, height, fps).context("writing the MP4"),

@@ -52,7 +52,9 @@ pub fn write(
                 Some(rgb) => {
                     let mut frame = context.new_frame();
                     let planes = yuv420_bt709(rgb, width, height);
-                    for (plane, (data, stride)) in frame.planes.iter_mut().zip(planes.iter().zip([width, width / 2, width / 2])) {
+                    for (plane, (data, stride)) in
+                        frame.planes.iter_mut().zip(planes.iter().zip([width, width / 2, width / 2]))
+                    {
                         plane.copy_from_raw_u8(data, stride, 1);
                     }
                     context.send_frame(frame).map_err(|e| anyhow!("AV1 encoder: {e}"))?;
@@ -77,7 +79,14 @@ pub fn write(
         .map_err(|e| anyhow!("{e}"))?;
     let mut segment = builder
         .set_codec_private(track, &codec_private)
-        .and_then(|b| b.set_color(track, 8, mux::ColorSubsampling { chroma_horizontal: 1, chroma_vertical: 1 }, mux::ColorRange::Broadcast))
+        .and_then(|b| {
+            b.set_color(
+                track,
+                8,
+                mux::ColorSubsampling { chroma_horizontal: 1, chroma_vertical: 1 },
+                mux::ColorRange::Broadcast,
+            )
+        })
         .and_then(|b| b.set_primaries(track, mux::ColorPrimaries::Bt709))
         .and_then(|b| b.set_transfer_characteristics(track, mux::TransferCharacteristics::Bt709))
         .and_then(|b| b.set_matrix_coefficients(track, mux::MatrixCoefficients::Bt709))
@@ -86,14 +95,13 @@ pub fn write(
     let frame_ns = 1_000_000_000 / fps as u64;
     for (frameno, keyframe, data) in &packets {
         // Blocks hold no temporal delimiters in Matroska.
-        let data: Vec<u8> = obus(data).filter(|obu| obu_type(obu) != OBU_TEMPORAL_DELIMITER).flatten().copied().collect();
+        let data: Vec<u8> =
+            obus(data).filter(|obu| obu_type(obu) != OBU_TEMPORAL_DELIMITER).flatten().copied().collect();
         segment.add_frame(track, &data, frameno * frame_ns, *keyframe).map_err(|e| anyhow!("{e}"))?;
     }
     // libwebm's segment duration is in its timecode scale (1 ms by default).
     let duration_ms = (frames.len() as u64 * frame_ns) as f64 / 1e6;
-    segment
-        .finalize(Some(duration_ms.round() as u64))
-        .map_err(|_| anyhow!("finishing the WebM container failed"))?;
+    segment.finalize(Some(duration_ms.round() as u64)).map_err(|_| anyhow!("finishing the WebM container failed"))?;
     Ok(())
 }
 

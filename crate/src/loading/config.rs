@@ -1,0 +1,67 @@
+//! Reading `config.json` files: shared checks for every component's config struct.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// A config struct: serde reads it, and writing it back out tells which keys it read (a key
+/// of the file that the struct does not write back was not read), so no list of known keys is
+/// kept beside the fields.
+pub trait ConfigFile: DeserializeOwned + Serialize {
+    /// The file's name in messages (`vae/config.json`).
+    const FILE: &'static str;
+    /// Keys present in real checkpoints that do not change the computation.
+    const IGNORED: &'static [&'static str];
+    /// `_class_name` (diffusers) or `model_type` (transformers) it must carry.
+    fn check_class(json: &BTreeMap<String, Value>) -> Result<()>;
+}
+
+/// A parsed config and the keys it did not recognise (reported, not fatal).
+pub struct Parsed<T> {
+    pub config: T,
+    pub unknown_keys: Vec<String>,
+}
+
+pub fn parse<T: ConfigFile>(text: &str) -> Result<Parsed<T>> {
+    let error = |message: String| Error::Config { file: T::FILE.to_string(), message };
+    let map: BTreeMap<String, Value> =
+        serde_json::from_str(text).map_err(|e| error(format!("not a JSON object: {e}")))?;
+    T::check_class(&map)?;
+    let config: T =
+        serde_json::from_value(Value::Object(map.clone().into_iter().collect())).map_err(|e| error(e.to_string()))?;
+    let read = match serde_json::to_value(&config) {
+        Ok(Value::Object(read)) => read,
+        _ => return Err(error("the config does not write back as an object".into())),
+    };
+    let unknown_keys = map
+        .into_keys()
+        .filter(|k| !k.starts_with('_') && !read.contains_key(k) && !T::IGNORED.contains(&k.as_str()))
+        .collect();
+    Ok(Parsed { config, unknown_keys })
+}
+
+/// Check diffusers' `_class_name`.
+pub fn expect_class_name(file: &str, json: &BTreeMap<String, Value>, expected: &[&str]) -> Result<()> {
+    match json.get("_class_name").and_then(Value::as_str) {
+        Some(name) if expected.contains(&name) => Ok(()),
+        found => Err(Error::Config {
+            file: file.to_string(),
+            message: format!("_class_name is {found:?}, expected {}", expected.join(" or ")),
+        }),
+    }
+}
+
+/// Check transformers' `model_type`.
+pub fn expect_model_type(file: &str, json: &BTreeMap<String, Value>, expected: &str) -> Result<()> {
+    match json.get("model_type").and_then(Value::as_str) {
+        Some(name) if name == expected => Ok(()),
+        found => Err(Error::Config {
+            file: file.to_string(),
+            message: format!("model_type is {found:?}, expected \"{expected}\""),
+        }),
+    }
+}

@@ -1,0 +1,172 @@
+//! Strict weight loading from safetensors in the diffusers/hub layout.
+//!
+//! Networks take their tensors by key path (`down_blocks.0.resnets.1.conv1.weight`), stating the
+//! shape their config implies. A missing key, a wrong shape, and (in [`Weights::finish`]) a key
+//! nobody took are all errors that name the key. f32, f16 and bf16 on disk load as f32.
+//! Each tensor goes to the device as soon as it is inserted, so a caller that streams a file
+//! ([`Weights::insert`], the browser) never holds more than one tensor's bytes. int8 tensors with a
+//! `<key>.q8_scale` beside them (converted `q8` weights, see `manifest`) are dequantised on the
+//! device when taken.
+//! [`Weights::random`] builds any network at its real size with nothing on disk (benchmarks);
+//! [`Weights::declare`] checks a checkpoint's keys and shapes against a network without its values.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::loading::manifest::Q8_SCALE;
+use crate::{Error, Result};
+
+struct Stored {
+    shape: Vec<usize>,
+    /// The values, flat, already on the device; `None` for a tensor declared by shape only.
+    values: Option<Tensor<1>>,
+}
+
+/// The tensors of one component, waiting to be taken by the network being built.
+pub struct Weights {
+    device: Device,
+    tensors: BTreeMap<String, Stored>,
+    random: bool,
+}
+
+/// Join a module path and a field name the way state-dict keys are spelled.
+pub fn key(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
+}
+
+/// Values of a tensor in a safetensors file as f32 (f32, f16 and bf16; i8 as its integers).
+pub fn to_f32(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>> {
+    Ok(match dtype {
+        Dtype::I8 => bytes.iter().map(|&b| f32::from(b as i8)).collect(),
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        other => {
+            return Err(Error::Tensor {
+                key: name.to_string(),
+                message: format!("is {other:?}; weights must be f32, f16 or bf16"),
+            });
+        }
+    })
+}
+
+impl Weights {
+    /// Read every tensor of the given safetensors files (the shards of one component).
+    pub fn from_safetensors(files: &[&[u8]], device: &Device) -> Result<Self> {
+        let mut weights = Self::new(device);
+        for (i, bytes) in files.iter().enumerate() {
+            weights.insert_file(&format!("safetensors file {i}"), bytes)?;
+        }
+        Ok(weights)
+    }
+
+    /// Add every tensor of one safetensors file (`file` names it in errors).
+    pub fn insert_file(&mut self, file: &str, bytes: &[u8]) -> Result<()> {
+        let parsed =
+            SafeTensors::deserialize(bytes).map_err(|source| Error::Safetensors { file: file.to_string(), source })?;
+        for (name, view) in parsed.tensors() {
+            self.insert(&name, view.dtype(), view.shape(), view.data())?;
+        }
+        Ok(())
+    }
+
+    /// No tensors yet: [`Weights::insert`] them one by one.
+    pub fn new(device: &Device) -> Self {
+        Self { device: device.clone(), tensors: BTreeMap::new(), random: false }
+    }
+
+    /// Add one tensor from its safetensors bytes (little-endian `dtype` values); it goes to the
+    /// device now and the bytes can be dropped.
+    pub fn insert(&mut self, key: &str, dtype: Dtype, shape: &[usize], bytes: &[u8]) -> Result<()> {
+        let elements: usize = shape.iter().product();
+        if bytes.len() != elements * dtype.bitsize() / 8 {
+            return Err(Error::Tensor {
+                key: key.to_string(),
+                message: format!(
+                    "has {} bytes but its shape {shape:?} of {dtype:?} needs {}",
+                    bytes.len(),
+                    elements * dtype.bitsize() / 8
+                ),
+            });
+        }
+        let values = to_f32(dtype, bytes, key)?;
+        let values = Tensor::from_data(TensorData::new(values, [elements]), &self.device);
+        self.store(key, shape, Some(values))
+    }
+
+    /// Add a tensor by key and shape only: building a network then checks the key set and the
+    /// shapes at no memory cost, and the network gets one-element placeholders — check it,
+    /// never run it.
+    pub fn declare(&mut self, key: &str, shape: &[usize]) -> Result<()> {
+        self.store(key, shape, None)
+    }
+
+    fn store(&mut self, key: &str, shape: &[usize], values: Option<Tensor<1>>) -> Result<()> {
+        if self.tensors.insert(key.to_string(), Stored { shape: shape.to_vec(), values }).is_some() {
+            return Err(Error::Tensor { key: key.to_string(), message: "appears twice".into() });
+        }
+        Ok(())
+    }
+
+    /// Every `take` draws fresh values on the device: uniform in ±1/√fan_in, where fan_in is
+    /// the elements per output channel (±1 for vectors), so activations stay in range.
+    pub fn random(device: &Device) -> Self {
+        Self { device: device.clone(), tensors: BTreeMap::new(), random: true }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Take the tensor `key`, which must have `shape`.
+    pub fn take<const D: usize>(&mut self, key: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        if self.random {
+            let fan_in: usize = shape[1..].iter().product();
+            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+            return Ok(Tensor::random(shape, Distribution::Uniform(-bound, bound), &self.device));
+        }
+        let stored = self
+            .tensors
+            .remove(key)
+            .ok_or_else(|| Error::MissingWeight { key: key.to_string(), shape: shape.to_vec() })?;
+        if stored.shape != shape {
+            return Err(Error::WeightShape { key: key.to_string(), expected: shape.to_vec(), found: stored.shape });
+        }
+        let Some(mut values) = stored.values else {
+            self.tensors.remove(&format!("{key}{Q8_SCALE}"));
+            return Ok(Tensor::zeros([1; D], &self.device));
+        };
+        // A q8 tensor: int8 values × one scale per output channel (dimension 0).
+        if let Some(scale) = self.tensors.remove(&format!("{key}{Q8_SCALE}")) {
+            let out = shape[0];
+            if scale.shape != [out] {
+                return Err(Error::WeightShape {
+                    key: format!("{key}{Q8_SCALE}"),
+                    expected: vec![out],
+                    found: scale.shape,
+                });
+            }
+            let per = values.dims()[0] / out.max(1);
+            if let Some(scale) = scale.values {
+                values = (values.reshape([out, per]) * scale.reshape([out, 1])).reshape([out * per]);
+            }
+        }
+        Ok(values.reshape(shape))
+    }
+
+    /// Drop a non-persistent buffer some checkpoints carry (e.g. CLIP's `position_ids`).
+    pub fn discard(&mut self, key: &str) {
+        self.tensors.remove(key);
+    }
+
+    /// Every tensor must have been taken: leftovers mean the config and checkpoint disagree.
+    pub fn finish(self) -> Result<()> {
+        if self.tensors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::UnusedWeights { keys: self.tensors.into_keys().collect() })
+        }
+    }
+}

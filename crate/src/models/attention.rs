@@ -1,0 +1,192 @@
+//! diffusers `models/attention_processor.py`: `Attention` (to_q/to_k/to_v/to_out.0) and the
+//! multi-head scaled-dot-product core shared with CLIP's attention.
+
+use burn::tensor::Tensor;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use crate::Result;
+use crate::loading::weights::{Weights, key};
+use crate::models::nn::{Linear, MAX_ELEMENTS, map_chunks};
+
+/// softmax(q kᵀ / √d) v over `heads` heads. Queries are processed in chunks so the score matrix
+/// of one call never exceeds [`MAX_ELEMENTS`] (at 704×1280 the first level's spatial attention
+/// would need 63 GB at once; each query row's softmax is independent, so chunking
+/// changes no result); a causal mask needs all rows at once and is used only on short sequences.
+///
+/// # Shapes
+/// q `[B, Tq, heads*d]`, k and v `[B, Tk, heads*d]` → `[B, Tq, heads*d]`
+pub fn multi_head(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize, causal: bool) -> Tensor<3> {
+    multi_head_chunked(q, k, v, heads, causal, MAX_ELEMENTS)
+}
+
+/// [`multi_head`] with an explicit score budget (tests use a small one).
+pub fn multi_head_chunked(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    causal: bool,
+    max_scores: usize,
+) -> Tensor<3> {
+    let [b, tq, c] = q.dims();
+    let tk = k.dims()[1];
+    let d = c / heads;
+    let split = |x: Tensor<3>, t| x.reshape([b, t, heads, d]).swap_dims(1, 2);
+    let options = AttentionModuleOptions { is_causal: causal, ..Default::default() };
+    let (k, v) = (split(k, tk), split(v, tk));
+    let rows = (max_scores / (b * heads * tk).max(1)).max(1);
+    if causal || rows >= tq {
+        let out = attention(split(q, tq), k, v, None, None, options);
+        return out.swap_dims(1, 2).reshape([b, tq, c]);
+    }
+    let chunks: Vec<Tensor<3>> = (0..tq)
+        .step_by(rows)
+        .map(|start| {
+            let n = rows.min(tq - start);
+            let q = split(q.clone().slice([0..b, start..start + n]), n);
+            attention(q, k.clone(), v.clone(), None, None, options).swap_dims(1, 2).reshape([b, n, c])
+        })
+        .collect();
+    Tensor::cat(chunks, 1)
+}
+
+/// diffusers `Attention`: projections around [`multi_head`]; cross-attention when a context
+/// is given. Norms and residuals belong to the blocks that use it.
+#[derive(Clone, Debug)]
+pub struct Attention {
+    pub to_q: Linear,
+    pub to_k: Linear,
+    pub to_v: Linear,
+    /// `to_out.0` (slot 1 is dropout).
+    pub to_out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    /// `inner = heads * dim_head`; `context_dim` is the key/value input width.
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        query_dim: usize,
+        context_dim: usize,
+        heads: usize,
+        dim_head: usize,
+        qkv_bias: bool,
+    ) -> Result<Self> {
+        let inner = heads * dim_head;
+        Ok(Self {
+            to_q: Linear::load(w, &key(prefix, "to_q"), query_dim, inner, qkv_bias)?,
+            to_k: Linear::load(w, &key(prefix, "to_k"), context_dim, inner, qkv_bias)?,
+            to_v: Linear::load(w, &key(prefix, "to_v"), context_dim, inner, qkv_bias)?,
+            to_out: Linear::load(w, &key(prefix, "to_out.0"), inner, query_dim, true)?,
+            heads,
+        })
+    }
+
+    /// # Shapes
+    /// x `[B, T, query_dim]`, context `[B, S, context_dim]` → `[B, T, query_dim]`
+    pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
+        let context = context.unwrap_or_else(|| x.clone());
+        let q = self.to_q.forward(x);
+        let k = self.to_k.forward(context.clone());
+        let v = self.to_v.forward(context);
+        self.to_out.forward(multi_head(q, k, v, self.heads, false))
+    }
+}
+
+/// diffusers `FeedForward`: `net.0` is GEGLU (`proj` to 2×inner, value × gelu(gate)) or GELU
+/// (`proj` then exact gelu), `net.2` the output projection.
+#[derive(Clone, Debug)]
+pub struct FeedForward {
+    /// `net.0.proj`
+    pub proj: Linear,
+    /// `net.2`
+    pub out: Linear,
+    geglu: bool,
+}
+
+impl FeedForward {
+    pub fn load(w: &mut Weights, prefix: &str, dim: usize, inner: usize, geglu: bool) -> Result<Self> {
+        let proj_out = if geglu { 2 * inner } else { inner };
+        Ok(Self {
+            proj: Linear::load(w, &key(prefix, "net.0.proj"), dim, proj_out, true)?,
+            out: Linear::load(w, &key(prefix, "net.2"), inner, dim, true)?,
+            geglu,
+        })
+    }
+
+    /// Tokens are independent: at most [`MAX_ELEMENTS`] hidden values are computed at once (a
+    /// 720p video's first level would need a 4.7 GB GEGLU projection in one piece).
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, t, dim] = x.dims();
+        let rows = MAX_ELEMENTS / self.proj.d_out();
+        map_chunks(x.reshape([b * t, dim]), 0, rows, |x| self.forward_rows(x)).reshape([b, t, dim])
+    }
+
+    fn forward_rows(&self, x: Tensor<2>) -> Tensor<2> {
+        let h = self.proj.forward(x);
+        let h = if self.geglu {
+            let [value, gate] = <[Tensor<2>; 2]>::try_from(h.chunk(2, 1)).expect("two halves");
+            value * burn::tensor::activation::gelu(gate)
+        } else {
+            burn::tensor::activation::gelu(h)
+        };
+        self.out.forward(h)
+    }
+}
+
+/// diffusers `BasicTransformerBlock` (norm_type "layer_norm", GEGLU): self-attention, then
+/// cross-attention on the context (or a second self-attention when `double_self_attention`),
+/// then feed-forward; pre-norm with residuals.
+#[derive(Clone, Debug)]
+pub struct BasicTransformerBlock {
+    pub norm1: crate::models::nn::LayerNorm,
+    pub attn1: Attention,
+    pub norm2: crate::models::nn::LayerNorm,
+    pub attn2: Attention,
+    pub norm3: crate::models::nn::LayerNorm,
+    pub ff: FeedForward,
+    double_self_attention: bool,
+}
+
+impl BasicTransformerBlock {
+    /// `cross_attention_dim` None means `double_self_attention` (the temporal transformers).
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        dim: usize,
+        heads: usize,
+        dim_head: usize,
+        cross_attention_dim: Option<usize>,
+    ) -> Result<Self> {
+        use crate::models::nn::LayerNorm;
+        let ln = |w: &mut Weights, name: &str| LayerNorm::load(w, &key(prefix, name), dim, 1e-5);
+        Ok(Self {
+            norm1: ln(w, "norm1")?,
+            attn1: Attention::load(w, &key(prefix, "attn1"), dim, dim, heads, dim_head, false)?,
+            norm2: ln(w, "norm2")?,
+            attn2: Attention::load(
+                w,
+                &key(prefix, "attn2"),
+                dim,
+                cross_attention_dim.unwrap_or(dim),
+                heads,
+                dim_head,
+                false,
+            )?,
+            norm3: ln(w, "norm3")?,
+            ff: FeedForward::load(w, &key(prefix, "ff"), dim, 4 * dim, true)?,
+            double_self_attention: cross_attention_dim.is_none(),
+        })
+    }
+
+    /// # Shapes
+    /// x `[B, T, dim]`, context `[B, S, cross_attention_dim]` → `[B, T, dim]`
+    pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
+        let x = x.clone() + self.attn1.forward(self.norm1.forward(x), None);
+        let context = if self.double_self_attention { None } else { context };
+        let x = x.clone() + self.attn2.forward(self.norm2.forward(x), context);
+        x.clone() + self.ff.forward(self.norm3.forward(x))
+    }
+}

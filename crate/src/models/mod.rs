@@ -1,0 +1,16 @@
+//! The networks, one file per diffusers (or transformers) file they port. Dependencies point one
+//! way: `nn` → `attention`, `resnet`, `embeddings` → `transformer_*` → `unet_3d_blocks` →
+//! `unet_3d_backbone` → `unet_i2vgen_xl`, `unet_3d_condition`; `clip` and `vae` are leaves.
+
+pub mod attention;
+pub mod clip;
+pub mod embeddings;
+pub mod nn;
+pub mod resnet;
+pub mod transformer_2d;
+pub mod transformer_temporal;
+pub mod unet_3d_backbone;
+pub mod unet_3d_blocks;
+pub mod unet_3d_condition;
+pub mod unet_i2vgen_xl;
+pub mod vae;

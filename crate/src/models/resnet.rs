@@ -1,0 +1,174 @@
+//! diffusers `models/resnet.py` and `models/downsampling.py`/`upsampling.py`: `ResnetBlock2D`,
+//! `Downsample2D`, `Upsample2D` — shared by the VAE and both 3D UNets.
+
+use burn::tensor::Tensor;
+use burn::tensor::activation::silu;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+
+use crate::Result;
+use crate::loading::weights::{Weights, key};
+use crate::models::nn::{Conv2d, GroupNorm, Linear, pad_hw};
+
+/// `ResnetBlock2D` (time_embedding_norm "default", output_scale_factor 1, SiLU).
+#[derive(Clone, Debug)]
+pub struct ResnetBlock2D {
+    pub norm1: GroupNorm,
+    pub conv1: Conv2d,
+    /// Present when the block takes a time embedding (UNets, not the VAE).
+    pub time_emb_proj: Option<Linear>,
+    pub norm2: GroupNorm,
+    pub conv2: Conv2d,
+    /// 1×1 conv when the channel count changes.
+    pub conv_shortcut: Option<Conv2d>,
+}
+
+impl ResnetBlock2D {
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+        temb_channels: Option<usize>,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Self> {
+        Ok(Self {
+            norm1: GroupNorm::load(w, &key(prefix, "norm1"), groups, c_in, eps)?,
+            conv1: Conv2d::load(w, &key(prefix, "conv1"), c_in, c_out, 3, 1, 1, true)?,
+            time_emb_proj: temb_channels
+                .map(|t| Linear::load(w, &key(prefix, "time_emb_proj"), t, c_out, true))
+                .transpose()?,
+            norm2: GroupNorm::load(w, &key(prefix, "norm2"), groups, c_out, eps)?,
+            conv2: Conv2d::load(w, &key(prefix, "conv2"), c_out, c_out, 3, 1, 1, true)?,
+            conv_shortcut: (c_in != c_out)
+                .then(|| Conv2d::load(w, &key(prefix, "conv_shortcut"), c_in, c_out, 1, 1, 0, true))
+                .transpose()?,
+        })
+    }
+
+    /// # Shapes
+    /// x `[N, C_in, H, W]`, temb `[N, T]` → `[N, C_out, H, W]`
+    pub fn forward(&self, x: Tensor<4>, temb: Option<Tensor<2>>) -> Tensor<4> {
+        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
+            let [n, c] = [h.dims()[0], h.dims()[1]];
+            h = h + proj.forward(silu(temb)).reshape([n, c, 1, 1]);
+        }
+        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => conv.forward(x),
+            None => x,
+        };
+        shortcut + h
+    }
+}
+
+/// `Downsample2D` with a conv (key `downsamplers.0.conv`). padding 0 means diffusers' asymmetric
+/// (0, 1, 0, 1) zero pad before a stride-2 conv (the VAE); padding 1 is the UNets' symmetric one.
+#[derive(Clone, Debug)]
+pub struct Downsample2D {
+    pub conv: Conv2d,
+    asymmetric_pad: bool,
+}
+
+impl Downsample2D {
+    pub fn load(w: &mut Weights, prefix: &str, channels: usize, padding: usize) -> Result<Self> {
+        Ok(Self {
+            conv: Conv2d::load(w, &key(prefix, "conv"), channels, channels, 3, 2, padding, true)?,
+            asymmetric_pad: padding == 0,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = if self.asymmetric_pad { pad_hw(x, 0, 1, 0, 1) } else { x };
+        self.conv.forward(x)
+    }
+}
+
+/// `Upsample2D`: nearest ×2 (or to an explicit size when the skip connection is odd-sized),
+/// then a 3×3 conv (key `upsamplers.0.conv`).
+#[derive(Clone, Debug)]
+pub struct Upsample2D {
+    pub conv: Conv2d,
+}
+
+impl Upsample2D {
+    pub fn load(w: &mut Weights, prefix: &str, channels: usize) -> Result<Self> {
+        Ok(Self { conv: Conv2d::load(w, &key(prefix, "conv"), channels, channels, 3, 1, 1, true)? })
+    }
+
+    /// # Shapes
+    /// `[N, C, H, W]` → `[N, C, 2H, 2W]`, or `[N, C, size.0, size.1]`
+    pub fn forward(&self, x: Tensor<4>, size: Option<[usize; 2]>) -> Tensor<4> {
+        let [_, _, h, w] = x.dims();
+        let size = size.unwrap_or([2 * h, 2 * w]);
+        let x = interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(size));
+        self.conv.forward(x)
+    }
+}
+
+/// One `nn.Sequential(GroupNorm, SiLU, [Dropout], Conv3d((3,1,1)))` slot of a TemporalConvLayer.
+#[derive(Clone, Debug)]
+pub struct TemporalConv {
+    pub norm: GroupNorm,
+    /// `[C_out, C_in, 3, 1, 1]`
+    pub weight: Tensor<5>,
+    pub bias: Tensor<1>,
+}
+
+impl TemporalConv {
+    /// The (3, 1, 1) convolution as three channel matmuls over time-shifted frames (zero padding
+    /// of one frame each side): the same sums as `conv3d`, but on matmul kernels, which every
+    /// backend runs far faster than a direct 5-D convolution (burn's CPU one is untiled loops).
+    fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        let x = silu(self.norm.forward(x));
+        let [b, c, f, h, w] = x.dims();
+        let [c_out, ..] = self.weight.dims();
+        let zeros = Tensor::<5>::zeros([b, c, 1, h, w], &x.device());
+        let padded = Tensor::cat(vec![zeros.clone(), x, zeros], 2);
+        let mut y = Tensor::<3>::zeros([b, c_out, f * h * w], &padded.device());
+        for k in 0..3 {
+            let tap = self.weight.clone().narrow(2, k, 1).reshape([1, c_out, c]);
+            let frames = padded.clone().narrow(2, k, f).reshape([b, c, f * h * w]);
+            y = y + tap.matmul(frames);
+        }
+        (y + self.bias.clone().reshape([1, c_out, 1])).reshape([b, c_out, f, h, w])
+    }
+}
+
+/// `TemporalConvLayer`: four GN-SiLU-Conv3d(3,1,1) over frames, with a residual around them.
+#[derive(Clone, Debug)]
+pub struct TemporalConvLayer {
+    /// `conv1.{0,2}`, `conv2.{0,3}`, `conv3.{0,3}`, `conv4.{0,3}`
+    pub convs: [TemporalConv; 4],
+}
+
+impl TemporalConvLayer {
+    pub fn load(w: &mut Weights, prefix: &str, channels: usize, groups: usize) -> Result<Self> {
+        let mut load = |i: usize| -> Result<TemporalConv> {
+            let seq = key(prefix, &format!("conv{}", i + 1));
+            // The first slot has no dropout, so its conv sits at index 2, the others at 3.
+            let conv = key(&seq, if i == 0 { "2" } else { "3" });
+            Ok(TemporalConv {
+                norm: GroupNorm::load(w, &key(&seq, "0"), groups, channels, 1e-5)?,
+                weight: w.take(&key(&conv, "weight"), [channels, channels, 3, 1, 1])?,
+                bias: w.take(&key(&conv, "bias"), [channels])?,
+            })
+        };
+        Ok(Self { convs: [load(0)?, load(1)?, load(2)?, load(3)?] })
+    }
+
+    /// # Shapes
+    /// `[B*F, C, H, W]` → `[B*F, C, H, W]`
+    pub fn forward(&self, x: Tensor<4>, num_frames: usize) -> Tensor<4> {
+        let [bf, c, h, w] = x.dims();
+        let b = bf / num_frames;
+        let identity = x.reshape([b, num_frames, c, h, w]).swap_dims(1, 2);
+        let mut y = identity.clone();
+        for conv in &self.convs {
+            y = conv.forward(y);
+        }
+        (identity + y).swap_dims(1, 2).reshape([bf, c, h, w])
+    }
+}

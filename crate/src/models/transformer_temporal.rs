@@ -1,0 +1,60 @@
+//! diffusers `models/transformers/transformer_temporal.py`: `TransformerTemporalModel`, attention
+//! over the frames of each pixel (`double_self_attention`: attn2 is self-attention too).
+
+use burn::tensor::Tensor;
+
+use crate::Result;
+use crate::loading::weights::{Weights, key};
+use crate::models::attention::BasicTransformerBlock;
+use crate::models::nn::{GroupNorm, Linear};
+
+#[derive(Clone, Debug)]
+pub struct TransformerTemporalModel {
+    pub norm: GroupNorm,
+    pub proj_in: Linear,
+    pub transformer_blocks: Vec<BasicTransformerBlock>,
+    pub proj_out: Linear,
+}
+
+impl TransformerTemporalModel {
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        heads: usize,
+        dim_head: usize,
+        channels: usize,
+        groups: usize,
+    ) -> Result<Self> {
+        let inner = heads * dim_head;
+        Ok(Self {
+            norm: GroupNorm::load(w, &key(prefix, "norm"), groups, channels, 1e-6)?,
+            proj_in: Linear::load(w, &key(prefix, "proj_in"), channels, inner, true)?,
+            transformer_blocks: vec![BasicTransformerBlock::load(
+                w,
+                &key(prefix, "transformer_blocks.0"),
+                inner,
+                heads,
+                dim_head,
+                None,
+            )?],
+            proj_out: Linear::load(w, &key(prefix, "proj_out"), inner, channels, true)?,
+        })
+    }
+
+    /// # Shapes
+    /// `[B*F, C, H, W]` → `[B*F, C, H, W]`
+    pub fn forward(&self, x: Tensor<4>, num_frames: usize) -> Tensor<4> {
+        let [bf, c, h, w] = x.dims();
+        let b = bf / num_frames;
+        let residual = x.clone();
+        // [B, F, C, H, W] → [B, C, F, H, W] for the norm, then one sequence of F per pixel.
+        let x = self.norm.forward(x.reshape([b, num_frames, c, h, w]).swap_dims(1, 2));
+        let mut t = self.proj_in.forward(x.permute([0, 3, 4, 2, 1]).reshape([b * h * w, num_frames, c]));
+        for block in &self.transformer_blocks {
+            t = block.forward(t, None);
+        }
+        let t = self.proj_out.forward(t);
+        let t = t.reshape([b, h, w, num_frames, c]).permute([0, 3, 4, 1, 2]).reshape([bf, c, h, w]);
+        t + residual
+    }
+}

@@ -1,0 +1,248 @@
+//! What the two 3D UNets share (diffusers `I2VGenXLUNet` and `UNet3DConditionModel`): the
+//! architecture keys of their configs and the backbone from `conv_in` to `conv_out`. Each model
+//! adds its own conditioning (time only, or time + fps + the image path) around it.
+
+use burn::tensor::Tensor;
+use burn::tensor::activation::silu;
+use serde::{Deserialize, Serialize};
+
+use crate::loading::weights::Weights;
+use crate::models::embeddings::TimestepEmbedding;
+use crate::models::nn::{Conv2d, GroupNorm, MAX_BINDING_BYTES};
+use crate::models::transformer_temporal::TransformerTemporalModel;
+use crate::models::unet_3d_blocks::{BlockDims, DownBlock3D, UNetMidBlock3DCrossAttn, UpBlock3D};
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub enum DownBlockType {
+    CrossAttnDownBlock3D,
+    DownBlock3D,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub enum UpBlockType {
+    CrossAttnUpBlock3D,
+    UpBlock3D,
+}
+
+/// The config keys both UNets read; the defaults are the real checkpoints' values.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct UNet3DConfig {
+    #[serde(default = "defaults::four")]
+    pub in_channels: usize,
+    #[serde(default = "defaults::four")]
+    pub out_channels: usize,
+    #[serde(default = "defaults::down_block_types")]
+    pub down_block_types: Vec<DownBlockType>,
+    #[serde(default = "defaults::up_block_types")]
+    pub up_block_types: Vec<UpBlockType>,
+    #[serde(default = "defaults::block_out_channels")]
+    pub block_out_channels: Vec<usize>,
+    #[serde(default = "defaults::two")]
+    pub layers_per_block: usize,
+    #[serde(default = "defaults::norm_num_groups")]
+    pub norm_num_groups: usize,
+    #[serde(default = "defaults::cross_attention_dim")]
+    pub cross_attention_dim: usize,
+    /// The channels per attention head, despite diffusers' legacy naming: both UNets pass this
+    /// value as `num_attention_heads` and every block divides its width by it.
+    #[serde(default = "defaults::attention_head_dim")]
+    pub attention_head_dim: usize,
+}
+
+mod defaults {
+    use super::{DownBlockType, UpBlockType};
+    pub fn four() -> usize {
+        4
+    }
+    pub fn two() -> usize {
+        2
+    }
+    pub fn down_block_types() -> Vec<DownBlockType> {
+        use DownBlockType::*;
+        vec![CrossAttnDownBlock3D, CrossAttnDownBlock3D, CrossAttnDownBlock3D, DownBlock3D]
+    }
+    pub fn up_block_types() -> Vec<UpBlockType> {
+        use UpBlockType::*;
+        vec![UpBlock3D, CrossAttnUpBlock3D, CrossAttnUpBlock3D, CrossAttnUpBlock3D]
+    }
+    pub fn block_out_channels() -> Vec<usize> {
+        vec![320, 640, 1280, 1280]
+    }
+    pub fn norm_num_groups() -> usize {
+        32
+    }
+    pub fn cross_attention_dim() -> usize {
+        1024
+    }
+    pub fn attention_head_dim() -> usize {
+        64
+    }
+}
+
+impl UNet3DConfig {
+    pub fn validate(&self, file: &str) -> Result<()> {
+        let n = self.block_out_channels.len();
+        let bad = |message: &str| Err(Error::Config { file: file.into(), message: message.into() });
+        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
+            return bad("block_out_channels, down_block_types and up_block_types must have the same length");
+        }
+        if self.block_out_channels.iter().any(|c| c % self.attention_head_dim != 0 || c % self.norm_num_groups != 0) {
+            return bad("every block width must be a multiple of attention_head_dim and norm_num_groups");
+        }
+        Ok(())
+    }
+
+    /// Latent down-sampling steps between the input and the deepest block.
+    pub fn num_upsamplers(&self) -> usize {
+        self.block_out_channels.len() - 1
+    }
+
+    /// f32 bytes of the largest activation a forward holds whole: `[B·F, block_out_channels[1],
+    /// h, w]`, the first up-sampled tensor back at full latent size (the concatenations, the
+    /// feed-forward and attention scores are computed in chunks; see `nn::MAX_ELEMENTS`).
+    pub fn largest_activation_bytes(&self, batch: usize, frames: usize, h: usize, w: usize) -> usize {
+        let widest = self.block_out_channels[1.min(self.block_out_channels.len() - 1)];
+        4 * batch * frames * h * w * widest.max(self.block_out_channels[0])
+    }
+
+    /// Whether a guided step runs the two halves (uncond, cond) one after the other: exact (they
+    /// never interact inside the UNet) and halves the largest activation, needed when batch 2
+    /// would exceed [`MAX_BINDING_BYTES`] (16 frames at 720p: 1.18 GB in one piece).
+    pub fn split_guidance(&self, frames: usize, h: usize, w: usize) -> bool {
+        self.largest_activation_bytes(2, frames, h, w) > MAX_BINDING_BYTES
+    }
+
+    /// Width of the time embedding (4 × the first block's).
+    pub fn time_embed_dim(&self) -> usize {
+        4 * self.block_out_channels[0]
+    }
+}
+
+/// `conv_in`, `time_embedding`, `transformer_in`, the down, mid and up blocks, `conv_norm_out`
+/// and `conv_out`. Their tensors sit at the root of the UNet's state dict.
+#[derive(Clone, Debug)]
+pub struct UNet3DBackbone {
+    pub conv_in: Conv2d,
+    pub time_embedding: TimestepEmbedding,
+    pub transformer_in: TransformerTemporalModel,
+    pub down_blocks: Vec<DownBlock3D>,
+    pub mid_block: UNetMidBlock3DCrossAttn,
+    pub up_blocks: Vec<UpBlock3D>,
+    pub conv_norm_out: GroupNorm,
+    pub conv_out: Conv2d,
+}
+
+impl UNet3DBackbone {
+    /// `conv_in_channels`: the sample's channels plus whatever the model concatenates to it.
+    pub fn load(w: &mut Weights, c: &UNet3DConfig, conv_in_channels: usize) -> Result<Self> {
+        let ch = &c.block_out_channels;
+        let (c0, n) = (ch[0], ch.len());
+        let temb = c.time_embed_dim();
+        let g = c.norm_num_groups;
+        let d = BlockDims {
+            temb_channels: temb,
+            groups: g,
+            cross_attention_dim: c.cross_attention_dim,
+            head_dim: c.attention_head_dim,
+        };
+
+        let mut down_blocks = Vec::new();
+        let mut c_out = c0;
+        for (i, kind) in c.down_block_types.iter().enumerate() {
+            let c_in = c_out;
+            c_out = ch[i];
+            let attention = *kind == DownBlockType::CrossAttnDownBlock3D;
+            down_blocks.push(DownBlock3D::load(
+                w,
+                &format!("down_blocks.{i}"),
+                c.layers_per_block,
+                c_in,
+                c_out,
+                attention,
+                i + 1 < n,
+                d,
+            )?);
+        }
+        let reversed: Vec<usize> = ch.iter().rev().copied().collect();
+        let mut up_blocks = Vec::new();
+        let mut c_out = reversed[0];
+        for (i, kind) in c.up_block_types.iter().enumerate() {
+            let prev = c_out;
+            c_out = reversed[i];
+            let c_in = reversed[(i + 1).min(n - 1)];
+            let attention = *kind == UpBlockType::CrossAttnUpBlock3D;
+            up_blocks.push(UpBlock3D::load(
+                w,
+                &format!("up_blocks.{i}"),
+                c.layers_per_block + 1,
+                c_in,
+                prev,
+                c_out,
+                attention,
+                i + 1 < n,
+                d,
+            )?);
+        }
+        Ok(Self {
+            conv_in: Conv2d::load(w, "conv_in", conv_in_channels, c0, 3, 1, 1, true)?,
+            time_embedding: TimestepEmbedding::load(w, "time_embedding", c0, temb)?,
+            transformer_in: TransformerTemporalModel::load(w, "transformer_in", 8, c.attention_head_dim, c0, g)?,
+            down_blocks,
+            mid_block: UNetMidBlock3DCrossAttn::load(w, "mid_block", ch[n - 1], d)?,
+            up_blocks,
+            conv_norm_out: GroupNorm::load(w, "conv_norm_out", g, c0, 1e-5)?,
+            conv_out: Conv2d::load(w, "conv_out", c0, c.out_channels, 3, 1, 1, true)?,
+        })
+    }
+
+    /// # Shapes
+    /// x `[B*F, conv_in_channels, h, w]`, emb `[B*F, time_embed_dim]`, context `[B*F, S, D]`
+    /// → `[B*F, out_channels, h, w]`
+    pub fn forward(&self, x: Tensor<4>, emb: &Tensor<2>, context: &Tensor<3>, frames: usize) -> Tensor<4> {
+        // Phases 5–9 of diffusers' `I2VGenXLUNet.forward` (2–6 of `UNet3DConditionModel.forward`).
+        // 5. pre-process
+        let x = self.transformer_in.forward(self.conv_in.forward(x), frames);
+
+        // 6. down
+        let mut skips = vec![x.clone()];
+        let mut x = x;
+        for block in &self.down_blocks {
+            let (out, block_skips) = block.forward(x, emb, context, frames);
+            x = out;
+            skips.extend(block_skips);
+        }
+        // 7. mid
+        let mut x = self.mid_block.forward(x, emb, context, frames);
+        // 8. up
+        for block in &self.up_blocks {
+            x = block.forward(x, &mut skips, emb, context, frames);
+        }
+        // 9. post-process
+        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+    }
+}
+
+/// `repeat_interleave(n, dim=0)`: each batch element n times in a row (per-frame conditioning).
+pub fn repeat_interleave<const D: usize>(x: Tensor<D>, n: usize) -> Tensor<D> {
+    let dims = x.dims();
+    let rest: usize = dims[1..].iter().product();
+    let mut expanded = dims;
+    expanded[0] *= n;
+    x.reshape([dims[0], 1, rest]).repeat_dim(1, n).reshape(expanded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real UNet's guided step splits at 720p and 704×1280 (16 frames), not at 256×448.
+    #[test]
+    fn guidance_splits_only_when_batch_two_passes_the_binding() {
+        let real: UNet3DConfig = serde_json::from_str("{}").unwrap();
+        assert!(real.split_guidance(16, 90, 160));
+        assert!(real.split_guidance(16, 88, 160));
+        assert!(!real.split_guidance(16, 32, 56));
+        assert_eq!(real.largest_activation_bytes(1, 16, 90, 160), 589_824_000);
+    }
+}

@@ -1,0 +1,92 @@
+//! The two stages of the cascade as state machines the caller drives: prepare → step × N →
+//! decode frame × F, through one [`stage::Stage`] shape so a caller writes its loop once.
+
+pub mod noise;
+pub mod pipeline_i2vgen_xl;
+pub mod pipeline_video_to_video;
+pub mod stage;
+
+use crate::{Error, Result};
+
+/// Check an output size: both sides positive multiples of `multiple` (the VAE's down-sampling,
+/// at least 8); the sentence suggests the nearest smaller size that is.
+pub fn check_size(width: usize, height: usize, multiple: usize) -> Result<()> {
+    let multiple = multiple.max(8);
+    if width == 0 || height == 0 || width % multiple != 0 || height % multiple != 0 {
+        return Err(Error::request(
+            "size",
+            format!(
+                "the size {width}×{height} is not a multiple of {multiple}: height and width must be positive \
+                 multiples of {multiple}; try {}×{}",
+                (width / multiple).max(1) * multiple,
+                (height / multiple).max(1) * multiple
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A guidance scale diffusers accepts: a finite number ≥ 0.
+fn check_guidance(guidance_scale: f64) -> Result<()> {
+    if !(guidance_scale >= 0.0 && guidance_scale.is_finite()) {
+        return Err(Error::request("guidance", format!("guidance must be a number ≥ 0, got {guidance_scale}")));
+    }
+    Ok(())
+}
+
+/// The prompts the text encoder sees, in diffusers' order: `[negative, prompt]` with
+/// classifier-free guidance, else `[prompt]`.
+fn guidance_prompts<'a>(prompt: &'a str, negative_prompt: &'a str, guidance: bool) -> Vec<&'a str> {
+    if guidance { vec![negative_prompt, prompt] } else { vec![prompt] }
+}
+
+/// Request defaults by purpose, the one place the CLI, the page and the widget take them from
+/// (the page gets them through the wasm façade's `defaults()`).
+pub mod defaults {
+    use super::pipeline_i2vgen_xl::GenerationRequest;
+    use super::pipeline_video_to_video::RefineRequest;
+
+    /// The seed of a run whose caller names none.
+    pub const SEED: u64 = 8888;
+
+    /// I2VGen-XL's own defaults (diffusers'): 1280×704, 16 frames, 50 steps, guidance 9.
+    pub const REFERENCE: GenerationRequest = GenerationRequest::DEFAULT;
+
+    /// What a laptop GPU can run: 448×256 and 25 steps, otherwise the reference.
+    pub const BROWSER: GenerationRequest = GenerationRequest {
+        prompt: String::new(),
+        negative_prompt: String::new(),
+        height: 256,
+        width: 448,
+        num_frames: 16,
+        target_fps: 16,
+        num_inference_steps: 25,
+        guidance_scale: 9.0,
+    };
+
+    /// The bundled tiny demo model: 40×24, 4 frames, 3 steps (it runs in seconds).
+    pub const DEMO: GenerationRequest = GenerationRequest {
+        prompt: String::new(),
+        negative_prompt: String::new(),
+        height: 24,
+        width: 40,
+        num_frames: 4,
+        target_fps: 16,
+        num_inference_steps: 3,
+        guidance_scale: 9.0,
+    };
+
+    /// The refinement stage: the pipeline's defaults at 1280×720.
+    pub const REFINE: RefineRequest = RefineRequest::DEFAULT;
+
+    /// The demo refiner: 80×48, 5 steps.
+    pub const REFINE_DEMO: RefineRequest = RefineRequest {
+        prompt: String::new(),
+        negative_prompt: String::new(),
+        strength: 0.6,
+        num_inference_steps: 5,
+        guidance_scale: 15.0,
+        height: 48,
+        width: 80,
+    };
+}

@@ -1,0 +1,358 @@
+//! diffusers `pipelines/i2vgen_xl/pipeline_i2vgen_xl.py`: `I2VGenXLPipeline` as a state machine the
+//! caller drives — [`I2VGenXLPipeline::prepare`] → [`Stage::step`] × N →
+//! [`Stage::decode_frame`] × F — so a CLI can show progress and a browser can await between
+//! steps and cancel.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::loading::config::ConfigFile;
+use crate::loading::folder::{self, TensorSource};
+use crate::loading::tokenizer::CLIPTokenizer;
+use crate::media::image::{Filter, RgbImage};
+use crate::models::clip::{CLIPTextModel, CLIPVisionModelWithProjection};
+use crate::models::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetInput};
+use crate::models::vae::AutoencoderKL;
+use crate::pipelines::noise::Draws;
+use crate::pipelines::stage::{Denoising, Stage};
+use crate::pipelines::{check_guidance, check_size, guidance_prompts};
+use crate::schedulers::scheduling_ddim::{DDIMScheduler, DDIMSchedulerConfig};
+use crate::{Error, Result};
+
+/// `feature_extractor/preprocessor_config.json` (`CLIPImageProcessor`): what the image encoder sees.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct CLIPImageProcessorConfig {
+    #[serde(default = "defaults::crop_size")]
+    pub crop_size: CropSize,
+    #[serde(default = "defaults::mean")]
+    pub image_mean: [f32; 3],
+    #[serde(default = "defaults::std")]
+    pub image_std: [f32; 3],
+}
+
+/// `crop_size` is `224` in older configs and `{"height": 224, "width": 224}` in newer ones.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum CropSize {
+    Square(usize),
+    Sized { height: usize, width: usize },
+}
+
+impl CropSize {
+    pub fn width_height(self) -> (usize, usize) {
+        match self {
+            Self::Square(s) => (s, s),
+            Self::Sized { height, width } => (width, height),
+        }
+    }
+}
+
+mod defaults {
+    use super::CropSize;
+    pub fn crop_size() -> CropSize {
+        CropSize::Square(224)
+    }
+    pub fn mean() -> [f32; 3] {
+        [0.481_454_66, 0.457_827_5, 0.408_210_73]
+    }
+    pub fn std() -> [f32; 3] {
+        [0.268_629_54, 0.261_302_58, 0.275_777_1]
+    }
+}
+
+impl ConfigFile for CLIPImageProcessorConfig {
+    const FILE: &'static str = "feature_extractor/preprocessor_config.json";
+    /// The pipeline calls the processor with resize, crop and rescale off: only normalisation is used.
+    const IGNORED: &'static [&'static str] = &[
+        "do_center_crop",
+        "do_convert_rgb",
+        "do_normalize",
+        "do_rescale",
+        "do_resize",
+        "feature_extractor_type",
+        "image_processor_type",
+        "resample",
+        "rescale_factor",
+        "size",
+        "processor_class",
+    ];
+    fn check_class(_: &BTreeMap<String, Value>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Smaller pictures carry nothing to animate: they are refused with a sentence, not upscaled.
+pub const MIN_IMAGE_SIDE: usize = 16;
+
+/// What to generate. [`GenerationRequest::DEFAULT`] gives I2VGen-XL's defaults (704×1280,
+/// 16 frames at 16 fps, 50 steps, guidance 9): the one place the CLI, the page and the widget
+/// take them from.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationRequest {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub height: usize,
+    pub width: usize,
+    pub num_frames: usize,
+    pub target_fps: usize,
+    pub num_inference_steps: usize,
+    pub guidance_scale: f64,
+}
+
+impl GenerationRequest {
+    pub const DEFAULT: Self = Self {
+        prompt: String::new(),
+        negative_prompt: String::new(),
+        height: 704,
+        width: 1280,
+        num_frames: 16,
+        target_fps: 16,
+        num_inference_steps: 50,
+        guidance_scale: 9.0,
+    };
+
+    /// diffusers' `check_inputs` and then some: every problem as a sentence that says what to do.
+    pub fn validate(&self, vae_scale_factor: usize) -> Result<()> {
+        check_size(self.width, self.height, vae_scale_factor)?;
+        if self.num_frames < 2 {
+            return Err(Error::request("frames", format!("frames must be at least 2, got {}", self.num_frames)));
+        }
+        if self.num_inference_steps == 0 {
+            return Err(Error::request("steps", "steps must be at least 1"));
+        }
+        check_guidance(self.guidance_scale)?;
+        if self.target_fps == 0 {
+            return Err(Error::request("fps", "fps must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl Default for GenerationRequest {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The random draws of a generation, made by the caller (seeded or given).
+pub struct Noise {
+    /// The initial latents, `[1, 4, F, h, w]`.
+    pub latents: Tensor<5>,
+    /// The N(0, 1) draw of the image-latent posterior sample, `[1, 4, h, w]`.
+    pub vae_sample_noise: Tensor<4>,
+}
+
+/// A generation in progress: the pipeline, the conditioning, and the denoising state.
+pub struct Generation {
+    pipeline: Rc<I2VGenXLPipeline>,
+    target_fps: usize,
+    /// `[B, 77, D]`, B = 2 ([uncond, cond]) with guidance, else 1.
+    prompt_embeds: Tensor<3>,
+    /// `[B, D]`; zeros for the unconditional half.
+    image_embeddings: Tensor<2>,
+    /// `[B, 4, F, h, w]`: the first-frame latent then mask frames k/(F−1).
+    image_latents: Tensor<5>,
+    denoising: Denoising,
+}
+
+impl Generation {
+    /// The text conditioning, `[B, 77, D]` ([uncond, cond] with guidance).
+    pub fn prompt_embeds(&self) -> &Tensor<3> {
+        &self.prompt_embeds
+    }
+
+    /// The CLIP image conditioning, `[B, D]` (zeros for uncond).
+    pub fn image_embeddings(&self) -> &Tensor<2> {
+        &self.image_embeddings
+    }
+
+    /// The first-frame latent and mask frames, `[B, 4, F, h, w]`.
+    pub fn image_latents(&self) -> &Tensor<5> {
+        &self.image_latents
+    }
+}
+
+impl Stage for Generation {
+    fn denoising(&self) -> &Denoising {
+        &self.denoising
+    }
+
+    /// The UNet on [uncond, cond], guidance, and the DDIM update.
+    fn step(&mut self) -> Result<Tensor<5>> {
+        let unet = &self.pipeline.unet;
+        let [_, _, f, h, w] = self.denoising.latents().dims();
+        let split = unet.config.split_guidance(f, h, w);
+        let fps = self.target_fps as f32;
+        let (text, image_latents, image) = (&self.prompt_embeds, &self.image_latents, &self.image_embeddings);
+        self.denoising.step(split, |sample, t, start, batch| {
+            unet.forward(I2VGenXLUNetInput {
+                sample,
+                timesteps: vec![t; batch],
+                encoder_hidden_states: text.clone().narrow(0, start, batch),
+                fps: vec![fps; batch],
+                image_latents: image_latents.clone().narrow(0, start, batch),
+                image_embeddings: image.clone().narrow(0, start, batch),
+            })
+        })
+    }
+
+    fn decode_frame(&self, frame: usize) -> Result<Tensor<3>> {
+        self.denoising.check_done()?;
+        Ok(self.pipeline.vae.decode_video_frame(self.denoising.latents(), frame))
+    }
+}
+
+/// The loaded networks and configs of an `I2VGenXLPipeline` folder.
+pub struct I2VGenXLPipeline {
+    pub tokenizer: CLIPTokenizer,
+    pub text_encoder: CLIPTextModel,
+    pub image_encoder: CLIPVisionModelWithProjection,
+    pub vae: AutoencoderKL,
+    pub unet: I2VGenXLUNet,
+    pub scheduler: DDIMSchedulerConfig,
+    pub feature_extractor: CLIPImageProcessorConfig,
+}
+
+impl I2VGenXLPipeline {
+    /// Build every network of an `I2VGenXLPipeline` folder; config keys this version ignores
+    /// are added to `notes`.
+    pub fn load(source: &mut dyn TensorSource, device: &Device, notes: &mut Vec<String>) -> Result<Self> {
+        Ok(Self {
+            tokenizer: folder::tokenizer(source)?,
+            text_encoder: folder::network(source, "text_encoder", device, notes, CLIPTextModel::load)?,
+            image_encoder: folder::network(
+                source,
+                "image_encoder",
+                device,
+                notes,
+                CLIPVisionModelWithProjection::load,
+            )?,
+            vae: folder::network(source, "vae", device, notes, AutoencoderKL::load)?,
+            unet: folder::network(source, "unet", device, notes, I2VGenXLUNet::load)?,
+            scheduler: folder::config(source, notes)?,
+            feature_extractor: folder::config(source, notes)?,
+        })
+    }
+
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae.config.downscale()
+    }
+
+    /// `[1, 4, F, h, w]` for a request: the shape of `Noise::latents`.
+    pub fn latent_shape(&self, request: &GenerationRequest) -> [usize; 5] {
+        let f = self.vae_scale_factor();
+        [1, self.unet.config.in_channels, request.num_frames, request.height / f, request.width / f]
+    }
+
+    /// The draws a request needs, in diffusers' order: `latents`, then `vae_sample_noise`.
+    pub fn draw_noise(&self, request: &GenerationRequest, draws: &mut Draws) -> Result<Noise> {
+        let shape = self.latent_shape(request);
+        let latents = draws.draw("latents", shape)?;
+        let vae_sample_noise = draws.draw("vae_sample_noise", [1, shape[1], shape[3], shape[4]])?;
+        Ok(Noise { latents, vae_sample_noise })
+    }
+
+    /// Encode the prompts, the image (twice: for CLIP and for the VAE), and set up the loop.
+    pub fn prepare(
+        self: &Rc<Self>,
+        request: GenerationRequest,
+        image: &RgbImage,
+        noise: Noise,
+        device: &Device,
+    ) -> Result<Generation> {
+        request.validate(self.vae_scale_factor())?;
+        if image.width < MIN_IMAGE_SIDE || image.height < MIN_IMAGE_SIDE {
+            return Err(Error::request(
+                "image",
+                format!(
+                    "the image is {}×{} pixels; use one at least {MIN_IMAGE_SIDE} pixels on each side (ideally near the output size)",
+                    image.width, image.height
+                ),
+            ));
+        }
+        let shape = self.latent_shape(&request);
+        let expect = |name: &str, got: &[usize], want: &[usize]| {
+            if got == want {
+                Ok(())
+            } else {
+                Err(Error::request("noise", format!("noise `{name}` has shape {got:?}, expected {want:?}")))
+            }
+        };
+        expect("latents", &noise.latents.dims(), &shape)?;
+        expect("vae_sample_noise", &noise.vae_sample_noise.dims(), &[1, shape[1], shape[3], shape[4]])?;
+        let cfg = request.guidance_scale > 1.0;
+        let (width, height) = (request.width, request.height);
+
+        // 1. prompts → penultimate hidden state, final-normed (clip_skip = 1); [uncond, cond]
+        let prompts = guidance_prompts(&request.prompt, &request.negative_prompt, cfg);
+        let prompt_embeds = self.text_encoder.encode_prompts(&self.tokenizer, &prompts, device).penultimate_normed;
+
+        // 2. CLIP image embedding of the centre square, resized bilinearly; zeros for uncond
+        let (cw, ch) = self.feature_extractor.crop_size.width_height();
+        let pixels = clip_pixel_values(image, width, &self.feature_extractor);
+        let pixels = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, ch, cw]), device);
+        let mut image_embeddings = self.image_encoder.forward(pixels);
+        if cfg {
+            image_embeddings = Tensor::cat(vec![image_embeddings.zeros_like(), image_embeddings], 0);
+        }
+
+        // 3. image latents: posterior sample × scaling_factor, then mask frames k/(F−1)
+        let planes = vae_pixel_values(image, width, height);
+        let frame = Tensor::<4>::from_data(TensorData::new(planes, [1, 3, height, width]), device);
+        let latent = self.vae.encode(frame).sample(noise.vae_sample_noise).mul_scalar(self.vae.config.scaling_factor);
+        let [_, c, _, h, w] = shape;
+        let f = request.num_frames;
+        let mut frames = vec![latent.clone().reshape([1, c, 1, h, w])];
+        for k in 1..f {
+            let scale = k as f64 / (f - 1) as f64;
+            frames.push(Tensor::<5>::ones([1, c, 1, h, w], device).mul_scalar(scale));
+        }
+        let mut image_latents = Tensor::cat(frames, 2);
+        if cfg {
+            image_latents = Tensor::cat(vec![image_latents.clone(), image_latents], 0);
+        }
+
+        // 4. timesteps; latents × init_noise_sigma (1 for DDIM)
+        let mut scheduler = DDIMScheduler::new(self.scheduler.clone())?;
+        scheduler.set_timesteps(request.num_inference_steps)?;
+        let timesteps = scheduler.timesteps().to_vec();
+        Ok(Generation {
+            pipeline: Rc::clone(self),
+            target_fps: request.target_fps,
+            prompt_embeds,
+            image_embeddings,
+            image_latents,
+            denoising: Denoising::new(noise.latents, scheduler, timesteps, request.guidance_scale),
+        })
+    }
+}
+
+/// The image encoder's input: `_center_crop_wide(image, (width, width))`, PIL bilinear resize to
+/// the crop size, then `(x − mean) / std` per channel in f32 like transformers' `normalize`.
+///
+/// # Shapes
+/// → `[3, crop_h, crop_w]` flattened
+pub fn clip_pixel_values(image: &RgbImage, width: usize, config: &CLIPImageProcessorConfig) -> Vec<f32> {
+    let (cw, ch) = config.crop_size.width_height();
+    let square = image.center_crop_wide(width, width).resize(cw, ch, Filter::Bilinear);
+    let mut planes = square.to_planes();
+    for (c, chunk) in planes.chunks_mut(cw * ch).enumerate() {
+        for v in chunk {
+            *v = (*v - config.image_mean[c]) / config.image_std[c];
+        }
+    }
+    planes
+}
+
+/// The VAE's input: `_center_crop_wide(image, (width, height))` in [-1, 1].
+///
+/// # Shapes
+/// → `[3, height, width]` flattened
+pub fn vae_pixel_values(image: &RgbImage, width: usize, height: usize) -> Vec<f32> {
+    image.center_crop_wide(width, height).to_planes().into_iter().map(|v| 2.0 * v - 1.0).collect()
+}
