@@ -9,8 +9,8 @@ pub enum Error {
     #[error("{file}: {message}")]
     Config { file: String, message: String },
 
-    /// A file the model needs is not in its folder.
-    #[error("the model has no {path}; is this the right model folder?")]
+    /// A file (or, ending in `/`, a component folder) the model needs is not there.
+    #[error("the model has no {path}{}; is this the right model folder?", if path.ends_with('/') { " folder" } else { "" })]
     MissingFile { path: String },
 
     /// A file of the model folder that exists but cannot be read.

@@ -98,7 +98,10 @@ pub fn required_text(source: &mut dyn TensorSource, path: &str) -> Result<String
 /// A config struct from its file (`T::FILE`). Keys it does not know are not fatal: they are
 /// added to `notes` as a sentence for the caller to show.
 pub fn config<T: ConfigFile>(source: &mut dyn TensorSource, notes: &mut Vec<String>) -> Result<T> {
-    let parsed = parse::<T>(&required_text(source, T::FILE)?)?;
+    // A missing config means a missing component folder, as far as a user can tell.
+    let folder = T::FILE.split_once('/').map_or(T::FILE, |(folder, _)| folder);
+    let text = source.text(T::FILE)?.ok_or_else(|| Error::MissingFile { path: format!("{folder}/") })?;
+    let parsed = parse::<T>(&text)?;
     if !parsed.unknown_keys.is_empty() {
         notes.push(format!("{} has keys this version ignores: {}", T::FILE, parsed.unknown_keys.join(", ")));
     }

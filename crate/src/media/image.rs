@@ -32,14 +32,16 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage> {
     if let Ok((w, h)) = reader().into_dimensions()
         && u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS
     {
-        return Err(Error::request("image", format!(
-            "the image is {w}×{h} pixels, too large to read; scale it below 8192×8192 first"
-        )));
+        return Err(Error::request(
+            "image",
+            format!("the image is {w}×{h} pixels, too large to read; scale it below 8192×8192 first"),
+        ));
     }
     let decoded = reader().decode().map_err(|err| {
-        Error::request("image", format!(
-            "the file is not a PNG, JPEG or WebP image this build can decode (it may be damaged: {err})"
-        ))
+        Error::request(
+            "image",
+            format!("the file is not a PNG, JPEG or WebP image this build can decode (it may be damaged: {err})"),
+        )
     })?;
     let rgb = decoded.to_rgb8();
     let (w, h) = rgb.dimensions();
@@ -105,11 +107,10 @@ fn clip8(v: i64) -> u8 {
 impl RgbImage {
     pub fn new(width: usize, height: usize, data: Vec<u8>) -> Result<Self> {
         if width == 0 || height == 0 || data.len() != width * height * 3 {
-            return Err(Error::request("image", format!(
-                "an RGB image of {width}×{height} needs {} bytes, got {}",
-                width * height * 3,
-                data.len()
-            )));
+            return Err(Error::request(
+                "image",
+                format!("an RGB image of {width}×{height} needs {} bytes, got {}", width * height * 3, data.len()),
+            ));
         }
         Ok(Self { width, height, data })
     }

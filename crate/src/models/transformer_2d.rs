@@ -26,17 +26,31 @@ impl Transformer2DModel {
         groups: usize,
         cross_attention_dim: usize,
     ) -> Result<Self> {
+        Self::load_with_context(w, prefix, heads, dim_head, channels, groups, Some(cross_attention_dim))
+    }
+
+    /// The layers shared with `TransformerTemporalModel`, which has no cross-attention context.
+    pub(crate) fn load_with_context(
+        w: &mut Weights,
+        prefix: &str,
+        heads: usize,
+        dim_head: usize,
+        channels: usize,
+        groups: usize,
+        cross_attention_dim: Option<usize>,
+    ) -> Result<Self> {
         let inner = heads * dim_head;
+        let block = key(prefix, "transformer_blocks.0");
         Ok(Self {
             norm: GroupNorm::load(w, &key(prefix, "norm"), groups, channels, 1e-6)?,
             proj_in: Linear::load(w, &key(prefix, "proj_in"), channels, inner, true)?,
             transformer_blocks: vec![BasicTransformerBlock::load(
                 w,
-                &key(prefix, "transformer_blocks.0"),
+                &block,
                 inner,
                 heads,
                 dim_head,
-                Some(cross_attention_dim),
+                cross_attention_dim,
             )?],
             proj_out: Linear::load(w, &key(prefix, "proj_out"), inner, channels, true)?,
         })

@@ -4,9 +4,10 @@
 use burn::tensor::Tensor;
 
 use crate::Result;
-use crate::loading::weights::{Weights, key};
+use crate::loading::weights::Weights;
 use crate::models::attention::BasicTransformerBlock;
 use crate::models::nn::{GroupNorm, Linear};
+use crate::models::transformer_2d::Transformer2DModel;
 
 #[derive(Clone, Debug)]
 pub struct TransformerTemporalModel {
@@ -17,6 +18,7 @@ pub struct TransformerTemporalModel {
 }
 
 impl TransformerTemporalModel {
+    /// The same layers as `Transformer2DModel`, without a cross-attention context.
     pub fn load(
         w: &mut Weights,
         prefix: &str,
@@ -25,20 +27,9 @@ impl TransformerTemporalModel {
         channels: usize,
         groups: usize,
     ) -> Result<Self> {
-        let inner = heads * dim_head;
-        Ok(Self {
-            norm: GroupNorm::load(w, &key(prefix, "norm"), groups, channels, 1e-6)?,
-            proj_in: Linear::load(w, &key(prefix, "proj_in"), channels, inner, true)?,
-            transformer_blocks: vec![BasicTransformerBlock::load(
-                w,
-                &key(prefix, "transformer_blocks.0"),
-                inner,
-                heads,
-                dim_head,
-                None,
-            )?],
-            proj_out: Linear::load(w, &key(prefix, "proj_out"), inner, channels, true)?,
-        })
+        let Transformer2DModel { norm, proj_in, transformer_blocks, proj_out } =
+            Transformer2DModel::load_with_context(w, prefix, heads, dim_head, channels, groups, None)?;
+        Ok(Self { norm, proj_in, transformer_blocks, proj_out })
     }
 
     /// # Shapes

@@ -133,12 +133,6 @@ impl GenerationRequest {
     }
 }
 
-impl Default for GenerationRequest {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
-
 /// The random draws of a generation, made by the caller (seeded or given).
 pub struct Noise {
     /// The initial latents, `[1, 4, F, h, w]`.

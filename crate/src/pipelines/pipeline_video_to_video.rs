@@ -73,12 +73,6 @@ impl RefineRequest {
     }
 }
 
-impl Default for RefineRequest {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
-
 /// The random draws of a refinement, frame-major as diffusers makes them.
 pub struct RefineNoise {
     /// The SDEdit noise added to the video latents, `[F, 4, h, w]`.

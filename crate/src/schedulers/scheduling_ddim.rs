@@ -209,10 +209,13 @@ impl DDIMScheduler {
     pub fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
         let n_train = self.config.num_train_timesteps;
         if num_inference_steps == 0 || num_inference_steps > n_train {
-            return Err(Error::request("steps", format!(
-                "the number of inference steps must be between 1 and {n_train} (the scheduler's \
+            return Err(Error::request(
+                "steps",
+                format!(
+                    "the number of inference steps must be between 1 and {n_train} (the scheduler's \
                  num_train_timesteps), not {num_inference_steps}"
-            )));
+                ),
+            ));
         }
         let n = num_inference_steps;
         let timesteps: Vec<i64> = match self.config.timestep_spacing {
@@ -236,10 +239,13 @@ impl DDIMScheduler {
         // diffusers would fail later, indexing alphas_cumprod (e.g. leading with steps_offset 1 and
         // n == num_train_timesteps reaches t = T).
         if let Some(&t) = timesteps.iter().find(|&&t| t < 0 || t as usize >= n_train) {
-            return Err(Error::request("steps", format!(
-                "{n} inference steps with steps_offset {} reach timestep {t}, outside 0..{n_train}; use fewer steps",
-                self.config.steps_offset
-            )));
+            return Err(Error::request(
+                "steps",
+                format!(
+                    "{n} inference steps with steps_offset {} reach timestep {t}, outside 0..{n_train}; use fewer steps",
+                    self.config.steps_offset
+                ),
+            ));
         }
         self.num_inference_steps = Some(n);
         self.timesteps = timesteps;
