@@ -209,6 +209,7 @@ impl CLIPEncoderLayer {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn load_layers(
     w: &mut Weights,
     prefix: &str,

@@ -12,7 +12,7 @@ use crate::{Error, Result};
 /// at least 8); the sentence suggests the nearest smaller size that is.
 pub fn check_size(width: usize, height: usize, multiple: usize) -> Result<()> {
     let multiple = multiple.max(8);
-    if width == 0 || height == 0 || width % multiple != 0 || height % multiple != 0 {
+    if width == 0 || height == 0 || !width.is_multiple_of(multiple) || !height.is_multiple_of(multiple) {
         return Err(Error::request(
             "size",
             format!(

@@ -51,6 +51,7 @@ impl CropSize {
     }
 }
 
+#[allow(clippy::excessive_precision)] // transformers' OPENAI_CLIP_MEAN/STD, digit for digit.
 mod defaults {
     use super::CropSize;
     pub fn crop_size() -> CropSize {
