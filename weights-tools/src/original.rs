@@ -143,6 +143,8 @@ impl Checkpoint {
         let values: Vec<Cow<[u8]>> = match self {
             Self::Safetensors(bytes) => {
                 let file = SafeTensors::deserialize(bytes)?;
+                // The views borrow `bytes`, not `file`: they outlive it.
+                #[allow(clippy::let_and_return)]
                 let values = converted
                     .values()
                     .map(|e| Ok(Cow::Borrowed(file.tensor(&e.original)?.data())))

@@ -41,8 +41,8 @@ pub struct Args {
 
 /// The UNet under test.
 enum Net {
-    Base(I2VGenXLUNet),
-    Refiner(UNet3DConditionModel),
+    Base(Box<I2VGenXLUNet>),
+    Refiner(Box<UNet3DConditionModel>),
 }
 
 fn config_text(arg: &str) -> Result<String> {
@@ -66,12 +66,12 @@ fn build(arg: &str, weights: &mut Weights) -> Result<(Net, UNet3DConfig)> {
         Some("UNet3DConditionModel") => {
             let parsed = parse::<UNet3DConditionModelConfig>(&text)?;
             note(parsed.unknown_keys);
-            Ok((Net::Refiner(UNet3DConditionModel::load(weights, &parsed.config)?), parsed.config.unet))
+            Ok((Net::Refiner(Box::new(UNet3DConditionModel::load(weights, &parsed.config)?)), parsed.config.unet))
         }
         _ => {
             let parsed = parse::<I2VGenXLUNetConfig>(&text)?;
             note(parsed.unknown_keys);
-            Ok((Net::Base(I2VGenXLUNet::load(weights, &parsed.config)?), parsed.config.unet))
+            Ok((Net::Base(Box::new(I2VGenXLUNet::load(weights, &parsed.config)?)), parsed.config.unet))
         }
     }
 }
