@@ -105,9 +105,8 @@ impl Stage for Refinement {
         })
     }
 
-    fn decode_frame(&self, frame: usize) -> Result<Tensor<3>> {
-        self.denoising.check_done()?;
-        Ok(self.pipeline.vae.decode_video_frame(self.denoising.latents(), frame))
+    fn vae(&self) -> &AutoencoderKL {
+        &self.pipeline.vae
     }
 }
 

@@ -5,6 +5,7 @@
 
 use burn::tensor::{FloatDType, Tensor, TensorData};
 
+use crate::models::vae::AutoencoderKL;
 use crate::schedulers::scheduling_ddim::DDIMScheduler;
 use crate::{Error, Result};
 
@@ -79,11 +80,6 @@ impl Denoising {
         self.step += 1;
         Ok(noise_pred)
     }
-
-    /// Refuse to decode before the last step.
-    pub fn check_done(&self) -> Result<()> {
-        if self.is_done() { Ok(()) } else { Err(Error::request("steps", "the denoising steps have not all run yet")) }
-    }
 }
 
 /// A prepared run of either pipeline.
@@ -93,8 +89,17 @@ pub trait Stage {
     /// Queue one denoising step; returns the UNet's prediction before guidance (for traces).
     fn step(&mut self) -> Result<Tensor<5>>;
 
+    /// The VAE that decodes this run's latents.
+    fn vae(&self) -> &AutoencoderKL;
+
     /// Decode one frame of the finished latents: `[H, W, 3]` in [0, 1].
-    fn decode_frame(&self, frame: usize) -> Result<Tensor<3>>;
+    fn decode_frame(&self, frame: usize) -> Result<Tensor<3>> {
+        let denoising = self.denoising();
+        if !denoising.is_done() {
+            return Err(Error::request("steps", "the denoising steps have not all run yet"));
+        }
+        Ok(self.vae().decode_video_frame(denoising.latents(), frame))
+    }
 
     /// Denoising steps this run makes.
     fn num_steps(&self) -> usize {

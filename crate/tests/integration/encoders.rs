@@ -1,5 +1,5 @@
-//! Golden tests: the encoders and the VAE through the `i2vgen forward` CLI (the production loader
-//! and the fixture's diffusers folder) against transformers/diffusers outputs, on both backends.
+//! Golden tests: the encoders and the VAE through the library (the production loader on the
+//! fixture's diffusers folder) against transformers/diffusers outputs, on both backends.
 //!
 //! Tolerance 1e-4 absolute and relative (to the largest reference magnitude): f32 everywhere,
 //! the only differences are summation orders and transcendental implementations.
@@ -16,7 +16,8 @@ fn text_encoder_matches_transformers() {
     );
 }
 
-/// `input_ids` may be int32 on disk (as JavaScript and ONNX tools write them), not only int64.
+/// `i2vgen forward` takes `input_ids` as int32 on disk too (as JavaScript and ONNX tools write
+/// them), not only int64.
 #[test]
 fn text_encoder_takes_int32_ids() {
     let golden = std::path::Path::new(common::FIXTURES).join("golden/text_encoder.safetensors");
@@ -36,10 +37,11 @@ fn text_encoder_takes_int32_ids() {
     tensors.extend(file.tensors().into_iter().filter(|(name, _)| name != "input_ids"));
     let inputs = std::env::temp_dir().join(format!("i2vgen-int32-ids-{}.safetensors", std::process::id()));
     safetensors::serialize_to_file(tensors, None, &inputs).unwrap();
-    common::check_component(
+    common::check_forward_cli(
         "tiny-i2vgen",
         "text_encoder",
-        inputs.to_str().unwrap(),
+        &inputs,
+        "text_encoder.safetensors",
         &[("last_hidden_state", "last_hidden_state")],
     );
     std::fs::remove_file(&inputs).ok();

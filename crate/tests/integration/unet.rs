@@ -1,4 +1,4 @@
-//! Golden tests: both 3D UNets through `i2vgen forward --component unet` against diffusers, on
+//! Golden tests: both 3D UNets through the library's loader and forward against diffusers, on
 //! both backends, at 1e-4 (f32; odd latent sizes 6×10 → 3×5 → 2×3, two and four heads, a batch
 //! of two with different timesteps): `I2VGenXLUNet` (with fps and the image path) and the
 //! refiner's `UNet3DConditionModel` (f16 weights on disk).
@@ -39,6 +39,6 @@ fn unet_takes_image_embeddings_as_the_pipeline_passes_them() {
         .collect();
     let unsqueezed = std::env::temp_dir().join(format!("i2vgen-unet-b1d-{}.safetensors", std::process::id()));
     safetensors::serialize_to_file(views, None, &unsqueezed).unwrap();
-    common::check_component("tiny-i2vgen", "unet", unsqueezed.to_str().unwrap(), &[("sample", "out_sample")]);
+    common::check_forward_cli("tiny-i2vgen", "unet", &unsqueezed, "unet.safetensors", &[("sample", "out_sample")]);
     std::fs::remove_file(&unsqueezed).ok();
 }
