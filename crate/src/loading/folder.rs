@@ -1,11 +1,11 @@
 //! A model folder → the pieces of a pipeline, decided once for every caller.
 //!
 //! A pipeline is built from a [`TensorSource`]: text files by path (configs, tokenizer) and each
-//! component's weights. Three sources implement it:
-//! - [`DiffusersFolder`]: the Hugging Face diffusers layout (`unet/config.json`,
-//!   `unet/diffusion_pytorch_model[.fp16].safetensors` or a sharded `*.safetensors.index.json`),
-//!   read through [`Files`] (the CLI reads the disk);
-//! - [`ConvertedFolder`]: a folder written by `weights-tools convert` (`manifest.json` + shards);
+//! component's weights. Two sources implement it:
+//! - [`Folder`], read through [`Files`] (the CLI reads the disk): the Hugging Face diffusers
+//!   layout (`unet/config.json`, `unet/diffusion_pytorch_model[.fp16].safetensors` or a sharded
+//!   `*.safetensors.index.json`), or a folder written by `weights-tools convert`
+//!   (`manifest.json` + shards);
 //! - [`StreamedModel`]: files and tensors handed in one at a time (the browser streams them).
 //!
 //! [`PipelineKind`] says which files a pipeline needs, so a caller that has to fetch them (the
@@ -175,67 +175,66 @@ fn read_text<F: Files + ?Sized>(files: &F, path: &str) -> Result<Option<String>>
         .transpose()
 }
 
-/// A model folder of either layout: converted when it has a `manifest.json`, else diffusers'
-/// (full-precision weight files preferred; see [`weight_file_candidates`]).
-pub fn open<F: Files + 'static>(files: F) -> Result<Box<dyn TensorSource>> {
-    Ok(match read_text(&files, "manifest.json")? {
-        Some(text) => Box::new(ConvertedFolder { manifest: Manifest::parse(&text)?, files }),
-        None => Box::new(DiffusersFolder { files, prefer_fp16: false }),
-    })
+/// A model folder on a [`Files`]: the diffusers layout (one folder per component), or a folder
+/// written by `weights-tools convert` (configs as they were, weights in shards listed by
+/// `manifest.json`).
+pub struct Folder<F> {
+    files: F,
+    /// `Some` for a converted folder.
+    manifest: Option<Manifest>,
+    /// Diffusers layout: take the `fp16` variant files where both exist.
+    prefer_fp16: bool,
 }
 
-/// The diffusers layout: one folder per component.
-pub struct DiffusersFolder<F> {
-    pub files: F,
-    /// Take diffusers' `fp16` variant files where both exist.
-    pub prefer_fp16: bool,
-}
-
-impl<F: Files> TensorSource for DiffusersFolder<F> {
-    fn text(&mut self, path: &str) -> Result<Option<String>> {
-        read_text(&self.files, path)
+impl<F: Files> Folder<F> {
+    /// Converted when the folder has a `manifest.json`, else diffusers' layout.
+    pub fn new(files: F, prefer_fp16: bool) -> Result<Self> {
+        let manifest = read_text(&files, "manifest.json")?.map(|text| Manifest::parse(&text)).transpose()?;
+        Ok(Self { files, manifest, prefer_fp16 })
     }
 
-    fn weights(&mut self, component: &str, device: &Device) -> Result<Weights> {
+    /// The safetensors files of a component in the diffusers layout.
+    fn weight_files(&self, component: &str) -> Result<Vec<String>> {
         let names = self
             .files
             .list(component)
             .map_err(|source| Error::File { path: component.to_string(), source })?
             .ok_or_else(|| Error::MissingFile { path: format!("{component}/") })?;
-        let files = match select_weight_files(&names, self.prefer_fp16)? {
-            WeightFiles::Single(name) => vec![name],
+        Ok(match select_weight_files(&names, self.prefer_fp16)? {
+            WeightFiles::Single(name) => vec![format!("{component}/{name}")],
             WeightFiles::Index(index) => {
                 let path = format!("{component}/{index}");
                 let text = read_text(&self.files, &path)?.ok_or(Error::MissingFile { path: path.clone() })?;
-                index_shards(&text, &path)?
+                index_shards(&text, &path)?.into_iter().map(|shard| format!("{component}/{shard}")).collect()
             }
-        };
-        let mut weights = Weights::new(device);
-        for name in files {
-            let path = format!("{component}/{name}");
-            weights.insert_file(&path, &read_required(&self.files, &path)?)?;
-        }
-        Ok(weights)
+        })
     }
 }
 
-/// A folder written by `weights-tools convert`: configs as they were, weights in shards.
-pub struct ConvertedFolder<F> {
-    pub manifest: Manifest,
-    pub files: F,
+/// A model folder of either layout, full-precision weight files preferred (see
+/// [`weight_file_candidates`]).
+pub fn open<F: Files + 'static>(files: F) -> Result<Box<dyn TensorSource>> {
+    Ok(Box::new(Folder::new(files, false)?))
 }
 
-impl<F: Files> TensorSource for ConvertedFolder<F> {
+impl<F: Files> TensorSource for Folder<F> {
     fn text(&mut self, path: &str) -> Result<Option<String>> {
         read_text(&self.files, path)
     }
 
     fn weights(&mut self, component: &str, device: &Device) -> Result<Weights> {
+        let Some(manifest) = &self.manifest else {
+            let mut weights = Weights::new(device);
+            for path in self.weight_files(component)? {
+                weights.insert_file(&path, &read_required(&self.files, &path)?)?;
+            }
+            return Ok(weights);
+        };
         let mut shards = BTreeMap::new();
-        for i in self.manifest.shards_of(component)? {
-            shards.insert(i, read_required(&self.files, &self.manifest.shards[i].path)?);
+        for i in manifest.shards_of(component)? {
+            shards.insert(i, read_required(&self.files, &manifest.shards[i].path)?);
         }
-        self.manifest.weights(component, &shards, device)
+        manifest.weights(component, &shards, device)
     }
 }
 
