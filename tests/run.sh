@@ -28,6 +28,9 @@ cargo clippy --quiet --workspace --all-targets -- -D warnings
 
 bash web/build.sh
 
+echo "==> cargo clippy (wasm32)"
+cargo clippy --quiet --target wasm32-unknown-unknown -p i2vgen -p i2vgen-web --no-default-features -- -D warnings
+
 if [ ! -d tests/node_modules/playwright-core ] || [ tests/package-lock.json -nt tests/node_modules/.package-lock.json ]; then
   echo "==> installing npm packages for tests/"
   (cd tests && npm ci --no-audit --no-fund --loglevel=error)
