@@ -9,7 +9,7 @@
 //! |---|---|
 //! | [`models`] | every network, one file per diffusers file: CLIP text and vision, the VAE, both 3D UNets and their blocks |
 //! | [`pipelines`] | `I2VGenXLPipeline` (base stage) and `VideoToVideoSDPipeline` (refinement), seeded noise |
-//! | [`schedulers`] | `DDIMScheduler` |
+//! | [`schedulers`] | `DDIMScheduler`, `DPMSolverMultistepScheduler`, `UniPCMultistepScheduler` (one `Scheduler` trait) |
 //! | [`loading`] | configs, strict weights, converted shards (`manifest.json`), the CLIP tokenizer's files |
 //! | [`media`] | image decoding and Pillow-exact resizing, GIF encoding |
 //! | [`diagnostics`] | the device check, analytic FLOPs |

@@ -310,17 +310,27 @@ SCHEDULER_CASES = {
 class correctly_rounded_sqrt:
     """torch's f32 `sqrt` on CPUs where it goes through MKL's `vmsSqrt` is an approximate
     reciprocal square root plus one refinement: ~20% of results are one ulp off, and which ones
-    depends on the CPU model. `rescale_zero_terminal_snr` takes square roots, so inside this
-    context f32 `sqrt` is computed in f64 and rounded (the IEEE result every other platform gives),
-    which makes the golden `alphas_cumprod` reproducible anywhere."""
+    depends on the CPU model. `rescale_zero_terminal_snr` takes square roots, and the multistep
+    schedulers' sigmas are `x ** 0.5` (the same kernel), so inside this context f32 `sqrt` and
+    `** 0.5` are computed in f64 and rounded (the IEEE result every other platform gives), which
+    makes the golden schedules reproducible anywhere."""
 
     def __enter__(self):
         self.original = torch.Tensor.sqrt
-        original = self.original
-        torch.Tensor.sqrt = lambda t: original(t.double()).to(t.dtype) if t.dtype == torch.float32 else original(t)
+        self.original_pow = torch.Tensor.__pow__
+        original, original_pow = self.original, self.original_pow
+        torch.Tensor.sqrt = lambda t: original(t.double()).to(dtype=t.dtype) if t.dtype == torch.float32 else original(t)
+
+        def pow(t, exponent):
+            if t.dtype == torch.float32 and isinstance(exponent, float) and exponent == 0.5:
+                return original(t.double()).to(dtype=t.dtype)
+            return original_pow(t, exponent)
+
+        torch.Tensor.__pow__ = pow
 
     def __exit__(self, *exc):
         torch.Tensor.sqrt = self.original
+        torch.Tensor.__pow__ = self.original_pow
 
 
 def scheduler():
@@ -368,6 +378,108 @@ def _scheduler():
         tensors[f"{name}.add_noise.noisy"] = s.add_noise(original, noise, t)
     save_file({k: v.contiguous() for k, v in tensors.items()}, GOLDEN / "scheduler.safetensors")
     (GOLDEN / "scheduler_configs.json").write_text(json.dumps(cases, indent=2))
+
+
+class f64_steps:
+    """DPMSolverMultistepScheduler.step casts the sample to float32 ("upcast to avoid precision
+    issues"), which would make an f64 chain an f32 one. Inside this context `.to(torch.float32)`
+    leaves float64 tensors as they are, so the chain runs in f64 like the DDIM chains above
+    (`correctly_rounded_sqrt` rounds with `.to(dtype=...)`, which this leaves alone)."""
+
+    def __enter__(self):
+        self.original = torch.Tensor.to
+        original = self.original
+
+        def to(t, *args, **kwargs):
+            if t.dtype == torch.float64 and args and args[0] is torch.float32 and not kwargs:
+                return t
+            return original(t, *args, **kwargs)
+
+        torch.Tensor.to = to
+
+    def __exit__(self, *exc):
+        torch.Tensor.to = self.original
+
+
+# name: (class, overrides of the I2VGen-XL DDIM config passed to from_config, chain lengths)
+MULTISTEP_CASES = {
+    "dpm_i2vgen_leading": ("DPMSolverMultistepScheduler", {}, (5, 15, 25)),
+    "dpm_i2vgen_trailing": ("DPMSolverMultistepScheduler", {"timestep_spacing": "trailing"}, (5, 15, 25)),
+    "dpm_i2vgen_linspace": ("DPMSolverMultistepScheduler", {"timestep_spacing": "linspace"}, (5, 15, 25)),
+    "dpm_epsilon_trailing": ("DPMSolverMultistepScheduler", {
+        "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon",
+        "rescale_betas_zero_snr": False, "timestep_spacing": "trailing"}, (5, 15, 25)),
+    "dpm_epsilon_leading_heun_sigma_min": ("DPMSolverMultistepScheduler", {
+        "beta_schedule": "linear", "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon",
+        "rescale_betas_zero_snr": False, "solver_type": "heun", "final_sigmas_type": "sigma_min"}, (5, 15, 25)),
+    "dpm_i2vgen_order1_trailing": ("DPMSolverMultistepScheduler", {"timestep_spacing": "trailing", "solver_order": 1},
+                                   (5, 15)),
+    "dpm_sample_euler_final": ("DPMSolverMultistepScheduler", {
+        "prediction_type": "sample", "rescale_betas_zero_snr": False, "euler_at_final": True,
+        "final_sigmas_type": "sigma_min", "lower_order_final": False}, (5, 25)),
+    "unipc_i2vgen_leading": ("UniPCMultistepScheduler", {}, (5, 15, 25)),
+    "unipc_i2vgen_trailing": ("UniPCMultistepScheduler", {"timestep_spacing": "trailing"}, (5, 15, 25)),
+    "unipc_i2vgen_linspace": ("UniPCMultistepScheduler", {"timestep_spacing": "linspace"}, (5, 15, 25)),
+    "unipc_epsilon_trailing": ("UniPCMultistepScheduler", {
+        "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon",
+        "rescale_betas_zero_snr": False, "timestep_spacing": "trailing"}, (5, 15, 25)),
+    "unipc_epsilon_leading_bh1_sigma_min": ("UniPCMultistepScheduler", {
+        "beta_schedule": "linear", "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon",
+        "rescale_betas_zero_snr": False, "solver_type": "bh1", "final_sigmas_type": "sigma_min"}, (5, 15, 25)),
+    "unipc_i2vgen_no_corrector_at_0_2": ("UniPCMultistepScheduler", {
+        "timestep_spacing": "trailing", "disable_corrector": [0, 2]}, (5, 15)),
+    "unipc_i2vgen_order1_no_lower_final": ("UniPCMultistepScheduler", {
+        "timestep_spacing": "trailing", "solver_order": 1, "lower_order_final": False}, (5, 15)),
+}
+
+
+def multistep():
+    """DPM-Solver++ and UniPC made the way a preset makes them (`Class.from_config` of the
+    shipped DDIM config, with overrides): each case's saved config (as diffusers writes it,
+    `-Infinity` included), and per chain length its timesteps, sigmas and a chain of `step`s on
+    random model outputs, in f64 (see `f64_steps`)."""
+    with correctly_rounded_sqrt(), f64_steps():
+        _multistep()
+
+
+def _multistep():
+    folder = GOLDEN / "multistep"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    tensors = {}
+    for index, (name, (class_name, overrides, lengths)) in enumerate(MULTISTEP_CASES.items()):
+        cls = getattr(diffusers, class_name)
+        (folder / f"{name}.json").write_text(cls.from_config(I2VGEN_SCHEDULER, **overrides).to_json_string())
+        for steps in lengths:
+            s = cls.from_config(I2VGEN_SCHEDULER, **overrides)
+            s.set_timesteps(steps)
+            s.sigmas = s.sigmas.double()
+            key = f"{name}.{steps}"
+            tensors[f"{key}.timesteps"] = s.timesteps.clone()
+            tensors[f"{key}.sigmas"] = s.sigmas.clone()
+            g = torch.Generator().manual_seed(1000 * index + steps)
+            sample = torch.randn(2, 3, generator=g, dtype=torch.float64)
+            tensors[f"{key}.sample"] = sample.clone()
+            outputs, chain = [], []
+            for t in s.timesteps:
+                model_output = torch.randn(2, 3, generator=g, dtype=torch.float64)
+                sample = s.step(model_output, t, sample).prev_sample
+                assert sample.dtype == torch.float64
+                outputs.append(model_output)
+                chain.append(sample)
+            tensors[f"{key}.model_outputs"] = torch.stack(outputs)
+            tensors[f"{key}.chain"] = torch.stack(chain)
+        s = cls.from_config(I2VGEN_SCHEDULER, **overrides)
+        s.set_timesteps(lengths[0])
+        s.sigmas = s.sigmas.double()
+        original = torch.randn(4, 3, dtype=torch.float64)
+        noise = torch.randn(4, 3, dtype=torch.float64)
+        t = s.timesteps[1]
+        tensors[f"{name}.add_noise.original"] = original
+        tensors[f"{name}.add_noise.noise"] = noise
+        tensors[f"{name}.add_noise.timestep"] = t.reshape(1).clone()
+        tensors[f"{name}.add_noise.noisy"] = s.add_noise(original, noise, t.reshape(1))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "chains.safetensors")
 
 
 def test_image():
@@ -661,6 +773,7 @@ def main():
         "vae": vae,
         "unet": unet,
         "scheduler": scheduler,
+        "multistep": multistep,
         "model_index": model_index,
         "pipeline": pipeline,
         "refiner_unet": refiner_unet,

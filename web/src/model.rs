@@ -9,6 +9,7 @@ use i2vgen::loading::folder::{PipelineKind, StreamedModel};
 use i2vgen::pipelines::noise::Draws;
 use i2vgen::pipelines::pipeline_i2vgen_xl::{GenerationRequest, I2VGenXLPipeline};
 use i2vgen::pipelines::pipeline_video_to_video::{RefineRequest, VideoToVideoSDPipeline};
+use i2vgen::pipelines::sampling::Sampling;
 use safetensors::Dtype;
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
@@ -106,6 +107,10 @@ pub struct Model {
     notes: Vec<String>,
 }
 
+fn model_sampling() -> Sampling {
+    Sampling::MODEL
+}
+
 /// The worker protocol's `generate` request.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -120,6 +125,10 @@ struct GenerateRequest {
     steps: usize,
     guidance: f64,
     seed: u64,
+    /// Scheduler, spacing, guidance window and cache interval (a preset's, from `defaults()`);
+    /// absent: the model's scheduler with guidance and the whole UNet at every step.
+    #[serde(default = "model_sampling")]
+    sampling: Sampling,
     /// The adapter's `maxStorageBufferBindingSize`: larger buffers cannot be bound.
     #[serde(default)]
     max_binding_bytes: Option<f64>,
@@ -171,6 +180,7 @@ impl Model {
             target_fps: r.fps,
             num_inference_steps: r.steps,
             guidance_scale: r.guidance,
+            sampling: r.sampling,
         };
         request.validate(pipeline.vae_scale_factor()).js()?;
         if let Some(limit) = r.max_binding_bytes {

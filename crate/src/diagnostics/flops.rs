@@ -2,6 +2,8 @@
 //! attention (QKᵀ and AV), two FLOPs each, for the shapes our implementation runs (the
 //! cross-attention keys and values are computed for every frame, as the context is repeated per
 //! frame). Norms, activations and element-wise ops are left out: together they are well under 1%.
+//! Each UNet also has the cost of a DeepCache shallow step (`forward_cached` with cached deep
+//! features) and the size of those features.
 
 use crate::models::unet_3d_backbone::{DownBlockType, UNet3DConfig, UpBlockType};
 
@@ -85,28 +87,48 @@ fn level_pixels(c: &UNet3DConfig, h: usize, w: usize) -> Vec<u64> {
     pixels
 }
 
-/// `UNet3DBackbone`: conv_in … conv_out.
-fn backbone(s: &Shape, c: &UNet3DConfig, pixels: &[u64], conv_in_channels: usize) -> u64 {
+/// One forward split as DeepCache splits it (`UNet3DBackbone::forward_cached`): `shallow` runs on
+/// every step, `deep` only on full steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Cost {
+    shallow: u64,
+    deep: u64,
+}
+
+impl Cost {
+    fn full(self) -> u64 {
+        self.shallow + self.deep
+    }
+}
+
+/// `UNet3DBackbone`: conv_in … conv_out. Shallow: the pre-process, the first down block's
+/// layers, the last up block and the post-process; deep: everything in between.
+fn backbone(s: &Shape, c: &UNet3DConfig, pixels: &[u64], conv_in_channels: usize) -> Cost {
     let ch = &c.block_out_channels;
     let (n, c0, images) = (ch.len(), ch[0], s.images());
-    let mut total = conv(images, conv_in_channels, c0, 9, pixels[0])
-        + s.transformer_temporal(pixels[0], c0, 8 * c.attention_head_dim);
+    let mut cost = Cost {
+        shallow: conv(images, conv_in_channels, c0, 9, pixels[0])
+            + s.transformer_temporal(pixels[0], c0, 8 * c.attention_head_dim),
+        deep: 0,
+    };
 
     let mut c_out = c0;
     for (i, kind) in c.down_block_types.iter().enumerate() {
         let c_in = c_out;
         c_out = ch[i];
         let attention = *kind == DownBlockType::CrossAttnDownBlock3D;
-        for layer in 0..c.layers_per_block {
-            total += s.layer(pixels[i], if layer == 0 { c_in } else { c_out }, c_out, attention);
-        }
+        let layers: u64 = (0..c.layers_per_block)
+            .map(|layer| s.layer(pixels[i], if layer == 0 { c_in } else { c_out }, c_out, attention))
+            .sum();
+        let part = if i == 0 { &mut cost.shallow } else { &mut cost.deep };
+        *part += layers;
         if i + 1 < n {
-            total += conv(images, c_out, c_out, 9, pixels[i + 1]);
+            cost.deep += conv(images, c_out, c_out, 9, pixels[i + 1]);
         }
     }
 
     let deepest = ch[n - 1];
-    total += 2 * s.layer(pixels[n - 1], deepest, deepest, false)
+    cost.deep += 2 * s.layer(pixels[n - 1], deepest, deepest, false)
         + s.transformer_2d(pixels[n - 1], deepest)
         + s.transformer_temporal(pixels[n - 1], deepest, deepest);
 
@@ -119,21 +141,25 @@ fn backbone(s: &Shape, c: &UNet3DConfig, pixels: &[u64], conv_in_channels: usize
         let skip_last = reversed[(i + 1).min(n - 1)];
         let attention = *kind == UpBlockType::CrossAttnUpBlock3D;
         let layers = c.layers_per_block + 1;
-        for layer in 0..layers {
-            let below = if layer == 0 { prev } else { c_out };
-            let skip = if layer == layers - 1 { skip_last } else { c_out };
-            total += s.layer(pixels[level], below + skip, c_out, attention);
-        }
+        let mut block: u64 = (0..layers)
+            .map(|layer| {
+                let below = if layer == 0 { prev } else { c_out };
+                let skip = if layer == layers - 1 { skip_last } else { c_out };
+                s.layer(pixels[level], below + skip, c_out, attention)
+            })
+            .sum();
         if i + 1 < n {
-            total += conv(images, c_out, c_out, 9, pixels[level - 1]);
+            block += conv(images, c_out, c_out, 9, pixels[level - 1]);
         }
+        let part = if i + 1 == n { &mut cost.shallow } else { &mut cost.deep };
+        *part += block;
     }
-    total + conv(images, c0, c.out_channels, 9, pixels[0])
+    cost.shallow += conv(images, c0, c.out_channels, 9, pixels[0]);
+    cost
 }
 
-/// FLOPs of one `I2VGenXLUNet` forward on `batch` videos of `frames` latents of `h`×`w`
-/// (a classifier-free-guided step is batch 2).
-pub fn i2vgen_xl_unet(c: &UNet3DConfig, batch: usize, frames: usize, h: usize, w: usize) -> u64 {
+/// `I2VGenXLUNet`; its conditioning and image path run on every step, so they are shallow.
+fn i2vgen_xl_unet_cost(c: &UNet3DConfig, batch: usize, frames: usize, h: usize, w: usize) -> Cost {
     let cin = c.in_channels;
     let pixels = level_pixels(c, h, w);
     let latent_tokens = 64;
@@ -150,13 +176,52 @@ pub fn i2vgen_xl_unet(c: &UNet3DConfig, batch: usize, frames: usize, h: usize, w
     let latents = conv(images, 4, 4 * cin, 9, pixels[0])
         + conv(images, 4 * cin, 4 * cin, 9, pixels[0])
         + conv(images, 4 * cin, cin, 9, pixels[0]);
-    context + latents + temporal_encoder(b * pixels[0], s.frames, cin) + backbone(&s, c, &pixels, 2 * cin)
+    let backbone = backbone(&s, c, &pixels, 2 * cin);
+    Cost {
+        shallow: context + latents + temporal_encoder(b * pixels[0], s.frames, cin) + backbone.shallow,
+        deep: backbone.deep,
+    }
+}
+
+fn unet_3d_condition_cost(c: &UNet3DConfig, batch: usize, frames: usize, h: usize, w: usize) -> Cost {
+    let s = Shape { batch: batch as u64, frames: frames as u64, context: (77, c.cross_attention_dim) };
+    backbone(&s, c, &level_pixels(c, h, w), c.in_channels)
+}
+
+/// FLOPs of one `I2VGenXLUNet` forward on `batch` videos of `frames` latents of `h`×`w`
+/// (a classifier-free-guided step is batch 2).
+pub fn i2vgen_xl_unet(c: &UNet3DConfig, batch: usize, frames: usize, h: usize, w: usize) -> u64 {
+    i2vgen_xl_unet_cost(c, batch, frames, h, w).full()
+}
+
+/// FLOPs of one DeepCache shallow step of `I2VGenXLUNet` (`forward_cached` with cached deep
+/// features), same arguments as [`i2vgen_xl_unet`].
+pub fn i2vgen_xl_unet_shallow(c: &UNet3DConfig, batch: usize, frames: usize, h: usize, w: usize) -> u64 {
+    i2vgen_xl_unet_cost(c, batch, frames, h, w).shallow
 }
 
 /// FLOPs of one `UNet3DConditionModel` forward (77 text tokens of context).
 pub fn unet_3d_condition(c: &UNet3DConfig, batch: usize, frames: usize, h: usize, w: usize) -> u64 {
-    let s = Shape { batch: batch as u64, frames: frames as u64, context: (77, c.cross_attention_dim) };
-    backbone(&s, c, &level_pixels(c, h, w), c.in_channels)
+    unet_3d_condition_cost(c, batch, frames, h, w).full()
+}
+
+/// FLOPs of one DeepCache shallow step of `UNet3DConditionModel`.
+pub fn unet_3d_condition_shallow(c: &UNet3DConfig, batch: usize, frames: usize, h: usize, w: usize) -> u64 {
+    unet_3d_condition_cost(c, batch, frames, h, w).shallow
+}
+
+/// Bytes of the deep features DeepCache keeps between steps, `[batch·frames,
+/// deep_features_channels, h, w]` at `bytes_per_element` (4 for f32, 2 for f16): one tensor per
+/// UNet call (a guided step run as two halves keeps two of half the size).
+pub fn deep_features_bytes(
+    c: &UNet3DConfig,
+    batch: usize,
+    frames: usize,
+    h: usize,
+    w: usize,
+    bytes_per_element: usize,
+) -> u64 {
+    [batch, frames, c.deep_features_channels(), h, w, bytes_per_element].iter().map(|&v| v as u64).product()
 }
 
 /// `I2VGenXLTransformerTemporalEncoder`: self-attention over frames then a 4× GELU feed-forward.
@@ -178,5 +243,72 @@ mod tests {
         let large = i2vgen_xl_unet(&config, 2, 16, 88, 160) as f64 / 1e12;
         assert!((small / 17.5 - 1.0).abs() < 0.03, "{small} TFLOP");
         assert!((large / 176.0 - 1.0).abs() < 0.03, "{large} TFLOP");
+    }
+
+    /// The real UNets' configs: ali-vilab/i2vgen-xl's and the refiner's.
+    fn real_configs() -> (UNet3DConfig, UNet3DConfig) {
+        use crate::loading::config::parse;
+        use crate::models::{unet_3d_condition, unet_i2vgen_xl::I2VGenXLUNetConfig};
+        let base = parse::<I2VGenXLUNetConfig>(include_str!("../../configs/i2vgen-xl/unet/config.json"));
+        let refiner = parse::<unet_3d_condition::UNet3DConditionModelConfig>(unet_3d_condition::REFINER_CONFIG);
+        (base.unwrap().config.unet, refiner.unwrap().config.unet)
+    }
+
+    /// 16 frames at 256×448, one UNet call (batch 1): a shallow step costs 35% of a full one
+    /// (the first level, full-resolution attention and all, is the costliest), and DeepCache
+    /// keeps 70 MiB of f32 features (`[16, 640, 32, 56]`).
+    #[test]
+    fn real_shallow_step_is_a_fraction_of_a_full_one() {
+        let (base, refiner) = real_configs();
+        let (b, f, h, w) = (1, 16, 32, 56);
+        for (name, full, shallow, c) in [
+            ("I2VGenXLUNet", i2vgen_xl_unet(&base, b, f, h, w), i2vgen_xl_unet_shallow(&base, b, f, h, w), &base),
+            (
+                "UNet3DConditionModel",
+                unet_3d_condition(&refiner, b, f, h, w),
+                unet_3d_condition_shallow(&refiner, b, f, h, w),
+                &refiner,
+            ),
+        ] {
+            let bytes = deep_features_bytes(c, b, f, h, w, 4);
+            println!(
+                "{name}, batch {b}, {f} frames of {h}×{w} latents: full {:.1} GFLOP, shallow {:.1} GFLOP \
+                 ({:.1}%), deep features {bytes} bytes in f32",
+                full as f64 / 1e9,
+                shallow as f64 / 1e9,
+                100.0 * shallow as f64 / full as f64,
+            );
+            assert!(0 < shallow && 5 * shallow < 2 * full, "{name}: {shallow} of {full}");
+            assert_eq!(bytes, 16 * 640 * 32 * 56 * 4, "{name}");
+        }
+    }
+
+    /// A shallow step is exactly what `forward_cached` runs on one: summed here by hand from the
+    /// per-layer costs (the first down block's two layers; the last up block's three, on the
+    /// 640-wide deep features then 320-wide, each beside a 320-wide skip), and untouched by the
+    /// widths below the second level, which only the full step pays for.
+    #[test]
+    fn shallow_step_is_the_first_level_only() {
+        let (base, refiner) = real_configs();
+        let (b, f, h, w) = (1, 16, 32, 56);
+        let (images, pixels) = ((b * f) as u64, (h * w) as u64);
+        let s = Shape { batch: b as u64, frames: f as u64, context: (77, 1024) };
+        let by_hand = conv(images, 4, 320, 9, pixels)
+            + s.transformer_temporal(pixels, 320, 8 * 64)
+            + 2 * s.layer(pixels, 320, 320, true)
+            + s.layer(pixels, 640 + 320, 320, true)
+            + 2 * s.layer(pixels, 320 + 320, 320, true)
+            + conv(images, 320, 4, 9, pixels);
+        assert_eq!(unet_3d_condition_shallow(&refiner, b, f, h, w), by_hand);
+
+        let wider = |c: &UNet3DConfig| UNet3DConfig { block_out_channels: vec![320, 640, 2560, 2560], ..c.clone() };
+        let cost = |c: &UNet3DConfig, i2vgen: bool| {
+            if i2vgen { i2vgen_xl_unet_cost(c, b, f, h, w) } else { unet_3d_condition_cost(c, b, f, h, w) }
+        };
+        for (c, i2vgen) in [(&base, true), (&refiner, false)] {
+            let (real, wide) = (cost(c, i2vgen), cost(&wider(c), i2vgen));
+            assert_eq!(real.shallow, wide.shallow);
+            assert!(real.deep < wide.deep);
+        }
     }
 }

@@ -29,7 +29,7 @@ pub struct Parsed<T> {
 pub fn parse<T: ConfigFile>(text: &str) -> Result<Parsed<T>> {
     let error = |message: String| Error::Config { file: T::FILE.to_string(), message };
     let map: BTreeMap<String, Value> =
-        serde_json::from_str(text).map_err(|e| error(format!("not a JSON object: {e}")))?;
+        serde_json::from_str(&python_floats_as_null(text)).map_err(|e| error(format!("not a JSON object: {e}")))?;
     T::check_class(&map)?;
     let config: T =
         serde_json::from_value(Value::Object(map.clone().into_iter().collect())).map_err(|e| error(e.to_string()))?;
@@ -42,6 +42,33 @@ pub fn parse<T: ConfigFile>(text: &str) -> Result<Parsed<T>> {
         .filter(|k| !k.starts_with('_') && !read.contains_key(k) && !T::IGNORED.contains(&k.as_str()))
         .collect();
     Ok(Parsed { config, unknown_keys })
+}
+
+/// Python's `json` writes non-finite floats as the bare words `NaN`, `Infinity` and
+/// `-Infinity` (diffusers saves `lambda_min_clipped: -Infinity`), which JSON has no spelling for:
+/// outside strings they become `null` (the fields that take them are `Option`s).
+fn python_floats_as_null(text: &str) -> std::borrow::Cow<'_, str> {
+    if !["NaN", "Infinity"].iter().any(|w| text.contains(w)) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            in_string = escaped || c != '"';
+            escaped = !escaped && c == '\\';
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(word) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|w| rest.starts_with(w)) {
+            out.push_str("null");
+            rest = &rest[word.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out.into()
 }
 
 /// Check diffusers' `_class_name`.

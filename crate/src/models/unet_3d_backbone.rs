@@ -113,6 +113,13 @@ impl UNet3DConfig {
         self.largest_activation_bytes(2, frames, h, w) > MAX_BINDING_BYTES
     }
 
+    /// Channels of the deep features DeepCache keeps between steps (see
+    /// [`UNet3DBackbone::forward_cached`]): the output width of the second-to-last up block,
+    /// `block_out_channels[1]` (the mid block's width when there is a single block).
+    pub fn deep_features_channels(&self) -> usize {
+        self.block_out_channels[1.min(self.block_out_channels.len() - 1)]
+    }
+
     /// Width of the time embedding (4 × the first block's).
     pub fn time_embed_dim(&self) -> usize {
         4 * self.block_out_channels[0]
@@ -200,26 +207,68 @@ impl UNet3DBackbone {
     /// x `[B*F, conv_in_channels, h, w]`, emb `[B*F, time_embed_dim]`, context `[B*F, S, D]`
     /// → `[B*F, out_channels, h, w]`
     pub fn forward(&self, x: Tensor<4>, emb: &Tensor<2>, context: &Tensor<3>, frames: usize) -> Tensor<4> {
+        self.forward_cached(x, emb, context, frames, None).0
+    }
+
+    /// [`Self::forward`] with DeepCache's step caching: returns the output and the deep features,
+    /// the input of the last up block (the second-to-last up block's up-sampled output), which
+    /// depends on everything below the first level.
+    ///
+    /// `deep: None` runs the full UNet, exactly the ops of [`Self::forward`] in the same order.
+    /// `deep: Some(features)` runs a shallow step: `conv_in`, `transformer_in`, the first down
+    /// block's layers (its downsampler output is only a skip of a deeper up block), then the last
+    /// up block on `features` and the fresh skips, and the post-process. The down blocks below,
+    /// the mid block and the other up blocks are skipped; `features` come back unchanged.
+    ///
+    /// # Shapes
+    /// x `[B*F, conv_in_channels, h, w]`, emb `[B*F, time_embed_dim]`, context `[B*F, S, D]`,
+    /// deep `[B*F, deep_features_channels, h, w]` (see [`UNet3DConfig::deep_features_channels`])
+    /// → (`[B*F, out_channels, h, w]`, deep `[B*F, deep_features_channels, h, w]`)
+    pub fn forward_cached(
+        &self,
+        x: Tensor<4>,
+        emb: &Tensor<2>,
+        context: &Tensor<3>,
+        frames: usize,
+        deep: Option<Tensor<4>>,
+    ) -> (Tensor<4>, Tensor<4>) {
         // Phases 5–9 of diffusers' `I2VGenXLUNet.forward` (2–6 of `UNet3DConditionModel.forward`).
+        let (first_down, deeper_down) = self.down_blocks.split_first().expect("validated: at least one block");
+        let (last_up, deeper_up) = self.up_blocks.split_last().expect("validated: as many up as down blocks");
+
         // 5. pre-process
         let x = self.transformer_in.forward(self.conv_in.forward(x), frames);
 
-        // 6. down
+        // 6. down: the first block's layers on every step, their skips feed the last up block
         let mut skips = vec![x.clone()];
-        let mut x = x;
-        for block in &self.down_blocks {
-            let (out, block_skips) = block.forward(x, emb, context, frames);
-            x = out;
-            skips.extend(block_skips);
-        }
-        // 7. mid
-        let mut x = self.mid_block.forward(x, emb, context, frames);
-        // 8. up
-        for block in &self.up_blocks {
-            x = block.forward(x, &mut skips, emb, context, frames);
-        }
+        let (x, first_skips) = first_down.forward_layers(x, emb, context, frames);
+        skips.extend(first_skips);
+        let deep = match deep {
+            Some(deep) => {
+                let ([n, _, h, w], [deep_n, _, deep_h, deep_w]) = (x.dims(), deep.dims());
+                assert_eq!([deep_n, deep_h, deep_w], [n, h, w], "deep features cached for another shape");
+                deep
+            }
+            None => {
+                let mut x = first_down.downsample(x, &mut skips);
+                for block in deeper_down {
+                    let (out, block_skips) = block.forward(x, emb, context, frames);
+                    x = out;
+                    skips.extend(block_skips);
+                }
+                // 7. mid
+                let mut x = self.mid_block.forward(x, emb, context, frames);
+                // 8. up, all but the last block
+                for block in deeper_up {
+                    x = block.forward(x, &mut skips, emb, context, frames);
+                }
+                x
+            }
+        };
+        // 8. up: the last block, on the deep features and the first level's skips
+        let x = last_up.forward(deep.clone(), &mut skips, emb, context, frames);
         // 9. post-process
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        (self.conv_out.forward(silu(self.conv_norm_out.forward(x))), deep)
     }
 }
 

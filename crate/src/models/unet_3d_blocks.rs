@@ -151,6 +151,23 @@ impl DownBlock3D {
     /// Returns the output and the skip connections it adds (one per layer, one after downsampling).
     pub fn forward(
         &self,
+        x: Tensor<4>,
+        temb: &Tensor<2>,
+        context: &Tensor<3>,
+        frames: usize,
+    ) -> (Tensor<4>, Vec<Tensor<4>>) {
+        let (x, mut skips) = self.forward_layers(x, temb, context, frames);
+        let x = self.downsample(x, &mut skips);
+        (x, skips)
+    }
+
+    /// The layers without the downsampler: their output and their skip connections (one per
+    /// layer). A DeepCache shallow step runs only this much of the first down block.
+    ///
+    /// # Shapes
+    /// `[B*F, c_in, h, w]` → `[B*F, c_out, h, w]`, skips `[B*F, c_out, h, w]` each
+    pub fn forward_layers(
+        &self,
         mut x: Tensor<4>,
         temb: &Tensor<2>,
         context: &Tensor<3>,
@@ -161,11 +178,22 @@ impl DownBlock3D {
             x = self.layers.forward(i, x, None, temb, context, frames);
             skips.push(x.clone());
         }
-        if let Some(down) = &self.downsampler {
-            x = down.forward(x);
-            skips.push(x.clone());
-        }
         (x, skips)
+    }
+
+    /// The downsampler, when the block has one, its output also pushed onto `skips`.
+    ///
+    /// # Shapes
+    /// `[B*F, c_out, h, w]` → `[B*F, c_out, ⌈h/2⌉, ⌈w/2⌉]` (unchanged without a downsampler)
+    pub fn downsample(&self, x: Tensor<4>, skips: &mut Vec<Tensor<4>>) -> Tensor<4> {
+        match &self.downsampler {
+            Some(down) => {
+                let x = down.forward(x);
+                skips.push(x.clone());
+                x
+            }
+            None => x,
+        }
     }
 }
 

@@ -110,6 +110,24 @@ impl UNet3DConditionModel {
     /// sample `[B, C, F, h, w]`, encoder_hidden_states `[B, S, cross_attention_dim]`
     /// → `[B, out_channels, F, h, w]`
     pub fn forward(&self, sample: Tensor<5>, timesteps: &[f32], encoder_hidden_states: Tensor<3>) -> Tensor<5> {
+        self.forward_cached(sample, timesteps, encoder_hidden_states, None).0
+    }
+
+    /// [`Self::forward`] with DeepCache's step caching, and the deep features to pass to a later
+    /// shallow step: `deep: None` is the full forward, `Some` a shallow step on features from an
+    /// earlier step (see [`UNet3DBackbone::forward_cached`]).
+    ///
+    /// # Shapes
+    /// sample `[B, C, F, h, w]`, encoder_hidden_states `[B, S, cross_attention_dim]`,
+    /// deep `[B*F, deep_features_channels, h, w]`
+    /// → (`[B, out_channels, F, h, w]`, deep `[B*F, deep_features_channels, h, w]`)
+    pub fn forward_cached(
+        &self,
+        sample: Tensor<5>,
+        timesteps: &[f32],
+        encoder_hidden_states: Tensor<3>,
+        deep: Option<Tensor<4>>,
+    ) -> (Tensor<5>, Tensor<4>) {
         let [b, c, f, h, w] = sample.dims();
         let c0 = self.config.block_out_channels[0];
         // 1. time, one embedding per frame; the text per frame
@@ -118,7 +136,7 @@ impl UNet3DConditionModel {
         let context = repeat_interleave(encoder_hidden_states, f);
         // 2.–6. the shared backbone
         let x = sample.swap_dims(1, 2).reshape([b * f, c, h, w]);
-        let x = self.backbone.forward(x, &emb, &context, f);
-        x.reshape([b, f, self.config.out_channels, h, w]).swap_dims(1, 2)
+        let (x, deep) = self.backbone.forward_cached(x, &emb, &context, f, deep);
+        (x.reshape([b, f, self.config.out_channels, h, w]).swap_dims(1, 2), deep)
     }
 }

@@ -168,6 +168,18 @@ impl I2VGenXLUNet {
     /// # Shapes
     /// sample `[B, 4, F, h, w]` → `[B, out_channels, F, h, w]`
     pub fn forward(&self, input: I2VGenXLUNetInput) -> Tensor<5> {
+        self.forward_cached(input, None).0
+    }
+
+    /// [`Self::forward`] with DeepCache's step caching, and the deep features to pass to a later
+    /// shallow step: `deep: None` is the full forward, `Some` a shallow step on features from an
+    /// earlier step (see [`UNet3DBackbone::forward_cached`]). The embeddings, the context and the
+    /// image path run on every step.
+    ///
+    /// # Shapes
+    /// sample `[B, 4, F, h, w]`, deep `[B*F, deep_features_channels, h, w]`
+    /// → (`[B, out_channels, F, h, w]`, deep `[B*F, deep_features_channels, h, w]`)
+    pub fn forward_cached(&self, input: I2VGenXLUNetInput, deep: Option<Tensor<4>>) -> (Tensor<5>, Tensor<4>) {
         let I2VGenXLUNetInput { sample, timesteps, encoder_hidden_states, fps, image_latents, image_embeddings } =
             input;
         let [b, _, f, h, w] = sample.dims();
@@ -188,8 +200,8 @@ impl I2VGenXLUNet {
         // 5.–9. the image latents beside the sample, then the shared backbone
         let x = Tensor::cat(vec![sample, self.image_path(image_latents)], 1);
         let x = x.swap_dims(1, 2).reshape([b * f, 2 * self.config.in_channels, h, w]);
-        let x = self.backbone.forward(x, &emb, &context, f);
+        let (x, deep) = self.backbone.forward_cached(x, &emb, &context, f, deep);
         let c_out = self.config.out_channels;
-        x.reshape([b, f, c_out, h, w]).swap_dims(1, 2)
+        (x.reshape([b, f, c_out, h, w]).swap_dims(1, 2), deep)
     }
 }

@@ -4,6 +4,7 @@
 pub mod noise;
 pub mod pipeline_i2vgen_xl;
 pub mod pipeline_video_to_video;
+pub mod sampling;
 pub mod stage;
 
 use crate::{Error, Result};
@@ -45,6 +46,7 @@ fn guidance_prompts<'a>(prompt: &'a str, negative_prompt: &'a str, guidance: boo
 pub mod defaults {
     use super::pipeline_i2vgen_xl::GenerationRequest;
     use super::pipeline_video_to_video::RefineRequest;
+    use super::sampling::{Preset, Sampling};
 
     /// The seed of a run whose caller names none.
     pub const SEED: u64 = 8888;
@@ -52,7 +54,8 @@ pub mod defaults {
     /// I2VGen-XL's own defaults (diffusers'): 1280×704, 16 frames, 50 steps, guidance 9.
     pub const REFERENCE: GenerationRequest = GenerationRequest::DEFAULT;
 
-    /// What a laptop GPU can run: 448×256 and 25 steps, otherwise the reference.
+    /// What a laptop GPU can run: 448×256 with the balanced preset (DPM-Solver++ 2M, 25
+    /// trailing steps), otherwise the reference.
     pub const BROWSER: GenerationRequest = GenerationRequest {
         prompt: String::new(),
         negative_prompt: String::new(),
@@ -60,8 +63,9 @@ pub mod defaults {
         width: 448,
         num_frames: 16,
         target_fps: 16,
-        num_inference_steps: 25,
+        num_inference_steps: Preset::Balanced.num_inference_steps(),
         guidance_scale: 9.0,
+        sampling: Preset::Balanced.sampling(),
     };
 
     /// The bundled tiny demo model: 40×24, 4 frames, 3 steps (it runs in seconds).
@@ -74,6 +78,7 @@ pub mod defaults {
         target_fps: 16,
         num_inference_steps: 3,
         guidance_scale: 9.0,
+        sampling: Sampling::MODEL,
     };
 
     /// The refinement stage: the pipeline's defaults at 1280×720.

@@ -18,9 +18,10 @@ use crate::models::clip::{CLIPTextModel, CLIPVisionModelWithProjection};
 use crate::models::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetInput};
 use crate::models::vae::AutoencoderKL;
 use crate::pipelines::noise::Draws;
+use crate::pipelines::sampling::Sampling;
 use crate::pipelines::stage::{Denoising, Stage};
 use crate::pipelines::{check_guidance, check_size, guidance_prompts};
-use crate::schedulers::scheduling_ddim::{DDIMScheduler, DDIMSchedulerConfig};
+use crate::schedulers::SchedulerConfig;
 use crate::{Error, Result};
 
 /// `feature_extractor/preprocessor_config.json` (`CLIPImageProcessor`): what the image encoder sees.
@@ -103,6 +104,7 @@ pub struct GenerationRequest {
     pub target_fps: usize,
     pub num_inference_steps: usize,
     pub guidance_scale: f64,
+    pub sampling: Sampling,
 }
 
 impl GenerationRequest {
@@ -115,6 +117,7 @@ impl GenerationRequest {
         target_fps: 16,
         num_inference_steps: 50,
         guidance_scale: 9.0,
+        sampling: Sampling::MODEL,
     };
 
     /// diffusers' `check_inputs` and then some: every problem as a sentence that says what to do.
@@ -130,7 +133,7 @@ impl GenerationRequest {
         if self.target_fps == 0 {
             return Err(Error::request("fps", "fps must be at least 1"));
         }
-        Ok(())
+        self.sampling.validate()
     }
 }
 
@@ -184,15 +187,16 @@ impl Stage for Generation {
         let split = unet.config.split_guidance(f, h, w);
         let fps = self.target_fps as f32;
         let (text, image_latents, image) = (&self.prompt_embeds, &self.image_latents, &self.image_embeddings);
-        self.denoising.step(split, |sample, t, start, batch| {
-            unet.forward(I2VGenXLUNetInput {
+        self.denoising.step(split, &|sample, t, start, batch, deep| {
+            let input = I2VGenXLUNetInput {
                 sample,
                 timesteps: vec![t; batch],
                 encoder_hidden_states: text.clone().narrow(0, start, batch),
                 fps: vec![fps; batch],
                 image_latents: image_latents.clone().narrow(0, start, batch),
                 image_embeddings: image.clone().narrow(0, start, batch),
-            })
+            };
+            unet.forward_cached(input, deep)
         })
     }
 
@@ -208,7 +212,7 @@ pub struct I2VGenXLPipeline {
     pub image_encoder: CLIPVisionModelWithProjection,
     pub vae: AutoencoderKL,
     pub unet: I2VGenXLUNet,
-    pub scheduler: DDIMSchedulerConfig,
+    pub scheduler: SchedulerConfig,
     pub feature_extractor: CLIPImageProcessorConfig,
 }
 
@@ -311,9 +315,8 @@ impl I2VGenXLPipeline {
             image_latents = Tensor::cat(vec![image_latents.clone(), image_latents], 0);
         }
 
-        // 4. timesteps; latents × init_noise_sigma (1 for DDIM)
-        let mut scheduler = DDIMScheduler::new(self.scheduler.clone())?;
-        scheduler.set_timesteps(request.num_inference_steps)?;
+        // 4. timesteps; latents × init_noise_sigma (1 for every scheduler here)
+        let scheduler = request.sampling.scheduler_config(&self.scheduler)?.build(request.num_inference_steps)?;
         let timesteps = scheduler.timesteps().to_vec();
         Ok(Generation {
             pipeline: Rc::clone(self),
@@ -321,7 +324,7 @@ impl I2VGenXLPipeline {
             prompt_embeds,
             image_embeddings,
             image_latents,
-            denoising: Denoising::new(noise.latents, scheduler, timesteps, request.guidance_scale),
+            denoising: Denoising::new(noise.latents, scheduler, timesteps, request.guidance_scale, &request.sampling),
         })
     }
 }

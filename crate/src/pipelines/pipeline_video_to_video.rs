@@ -15,9 +15,10 @@ use crate::models::clip::CLIPTextModel;
 use crate::models::unet_3d_condition::UNet3DConditionModel;
 use crate::models::vae::AutoencoderKL;
 use crate::pipelines::noise::Draws;
+use crate::pipelines::sampling::Sampling;
 use crate::pipelines::stage::{Denoising, Stage};
 use crate::pipelines::{check_guidance, check_size, guidance_prompts};
-use crate::schedulers::scheduling_ddim::{DDIMScheduler, DDIMSchedulerConfig};
+use crate::schedulers::SchedulerConfig;
 use crate::{Error, Result};
 
 /// How to refine. [`RefineRequest::DEFAULT`] gives the pipeline's defaults (strength 0.6,
@@ -100,8 +101,8 @@ impl Stage for Refinement {
         let [_, _, f, h, w] = self.denoising.latents().dims();
         let split = unet.config.split_guidance(f, h, w);
         let text = &self.prompt_embeds;
-        self.denoising.step(split, |sample, t, start, batch| {
-            unet.forward(sample, &vec![t; batch], text.clone().narrow(0, start, batch))
+        self.denoising.step(split, &|sample, t, start, batch, deep| {
+            unet.forward_cached(sample, &vec![t; batch], text.clone().narrow(0, start, batch), deep)
         })
     }
 
@@ -116,7 +117,7 @@ pub struct VideoToVideoSDPipeline {
     pub text_encoder: CLIPTextModel,
     pub vae: AutoencoderKL,
     pub unet: UNet3DConditionModel,
-    pub scheduler: DDIMSchedulerConfig,
+    pub scheduler: SchedulerConfig,
 }
 
 impl VideoToVideoSDPipeline {
@@ -189,9 +190,8 @@ impl VideoToVideoSDPipeline {
         let prompt_embeds = self.text_encoder.encode_prompts(&self.tokenizer, &prompts, device).last_hidden_state;
 
         // 2. timesteps: the tail that strength selects
-        let mut scheduler = DDIMScheduler::new(self.scheduler.clone())?;
-        scheduler.set_timesteps(request.num_inference_steps)?;
-        let timesteps = scheduler.get_timesteps(request.strength);
+        let mut scheduler = self.scheduler.build(request.num_inference_steps)?;
+        let timesteps = scheduler.begin_at_strength(request.strength);
 
         // 3. latents: each frame's posterior sample × scaling_factor, noised to the first timestep
         let [f, c, h, w] = shape;
@@ -200,12 +200,12 @@ impl VideoToVideoSDPipeline {
             .enumerate()
             .map(|(i, frame)| self.vae.encode_video_frame(frame, noise.vae_sample_noise.clone().slice([i..i + 1])))
             .collect();
-        let latents = scheduler.add_noise(Tensor::cat(latents, 0), noise.noise, timesteps[0]);
-        let latents = latents.reshape([1, f, c, h, w]).swap_dims(1, 2);
+        let (latents, noise) = (Tensor::cat(latents, 0).reshape([1, f, c, h, w]), noise.noise.reshape([1, f, c, h, w]));
+        let latents = scheduler.add_noise(latents, noise, timesteps[0])?.swap_dims(1, 2);
         Ok(Refinement {
             pipeline: Rc::clone(self),
             prompt_embeds,
-            denoising: Denoising::new(latents, scheduler, timesteps, request.guidance_scale),
+            denoising: Denoising::new(latents, scheduler, timesteps, request.guidance_scale, &Sampling::MODEL),
         })
     }
 }

@@ -5,24 +5,53 @@
 
 use burn::tensor::{FloatDType, Tensor, TensorData};
 
+use super::sampling::Sampling;
 use crate::models::vae::AutoencoderKL;
-use crate::schedulers::scheduling_ddim::DDIMScheduler;
+use crate::schedulers::Scheduler;
 use crate::{Error, Result};
 
 /// The latents of a run and where it is in its schedule.
 pub struct Denoising {
     /// `[1, C, F, h, w]`
     latents: Tensor<5>,
-    scheduler: DDIMScheduler,
+    scheduler: Box<dyn Scheduler<Tensor<5>>>,
     /// The timesteps that run (for the refiner, the tail of the schedule `strength` selects).
     timesteps: Vec<i64>,
     step: usize,
     guidance_scale: f64,
+    /// Steps before this one run both guidance branches; later ones only the conditional one.
+    guided_steps: usize,
+    cache_interval: usize,
+    /// The deep UNet features of the last full step, one `[F, C, h, w]` per conditioning row
+    /// ([uncond, cond]); kept only when `cache_interval > 1`.
+    deep_features: [Option<Tensor<4>>; 2],
 }
 
+/// What the UNet is asked for one group of conditioning rows: the sample (repeated per row),
+/// the timestep, the first row and the row count, and the deep features to reuse (a shallow
+/// step) or `None` (a full step). It answers the prediction `[batch, C, F, h, w]` and the deep
+/// features of this call, `[batch·F, C', h', w']`.
+pub type UNetCall<'a> = dyn Fn(Tensor<5>, f32, usize, usize, Option<Tensor<4>>) -> (Tensor<5>, Tensor<4>) + 'a;
+
 impl Denoising {
-    pub fn new(latents: Tensor<5>, scheduler: DDIMScheduler, timesteps: Vec<i64>, guidance_scale: f64) -> Self {
-        Self { latents, scheduler, timesteps, step: 0, guidance_scale }
+    pub fn new(
+        latents: Tensor<5>,
+        scheduler: Box<dyn Scheduler<Tensor<5>>>,
+        timesteps: Vec<i64>,
+        guidance_scale: f64,
+        sampling: &Sampling,
+    ) -> Self {
+        let guided_steps = sampling.guided_steps(timesteps.len());
+        Self {
+            latents,
+            scheduler,
+            timesteps,
+            step: 0,
+            guidance_scale,
+            guided_steps,
+            cache_interval: sampling.cache_interval.max(1),
+            deep_features: [None, None],
+        }
     }
 
     /// Classifier-free guidance runs when the scale is above 1, as in diffusers.
@@ -48,35 +77,58 @@ impl Denoising {
         &self.latents
     }
 
-    /// One guided step. `unet(sample, t, start, batch)` predicts for rows `start..start + batch`
-    /// of the conditioning ([uncond, cond] with guidance); with `split_guidance` the two halves
-    /// run one after the other (exact: they never interact inside the UNet). Returns the
-    /// prediction before guidance, `[B, C, F, h, w]`.
-    pub fn step(
-        &mut self,
-        split_guidance: bool,
-        unet: impl Fn(Tensor<5>, f32, usize, usize) -> Tensor<5>,
-    ) -> Result<Tensor<5>> {
+    /// Whether step `i` runs the unconditional branch too.
+    fn guided_at(&self, i: usize) -> bool {
+        self.do_classifier_free_guidance() && i < self.guided_steps
+    }
+
+    /// Whether step `i` runs the whole UNet (else the shallow path on cached deep features).
+    fn full_at(&self, i: usize) -> bool {
+        self.cache_interval <= 1 || i.is_multiple_of(self.cache_interval)
+    }
+
+    /// One guided step. `unet` predicts for rows `start..start + batch` of the conditioning
+    /// ([uncond, cond] with guidance); with `split_guidance` the two halves run one after the
+    /// other (exact: they never interact inside the UNet). After the guidance window only the
+    /// conditional row runs; between full steps of the cache interval the deep features of the
+    /// last full step are reused. Returns the prediction before guidance, `[B, C, F, h, w]`.
+    pub fn step(&mut self, split_guidance: bool, unet: &UNetCall) -> Result<Tensor<5>> {
         if self.is_done() {
             return Err(Error::request("steps", "all denoising steps have run; decode the frames"));
         }
-        let t = self.timesteps[self.step];
-        let cfg = self.do_classifier_free_guidance();
-        let run = |start: usize, batch: usize| {
-            unet(Tensor::cat(vec![self.latents.clone(); batch], 0), t as f32, start, batch)
+        let i = self.step;
+        let t = self.timesteps[i];
+        let guided = self.guided_at(i);
+        // Without guidance at all the one row is row 0; after the window it is the cond row 1.
+        let first_row = if self.do_classifier_free_guidance() && !guided { 1 } else { 0 };
+        let rows = if guided { 2 } else { 1 };
+        let full = self.full_at(i) || self.deep_features[first_row..first_row + rows].iter().any(Option::is_none);
+        let keep = self.cache_interval > 1;
+        let mut run = |start: usize, batch: usize| {
+            let deep = (!full).then(|| {
+                let rows: Vec<Tensor<4>> =
+                    self.deep_features[start..start + batch].iter().map(|d| d.clone().expect("cached")).collect();
+                Tensor::cat(rows, 0)
+            });
+            let (prediction, deep) =
+                unet(Tensor::cat(vec![self.latents.clone(); batch], 0), t as f32, start, batch, deep);
+            if full && keep {
+                let per_row = deep.dims()[0] / batch;
+                for (k, slot) in self.deep_features[start..start + batch].iter_mut().enumerate() {
+                    *slot = Some(deep.clone().narrow(0, k * per_row, per_row));
+                }
+            }
+            prediction
         };
-        let noise_pred = if cfg && split_guidance {
-            Tensor::cat(vec![run(0, 1), run(1, 1)], 0)
-        } else {
-            run(0, if cfg { 2 } else { 1 })
-        };
-        let guided = if cfg {
+        let noise_pred =
+            if guided && split_guidance { Tensor::cat(vec![run(0, 1), run(1, 1)], 0) } else { run(first_row, rows) };
+        let prediction = if guided {
             let [uncond, text] = <[Tensor<5>; 2]>::try_from(noise_pred.clone().chunk(2, 0)).expect("two halves");
             uncond.clone() + (text - uncond).mul_scalar(self.guidance_scale)
         } else {
             noise_pred.clone()
         };
-        self.latents = self.scheduler.step(guided, t, self.latents.clone());
+        self.latents = self.scheduler.step(prediction, t, self.latents.clone())?;
         self.step += 1;
         Ok(noise_pred)
     }

@@ -245,3 +245,165 @@ fn bench_prints_time_flops_and_rate() {
     }
     assert_clear_error(&["bench", "--height", "30", "--backend", "cpu"], "multiples of 8");
 }
+
+/// `i2vgen compare A B --json`: the one JSON object on the last line of stdout.
+fn compare_json(a: &str, b: &str) -> serde_json::Value {
+    let out = i2vgen(&["compare", a, b, "--json"]);
+    assert!(out.status.success(), "compare {a} {b}: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// An H.264 MP4 of 8-bit RGB frames, written as `generate --output x.mp4` does (OpenH264, muxide).
+fn write_mp4(path: &Path, frames: &[Vec<u8>], width: usize, height: usize) {
+    use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, FrameType};
+    use openh264::formats::{RgbSliceU8, YUVBuffer};
+    let config = EncoderConfig::new()
+        .bitrate(BitRate::from_bps(2_000_000))
+        .max_frame_rate(FrameRate::from_hz(8.0))
+        .skip_frames(false);
+    let mut encoder = Encoder::with_api_config(openh264::OpenH264API::from_source(), config).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut muxer = muxide::api::MuxerBuilder::new(file)
+        .video(muxide::api::VideoCodec::H264, width as u32, height as u32, 8.0)
+        .build()
+        .unwrap();
+    for (i, rgb) in frames.iter().enumerate() {
+        let encoded = encoder.encode(&YUVBuffer::from_rgb8_source(RgbSliceU8::new(rgb, (width, height)))).unwrap();
+        let keyframe = matches!(encoded.frame_type(), FrameType::IDR | FrameType::I);
+        muxer.write_video(i as f64 / 8.0, &encoded.to_vec(), keyframe).unwrap();
+    }
+    muxer.finish().unwrap();
+}
+
+/// `compare` reads safetensors, GIF, a folder of PNGs and H.264 MP4: the same frames in any two
+/// give SSIM 1 and a null PSNR (infinite: JSON has no inf); a constant offset d gives the analytic
+/// −20·log10(d) dB; the temporal difference is |motion A − motion B| averaged over frame pairs;
+/// and videos that cannot be compared are one clear sentence.
+#[test]
+fn compare_reports_psnr_ssim_and_temporal_difference() {
+    let dir = scratch("compare");
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (height, width) = (12, 16);
+    // 8-bit values (exact in GIF and PNG), at most 192 colours a frame (one GIF palette), moving
+    // from frame to frame, all ≤ 150 so an offset of 51 stays in range.
+    let frames: Vec<Vec<u8>> = (0..3)
+        .map(|k| {
+            (0..height * width)
+                .flat_map(|i| {
+                    let (y, x) = (i / width, i % width);
+                    [(x * 8 + k * 4) as u8, (y * 10 + k * 3) as u8, (40 + (x + y + k) % 5 * 20) as u8]
+                })
+                .collect()
+        })
+        .collect();
+    let to_f32 = |rgb: &[Vec<u8>]| -> Vec<f32> { rgb.concat().iter().map(|&v| f32::from(v) / 255.0).collect() };
+    let safetensors = |name: &str, values: &[f32], (w, h): (usize, usize)| -> String {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let shape = vec![values.len() / (w * h * 3), h, w, 3];
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes).unwrap();
+        safetensors::serialize_to_file(vec![("frames", view)], None, Path::new(&path(name))).unwrap();
+        path(name)
+    };
+    let reference = safetensors("reference.safetensors", &to_f32(&frames), (width, height));
+    let shifted: Vec<f32> = to_f32(&frames).iter().map(|v| v + 0.1).collect();
+    let offset = safetensors("offset.safetensors", &shifted, (width, height));
+    let gif = path("video.gif");
+    std::fs::write(&gif, i2vgen::media::video::gif(&frames, width, height, 8)).unwrap();
+    // Named 9, 10, 11: read in number order, not name order.
+    let pngs = path("pngs");
+    std::fs::create_dir_all(&pngs).unwrap();
+    for (k, rgb) in frames.iter().enumerate() {
+        let brighter: Vec<u8> = rgb.iter().map(|v| v + 51).collect();
+        let file = Path::new(&pngs).join(format!("frame_{}.png", k + 9));
+        image::save_buffer(file, &brighter, width as u32, height as u32, image::ExtendedColorType::Rgb8).unwrap();
+    }
+
+    for (a, b) in [(&reference, &reference), (&reference, &gif), (&gif, &reference)] {
+        let same = compare_json(a, b);
+        assert_eq!(same["frames"], 3, "{same}");
+        assert!(same["psnr"].as_array().unwrap().iter().all(serde_json::Value::is_null), "{same}");
+        assert!(same["mean_psnr"].is_null(), "{same}");
+        assert!((same["mean_ssim"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{same}");
+        assert!(same["ssim"].as_array().unwrap().iter().all(|s| (s.as_f64().unwrap() - 1.0).abs() < 1e-9));
+        assert_eq!(same["temporal_difference"].as_f64(), Some(0.0), "{same}");
+    }
+    // +0.1 → 20 dB; +51/255 = +0.2 → 13.979 dB. The motion is the same: no temporal difference.
+    for (a, b, db) in [(&reference, &offset, 20.0), (&gif, &pngs, -20.0 * 0.2f64.log10())] {
+        let report = compare_json(a, b);
+        for p in report["psnr"].as_array().unwrap().iter().chain([&report["mean_psnr"]]) {
+            assert!((p.as_f64().unwrap() - db).abs() < 1e-4, "{a} vs {b}: expected {db} dB: {report}");
+        }
+        assert!(report["mean_ssim"].as_f64().unwrap() < 1.0, "{report}");
+        assert!(report["temporal_difference"].as_f64().unwrap() < 1e-6, "{report}");
+    }
+    // A still video (frame 0 three times) against the moving one: the score is the reference's
+    // own motion, mean |f[k+1] − f[k]| averaged over the two pairs.
+    let still = safetensors(
+        "still.safetensors",
+        &to_f32(&[frames[0].clone(), frames[0].clone(), frames[0].clone()]),
+        (width, height),
+    );
+    let motion = |k: usize| -> f64 {
+        frames[k].iter().zip(&frames[k + 1]).map(|(p, q)| f64::from(p.abs_diff(*q)) / 255.0).sum::<f64>()
+            / frames[k].len() as f64
+    };
+    let report = compare_json(&reference, &still);
+    let expected = (motion(0) + motion(1)) / 2.0;
+    assert!((report["temporal_difference"].as_f64().unwrap() - expected).abs() < 1e-6, "{expected}: {report}");
+    assert!((report["ssim"][0].as_f64().unwrap() - 1.0).abs() < 1e-9 && report["psnr"][0].is_null(), "{report}");
+
+    // H.264 MP4 of a smooth 64×48 video against its safetensors frames: lossy, but close.
+    let (w, h) = (64, 48);
+    let smooth: Vec<Vec<u8>> = (0..4)
+        .map(|k| {
+            (0..w * h)
+                .flat_map(|i| {
+                    let (y, x) = (i / w, i % w);
+                    [(x * 3 + k * 6) as u8, (y * 4 + 20) as u8, (200 - x - y) as u8]
+                })
+                .collect()
+        })
+        .collect();
+    let mp4 = path("smooth.mp4");
+    write_mp4(Path::new(&mp4), &smooth, w, h);
+    let smooth_reference = safetensors("smooth.safetensors", &to_f32(&smooth), (w, h));
+    let report = compare_json(&smooth_reference, &mp4);
+    assert_eq!(report["frames"], 4, "{report}");
+    assert!(report["mean_psnr"].as_f64().unwrap() > 30.0, "{report}");
+    assert!(report["mean_ssim"].as_f64().unwrap() > 0.9, "{report}");
+
+    // The table: one line per frame, the means, the temporal difference; inf for identical frames.
+    let out = i2vgen(&["compare", &reference, &gif]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for expect in
+        ["PSNR (dB)", "SSIM", "    2        inf  1.00000", " mean        inf  1.00000", "temporal difference: 0.000000"]
+    {
+        assert!(table.contains(expect), "expected {expect:?} in\n{table}");
+    }
+
+    let two_frames = safetensors("two.safetensors", &to_f32(&frames[..2]), (width, height));
+    let narrow = safetensors("narrow.safetensors", &vec![0.5; 3 * height * 8 * 3], (8, height));
+    let avi = path("video.avi");
+    std::fs::write(&avi, b"not a video").unwrap();
+    let webm = path("video.webm");
+    std::fs::write(&webm, b"not a video").unwrap();
+    let has_ffmpeg = Command::new("ffmpeg").arg("-version").output().is_ok();
+    let webm_error = if has_ffmpeg { "cannot decode" } else { "install ffmpeg" };
+    let missing = path("missing.gif");
+    for (a, b, expect) in [
+        (&reference, &two_frames, "the videos differ in length: the first has 3 frames, the second 2"),
+        (&reference, &narrow, "the videos differ in frame size: the first is 16×12, the second 8×12"),
+        (&reference, &avi, "compare reads .safetensors, .gif, .mp4, .webm or a folder of numbered PNGs"),
+        (&missing, &reference, "missing.gif does not exist"),
+        (&reference, &webm, webm_error),
+        // One PNG is a picture, not a video.
+        (&path("pngs/frame_9.png"), &reference, "compare reads"),
+    ] {
+        assert_clear_error(&["compare", a, b], expect);
+    }
+    let not_frames = path("not-frames.safetensors");
+    std::fs::copy(golden("vae_decode.safetensors"), &not_frames).unwrap();
+    assert_clear_error(&["compare", &not_frames, &reference], "has no tensor `frames`");
+}

@@ -8,6 +8,7 @@ mod cli;
 mod config;
 mod device_check;
 mod encoders;
+mod multistep;
 mod pipeline;
 mod refine;
 mod scheduler;

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use burn::tensor::{Tensor, TensorData};
 use i2vgen::loading::config::parse;
+use i2vgen::schedulers::Scheduler;
 use i2vgen::schedulers::scheduling_ddim::{DDIMScheduler, DDIMSchedulerConfig, PredictionType, TimestepSpacing};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
@@ -235,7 +236,7 @@ fn burn_step_and_add_noise_apply_the_coefficients() {
         let (c_sample, c_model) = scheduler.step_coefficients(t);
         let expected: Vec<f64> =
             sample.iter().zip(&output).map(|(&x, &m)| c_sample * f64::from(x) + c_model * f64::from(m)).collect();
-        let ours = read(scheduler.step(tensor(&output), t, tensor(&sample)));
+        let ours = read(scheduler.step(tensor(&output), t, tensor(&sample)).unwrap());
         let ours: Vec<f64> = ours.into_iter().map(f64::from).collect();
         let error = max_abs_diff(&ours, &expected);
         assert!(error <= 1e-6, "step at t = {t}: off by {error:e}");
@@ -243,8 +244,10 @@ fn burn_step_and_add_noise_apply_the_coefficients() {
         let (a, b) = scheduler.add_noise_coefficients(t);
         let expected: Vec<f64> =
             sample.iter().zip(&output).map(|(&x, &n)| a * f64::from(x) + b * f64::from(n)).collect();
-        let ours: Vec<f64> =
-            read(scheduler.add_noise(tensor(&sample), tensor(&output), t)).into_iter().map(f64::from).collect();
+        let ours: Vec<f64> = read(scheduler.add_noise(tensor(&sample), tensor(&output), t).unwrap())
+            .into_iter()
+            .map(f64::from)
+            .collect();
         let error = max_abs_diff(&ours, &expected);
         assert!(error <= 1e-6, "add_noise at t = {t}: off by {error:e}");
     }

@@ -42,3 +42,103 @@ fn unet_takes_image_embeddings_as_the_pipeline_passes_them() {
     common::check_forward_cli("tiny-i2vgen", "unet", &unsqueezed, "unet.safetensors", &[("sample", "out_sample")]);
     std::fs::remove_file(&unsqueezed).ok();
 }
+
+// DeepCache step caching (`forward_cached`) through the production loader, on the golden inputs,
+// both backends. Exact (f32 ==): a full step is `forward` itself, and a shallow step fed the deep
+// features of its own input runs the same ops on the same values as the full step does.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use i2vgen::loading::folder;
+use i2vgen::models::unet_3d_condition::UNet3DConditionModel;
+use i2vgen::models::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetInput};
+
+/// A fixture's `unet` through the production loader.
+fn fixture_unet<C: i2vgen::loading::config::ConfigFile, N>(
+    model: &str,
+    device: &Device,
+    load: impl FnOnce(&mut i2vgen::loading::weights::Weights, &C) -> i2vgen::Result<N>,
+) -> N {
+    let mut notes = Vec::new();
+    let net = folder::network(common::open_fixture(model).as_mut(), "unet", device, &mut notes, load).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    net
+}
+
+/// The float tensors of a golden file, by name, to put on a device.
+struct Golden(std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>);
+
+impl Golden {
+    fn open(file: &str) -> Self {
+        Self(common::read_f32(&std::path::Path::new(common::FIXTURES).join("golden").join(file)))
+    }
+
+    fn get<const D: usize>(&self, name: &str, device: &Device) -> Tensor<D> {
+        let (shape, values) = &self.0[name];
+        let shape: [usize; D] = shape.clone().try_into().unwrap();
+        Tensor::from_data(TensorData::new(values.clone(), shape), device)
+    }
+}
+
+fn values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+    x.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+/// The checks of one UNet, `forward_cached(timesteps, deep)` on fixed inputs: (a) a full step is
+/// `forward`; (b) a shallow step on its own deep features is the full step, and hands them back;
+/// (c) a shallow step on another timestep's deep features is not (so (b) can fail).
+fn check_forward_cached(
+    what: &str,
+    forward: impl Fn(&[f32]) -> Tensor<5>,
+    forward_cached: impl Fn(&[f32], Option<Tensor<4>>) -> (Tensor<5>, Tensor<4>),
+) {
+    let (t, other) = ([981.0, 501.0], [941.0, 461.0]);
+    let (full, deep) = forward_cached(&t, None);
+    let full = values(full);
+    assert!(full.iter().all(|v| v.is_finite()), "{what}: non-finite output");
+    assert!(full == values(forward(&t)), "{what}: forward_cached(None) is not forward");
+
+    let (shallow, returned) = forward_cached(&t, Some(deep.clone()));
+    assert!(values(returned) == values(deep), "{what}: the deep features did not come back");
+    assert!(values(shallow) == full, "{what}: a shallow step on its own deep features is not the full step");
+
+    let stale = forward_cached(&t, Some(forward_cached(&other, None).1)).0;
+    let diff = common::max_abs_diff(&values(stale), &full);
+    println!("{what}: a shallow step on deep features of another timestep: max abs diff {diff:.3e}");
+    assert!(diff > 1e-4, "{what}: the deep features made no difference ({diff})");
+}
+
+#[test]
+fn unet_forward_cached_reuses_deep_features() {
+    let golden = Golden::open("unet.safetensors");
+    for (backend, device) in common::devices() {
+        let unet = fixture_unet("tiny-i2vgen", &device, I2VGenXLUNet::load);
+        let input = |timesteps: &[f32]| I2VGenXLUNetInput {
+            sample: golden.get("sample", &device),
+            timesteps: timesteps.to_vec(),
+            encoder_hidden_states: golden.get("encoder_hidden_states", &device),
+            fps: vec![16.0, 8.0],
+            image_latents: golden.get("image_latents", &device),
+            image_embeddings: golden.get("image_embeddings", &device),
+        };
+        check_forward_cached(
+            &format!("I2VGenXLUNet [{backend}]"),
+            |t| unet.forward(input(t)),
+            |t, deep| unet.forward_cached(input(t), deep),
+        );
+    }
+}
+
+#[test]
+fn refiner_unet_forward_cached_reuses_deep_features() {
+    let golden = Golden::open("refiner_unet.safetensors");
+    for (backend, device) in common::devices() {
+        let unet = fixture_unet("tiny-vid2vid", &device, UNet3DConditionModel::load);
+        let (sample, text) =
+            (|| golden.get::<5>("sample", &device), || golden.get::<3>("encoder_hidden_states", &device));
+        check_forward_cached(
+            &format!("UNet3DConditionModel [{backend}]"),
+            |t| unet.forward(sample(), t, text()),
+            |t, deep| unet.forward_cached(sample(), t, text(), deep),
+        );
+    }
+}

@@ -36,8 +36,8 @@ pub struct Args {
     /// Frames per second: conditions the model and sets the output video's rate.
     #[arg(long, default_value_t = BASE.target_fps)]
     fps: usize,
-    #[arg(long, default_value_t = BASE.num_inference_steps)]
-    steps: usize,
+    #[command(flatten)]
+    sampling: crate::sampling::SamplingArgs,
     #[arg(long, default_value_t = BASE.guidance_scale)]
     guidance: f64,
     /// A safetensors file whose `latents` [1,4,F,h,w] and/or `vae_sample_noise` [1,4,h,w]
@@ -72,6 +72,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     video::Format::of(&args.run.output)?;
+    let (num_inference_steps, sampling) = args.sampling.resolve();
     let request = GenerationRequest {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
@@ -79,8 +80,9 @@ pub fn run(args: Args) -> Result<()> {
         width: args.width,
         num_frames: args.frames,
         target_fps: args.fps,
-        num_inference_steps: args.steps,
+        num_inference_steps,
         guidance_scale: args.guidance,
+        sampling,
     };
     let refine_request = args.refine_model.as_ref().map(|_| RefineRequest {
         prompt: args.refine_prompt.clone().unwrap_or_else(|| args.prompt.clone()),

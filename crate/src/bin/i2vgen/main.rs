@@ -1,6 +1,7 @@
 //! `i2vgen`: the native command-line tool.
 
 mod bench;
+mod compare;
 mod devices;
 mod forward;
 mod generate;
@@ -9,6 +10,7 @@ mod inputs;
 mod model;
 mod progress;
 mod refine;
+mod sampling;
 mod stage;
 mod tensors;
 mod video;
@@ -59,6 +61,9 @@ enum Command {
     /// Time the real-size UNet (random weights) over warm denoising steps; print ms/step,
     /// analytic FLOPs, GFLOP/s and device memory.
     Bench(bench::Args),
+    /// Compare two videos frame by frame: PSNR (dB) and SSIM per frame, their means, and a
+    /// temporal-difference score (to judge a faster sampler against the reference one).
+    Compare(compare::Args),
     /// Print the 77 token ids of a prompt as a JSON array.
     Tokenize {
         #[arg(long)]
@@ -100,6 +105,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Refine(args) => refine::run(args),
+        Command::Compare(args) => compare::run(args),
     }
 }
 
