@@ -67,6 +67,29 @@ impl Sampling {
         ((self.guidance_until * n as f64).ceil() as usize).min(n)
     }
 
+    /// What step `i` of `n` runs: which conditioning rows ([uncond, cond] with classifier-free
+    /// guidance, else the one row 0) and whether the whole UNet runs.
+    pub fn plan(&self, i: usize, n: usize, classifier_free_guidance: bool) -> StepPlan {
+        let rows = match (classifier_free_guidance, i < self.guided_steps(n)) {
+            (false, _) => 0..1,
+            (true, true) => 0..2,
+            (true, false) => 1..2,
+        };
+        StepPlan { rows, full: self.cache_interval <= 1 || i.is_multiple_of(self.cache_interval) }
+    }
+
+    /// The cost of a run of `n` steps in whole UNet evaluations at batch 1: each step's rows,
+    /// a full step costing 1 per row and a shallow one `shallow_fraction` (its FLOPs over a
+    /// full evaluation's, from `diagnostics::flops`). The reference run costs `2n`.
+    pub fn unet_equivalents(&self, n: usize, classifier_free_guidance: bool, shallow_fraction: f64) -> f64 {
+        (0..n)
+            .map(|i| {
+                let plan = self.plan(i, n, classifier_free_guidance);
+                plan.rows.len() as f64 * if plan.full { 1.0 } else { shallow_fraction }
+            })
+            .sum()
+    }
+
     /// The model's scheduler config with this request's class and spacing.
     pub fn scheduler_config(&self, model: &SchedulerConfig) -> Result<SchedulerConfig> {
         let config = match self.scheduler {
@@ -78,6 +101,13 @@ impl Sampling {
             None => config,
         })
     }
+}
+
+/// One step of a run: see [`Sampling::plan`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepPlan {
+    pub rows: std::ops::Range<usize>,
+    pub full: bool,
 }
 
 /// Named bundles of steps and sampling knobs (`--preset`, the page's and widget's `quality`).

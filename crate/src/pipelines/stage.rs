@@ -19,9 +19,7 @@ pub struct Denoising {
     timesteps: Vec<i64>,
     step: usize,
     guidance_scale: f64,
-    /// Steps before this one run both guidance branches; later ones only the conditional one.
-    guided_steps: usize,
-    cache_interval: usize,
+    sampling: Sampling,
     /// The deep UNet features of the last full step, one `[F, C, h, w]` per conditioning row
     /// ([uncond, cond]); kept only when `cache_interval > 1`.
     deep_features: [Option<Tensor<4>>; 2],
@@ -41,15 +39,13 @@ impl Denoising {
         guidance_scale: f64,
         sampling: &Sampling,
     ) -> Self {
-        let guided_steps = sampling.guided_steps(timesteps.len());
         Self {
             latents,
             scheduler,
             timesteps,
             step: 0,
             guidance_scale,
-            guided_steps,
-            cache_interval: sampling.cache_interval.max(1),
+            sampling: sampling.clone(),
             deep_features: [None, None],
         }
     }
@@ -77,16 +73,6 @@ impl Denoising {
         &self.latents
     }
 
-    /// Whether step `i` runs the unconditional branch too.
-    fn guided_at(&self, i: usize) -> bool {
-        self.do_classifier_free_guidance() && i < self.guided_steps
-    }
-
-    /// Whether step `i` runs the whole UNet (else the shallow path on cached deep features).
-    fn full_at(&self, i: usize) -> bool {
-        self.cache_interval <= 1 || i.is_multiple_of(self.cache_interval)
-    }
-
     /// One guided step. `unet` predicts for rows `start..start + batch` of the conditioning
     /// ([uncond, cond] with guidance); with `split_guidance` the two halves run one after the
     /// other (exact: they never interact inside the UNet). After the guidance window only the
@@ -98,12 +84,10 @@ impl Denoising {
         }
         let i = self.step;
         let t = self.timesteps[i];
-        let guided = self.guided_at(i);
-        // Without guidance at all the one row is row 0; after the window it is the cond row 1.
-        let first_row = if self.do_classifier_free_guidance() && !guided { 1 } else { 0 };
-        let rows = if guided { 2 } else { 1 };
-        let full = self.full_at(i) || self.deep_features[first_row..first_row + rows].iter().any(Option::is_none);
-        let keep = self.cache_interval > 1;
+        let plan = self.sampling.plan(i, self.timesteps.len(), self.do_classifier_free_guidance());
+        let guided = plan.rows.len() == 2;
+        let full = plan.full || self.deep_features[plan.rows.clone()].iter().any(Option::is_none);
+        let keep = self.sampling.cache_interval > 1;
         let mut run = |start: usize, batch: usize| {
             let deep = (!full).then(|| {
                 let rows: Vec<Tensor<4>> =
@@ -120,8 +104,11 @@ impl Denoising {
             }
             prediction
         };
-        let noise_pred =
-            if guided && split_guidance { Tensor::cat(vec![run(0, 1), run(1, 1)], 0) } else { run(first_row, rows) };
+        let noise_pred = if guided && split_guidance {
+            Tensor::cat(vec![run(0, 1), run(1, 1)], 0)
+        } else {
+            run(plan.rows.start, plan.rows.len())
+        };
         let prediction = if guided {
             let [uncond, text] = <[Tensor<5>; 2]>::try_from(noise_pred.clone().chunk(2, 0)).expect("two halves");
             uncond.clone() + (text - uncond).mul_scalar(self.guidance_scale)

@@ -11,6 +11,7 @@ mod encoders;
 mod multistep;
 mod pipeline;
 mod refine;
+mod sampling;
 mod scheduler;
 mod tokenizer;
 mod unet;
