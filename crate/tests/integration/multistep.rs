@@ -200,3 +200,73 @@ fn refusals_are_sentences() {
     let zero = parse::<SchedulerConfig>(&format!("{unipc}}}")).unwrap().config.build::<Vec<f64>>(0);
     assert!(zero.err().unwrap().to_string().contains("between 1 and 1000"));
 }
+
+/// `i2vgen schedule` replays a fixture chain from files: its config as diffusers saved it, the
+/// initial sample and the model outputs (f64, and f32 too: widened exactly).
+#[test]
+fn schedule_command_replays_the_reference_chains() {
+    let golden = Golden::load();
+    let dir = std::env::temp_dir().join(format!("i2vgen-schedule-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f64_bytes = |v: &[f64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    for (name, steps) in [("dpm_i2vgen_trailing", 15), ("unipc_i2vgen_leading", 25), ("dpm_epsilon_trailing", 5)] {
+        let key = format!("{name}.{steps}");
+        let (sample, outputs) = (golden.f64s(&format!("{key}.sample")), golden.f64s(&format!("{key}.model_outputs")));
+        let (sample_bytes, output_bytes) = (f64_bytes(&sample), f64_bytes(&outputs));
+        let inputs = dir.join(format!("{key}.in.safetensors"));
+        let views = vec![
+            ("sample", safetensors::tensor::TensorView::new(Dtype::F64, vec![2, 3], &sample_bytes).unwrap()),
+            (
+                "model_outputs",
+                safetensors::tensor::TensorView::new(Dtype::F64, vec![steps, 2, 3], &output_bytes).unwrap(),
+            ),
+        ];
+        safetensors::serialize_to_file(views, None, &inputs).unwrap();
+        let config = dir.join(format!("{name}.json"));
+        std::fs::write(&config, &golden.configs[name]).unwrap();
+        let output = dir.join(format!("{key}.out.safetensors"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_i2vgen"))
+            .args(["schedule", "--steps", &steps.to_string()])
+            .arg("--config")
+            .arg(&config)
+            .arg("--inputs")
+            .arg(&inputs)
+            .arg("--output")
+            .arg(&output)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{key}: {}", String::from_utf8_lossy(&out.stderr));
+        let bytes = std::fs::read(&output).unwrap();
+        let written = SafeTensors::deserialize(&bytes).unwrap();
+        let timesteps = written.tensor("timesteps").unwrap();
+        assert_eq!(timesteps.dtype(), Dtype::I64);
+        let timesteps: Vec<i64> =
+            timesteps.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(timesteps, golden.i64s(&format!("{key}.timesteps")), "{key}");
+        let chain = written.tensor("prev_samples").unwrap();
+        assert_eq!((chain.dtype(), chain.shape()), (Dtype::F64, &[steps, 2, 3][..]), "{key}");
+        let chain: Vec<f64> = chain.data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect();
+        let error = max_abs_diff(&chain, &golden.f64s(&format!("{key}.chain")));
+        assert!(error <= CLOSE, "{key}: off by {error:e}");
+    }
+    // A model output too few is refused with the expected shape.
+    let bytes = f64_bytes(&[0.0; 6]);
+    let views = vec![
+        ("sample", safetensors::tensor::TensorView::new(Dtype::F64, vec![2, 3], &bytes).unwrap()),
+        ("model_outputs", safetensors::tensor::TensorView::new(Dtype::F64, vec![1, 2, 3], &bytes).unwrap()),
+    ];
+    let inputs = dir.join("short.safetensors");
+    safetensors::serialize_to_file(views, None, &inputs).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_i2vgen"))
+        .args(["schedule", "--steps", "5", "--config"])
+        .arg(dir.join("dpm_i2vgen_trailing.json"))
+        .arg("--inputs")
+        .arg(&inputs)
+        .arg("--output")
+        .arg(dir.join("short.out.safetensors"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("expected [5, 2, 3]"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -11,6 +11,7 @@ mod model;
 mod progress;
 mod refine;
 mod sampling;
+mod schedule;
 mod stage;
 mod tensors;
 mod video;
@@ -64,6 +65,9 @@ enum Command {
     /// Compare two videos frame by frame: PSNR (dB) and SSIM per frame, their means, and a
     /// temporal-difference score (to judge a faster sampler against the reference one).
     Compare(compare::Args),
+    /// Run a scheduler on its own in f64 (parity checks against diffusers): timesteps and the
+    /// sample after each step, from an initial sample and one model output per step.
+    Schedule(schedule::Args),
     /// Print the 77 token ids of a prompt as a JSON array.
     Tokenize {
         #[arg(long)]
@@ -105,6 +109,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Refine(args) => refine::run(args),
+        Command::Schedule(args) => schedule::run(args),
         Command::Compare(args) => compare::run(args),
     }
 }

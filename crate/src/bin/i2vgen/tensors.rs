@@ -73,9 +73,30 @@ impl TensorFile {
         })
     }
 
+    /// A float tensor of any shape as f64 values (f64 exactly; f32/f16/bf16 widened).
+    pub fn f64s(&self, name: &str) -> Result<(Vec<usize>, Vec<f64>)> {
+        let (dtype, shape, bytes) = self.get(name)?;
+        let values = match dtype {
+            Dtype::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
+            other => i2vgen::loading::weights::to_f32(*other, bytes, name)?.into_iter().map(f64::from).collect(),
+        };
+        Ok((shape.clone(), values))
+    }
+
     pub fn dims(&self, name: &str) -> Result<Vec<usize>> {
         Ok(self.get(name)?.1.clone())
     }
+}
+
+/// Write host tensors as they are: (name, dtype, shape, little-endian bytes).
+pub fn write_raw(path: &Path, tensors: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            Ok((name.to_string(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize_to_file(views, None, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Write float tensors (read back from the device) as f32 safetensors.
