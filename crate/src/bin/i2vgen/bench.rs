@@ -13,6 +13,7 @@ use i2vgen::loading::weights::Weights;
 use i2vgen::models::unet_3d_backbone::UNet3DConfig;
 use i2vgen::models::unet_3d_condition::{UNet3DConditionModel, UNet3DConditionModelConfig};
 use i2vgen::models::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetConfig, I2VGenXLUNetInput};
+use i2vgen::pipelines::sampling::Preset;
 
 /// `unet/config.json` of ali-vilab/i2vgen-xl.
 const BASE_UNET_CONFIG: &str = include_str!("../../../configs/i2vgen-xl/unet/config.json");
@@ -37,6 +38,13 @@ pub struct Args {
     backend: crate::devices::Backend,
     #[arg(long, value_enum, default_value = "f32")]
     dtype: DType,
+    /// The preset whose cost per video is reported (`unet_equivalents_per_video`); with step
+    /// caching a shallow step is timed too.
+    #[arg(long, value_enum, default_value = "reference")]
+    preset: crate::sampling::PresetArg,
+    /// Also print one JSON object on the last line of stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The UNet under test.
@@ -93,10 +101,19 @@ pub fn run(args: Args) -> Result<()> {
     let built = start.elapsed().as_secs_f64();
 
     let (b, f, h, w) = (2, args.frames, args.height / 8, args.width / 8);
-    let (name, flops) = match net {
-        Net::Base(_) => ("I2VGenXLUNet", flops::i2vgen_xl_unet(&config, b, f, h, w)),
-        Net::Refiner(_) => ("UNet3DConditionModel", flops::unet_3d_condition(&config, b, f, h, w)),
+    let (name, flops, shallow_flops) = match net {
+        Net::Base(_) => (
+            "I2VGenXLUNet",
+            flops::i2vgen_xl_unet(&config, b, f, h, w),
+            flops::i2vgen_xl_unet_shallow(&config, b, f, h, w),
+        ),
+        Net::Refiner(_) => (
+            "UNet3DConditionModel",
+            flops::unet_3d_condition(&config, b, f, h, w),
+            flops::unet_3d_condition_shallow(&config, b, f, h, w),
+        ),
     };
+    let shallow_fraction = shallow_flops as f64 / flops as f64;
     println!(
         "{name} {:?}, {f} frames at {}×{} (latents {h}×{w}), CFG batch {b}, {:?} on {:?}",
         config.block_out_channels, args.height, args.width, args.dtype, args.backend
@@ -106,40 +123,95 @@ pub fn run(args: Args) -> Result<()> {
 
     let normal = |shape: [usize; 5]| Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     let dim = config.cross_attention_dim;
-    let forward = |t: f32| -> Tensor<5> {
+    // One guided UNet call at timestep t: a full one, or a shallow one on given deep features.
+    let forward = |t: f32, deep: Option<Tensor<4>>| -> (Tensor<5>, Tensor<4>) {
         let text = Tensor::random([b, 77, dim], Distribution::Normal(0.0, 1.0), &device);
         match &net {
-            Net::Base(unet) => unet.forward(I2VGenXLUNetInput {
-                sample: normal([b, 4, f, h, w]),
-                timesteps: vec![t; b],
-                encoder_hidden_states: text,
-                fps: vec![16.0; b],
-                image_latents: normal([b, 4, f, h, w]),
-                image_embeddings: Tensor::random([b, dim], Distribution::Normal(0.0, 1.0), &device),
-            }),
-            Net::Refiner(unet) => unet.forward(normal([b, config.in_channels, f, h, w]), &vec![t; b], text),
+            Net::Base(unet) => unet.forward_cached(
+                I2VGenXLUNetInput {
+                    sample: normal([b, 4, f, h, w]),
+                    timesteps: vec![t; b],
+                    encoder_hidden_states: text,
+                    fps: vec![16.0; b],
+                    image_latents: normal([b, 4, f, h, w]),
+                    image_embeddings: Tensor::random([b, dim], Distribution::Normal(0.0, 1.0), &device),
+                },
+                deep,
+            ),
+            Net::Refiner(unet) => {
+                unet.forward_cached(normal([b, config.in_channels, f, h, w]), &vec![t; b], text, deep)
+            }
         }
     };
-    let mut times = Vec::new();
-    for step in 0..=args.steps {
+    // Reading one value back waits for the whole step.
+    let timed = |label: &str, deep: Option<Tensor<4>>, t: f32| -> Result<(f64, Tensor<4>)> {
         device.sync().map_err(|err| anyhow!("{err:?}"))?;
         let start = Instant::now();
-        // Reading one value back waits for the whole step.
-        let _ = forward(981.0 - 20.0 * step as f32).sum().into_data();
+        let (out, deep) = forward(t, deep);
+        let _ = out.sum().into_data();
         let seconds = start.elapsed().as_secs_f64();
-        let label = if step == 0 { "warm-up".to_string() } else { format!("step {step}/{}", args.steps) };
         println!("{label}: {:.0} ms", seconds * 1e3);
-        if step > 0 {
-            times.push(seconds);
-        }
+        Ok((seconds, deep))
+    };
+    let (_, mut deep) = timed("warm-up", None, 981.0)?;
+    let mut times = Vec::new();
+    for step in 1..=args.steps {
+        let (seconds, features) = timed(&format!("step {step}/{}", args.steps), None, 981.0 - 20.0 * step as f32)?;
+        times.push(seconds);
+        deep = features;
     }
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     println!("mean: {:.0} ms/step, {:.1} GFLOP/s", mean * 1e3, flops as f64 / mean / 1e9);
-    match device.memory_pool_usage() {
+
+    let preset = args.preset.preset();
+    let sampling = preset.sampling();
+    let shallow_seconds = if sampling.cache_interval > 1 {
+        let (seconds, _) = timed("shallow step (cached deep features)", Some(deep), 941.0)?;
+        Some(seconds)
+    } else {
+        None
+    };
+    let cost = |p: Preset| p.sampling().unet_equivalents(p.num_inference_steps(), true, shallow_fraction);
+    println!(
+        "shallow step: {:.1} GFLOP ({:.1}% of a full one); cached deep features {:.1} MiB (f32)",
+        shallow_flops as f64 / 1e9,
+        100.0 * shallow_fraction,
+        flops::deep_features_bytes(&config, b, f, h, w, 4) as f64 / (1 << 20) as f64
+    );
+    for p in Preset::ALL {
+        println!("{}: {:.1} UNet evaluations (batch 1) per video", p.name(), cost(p));
+    }
+    // A batch-1 evaluation takes about half a guided step.
+    let seconds_per_video = cost(preset) * mean / 2.0;
+    println!("{}: about {seconds_per_video:.0} s of UNet per video at this size", preset.name());
+    let memory = device.memory_pool_usage();
+    match &memory {
         Some(usage) => {
             println!("device memory: {} in use, {} reserved", gib(usage.bytes_in_use), gib(usage.bytes_reserved))
         }
         None => println!("device memory: not reported by this backend"),
+    }
+    if args.json {
+        let presets: serde_json::Map<String, serde_json::Value> =
+            Preset::ALL.into_iter().map(|p| (p.name().to_string(), cost(p).into())).collect();
+        let report = serde_json::json!({
+            "unet": name,
+            "backend": format!("{:?}", args.backend).to_lowercase(),
+            "dtype": format!("{:?}", args.dtype).to_lowercase(),
+            "frames": f, "height": args.height, "width": args.width, "cfg_batch": b,
+            "flops_per_step": flops,
+            "shallow_flops_per_step": shallow_flops,
+            "ms_per_step": mean * 1e3,
+            "ms_per_shallow_step": shallow_seconds.map(|s| s * 1e3),
+            "deep_features_bytes": flops::deep_features_bytes(&config, b, f, h, w, 4),
+            "preset": preset.name(),
+            "steps_per_video": preset.num_inference_steps(),
+            "unet_equivalents_per_video": cost(preset),
+            "unet_equivalents_per_preset": presets,
+            "unet_seconds_per_video": seconds_per_video,
+            "peak_bytes": memory.as_ref().map(|m| m.bytes_reserved),
+        });
+        println!("{report}");
     }
     Ok(())
 }

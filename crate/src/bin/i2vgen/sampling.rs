@@ -50,15 +50,20 @@ pub struct SamplingArgs {
     pub cache_interval: Option<usize>,
 }
 
+impl PresetArg {
+    pub fn preset(self) -> Preset {
+        match self {
+            Self::Reference => Preset::Reference,
+            Self::Balanced => Preset::Balanced,
+            Self::Fast => Preset::Fast,
+        }
+    }
+}
+
 impl SamplingArgs {
     /// The step count and knobs these options ask for.
     pub fn resolve(&self) -> (usize, Sampling) {
-        let preset = self.preset.map(|p| match p {
-            PresetArg::Reference => Preset::Reference,
-            PresetArg::Balanced => Preset::Balanced,
-            PresetArg::Fast => Preset::Fast,
-        });
-        let preset = preset.unwrap_or(Preset::Reference);
+        let preset = self.preset.map_or(Preset::Reference, PresetArg::preset);
         let mut sampling = preset.sampling();
         if let Some(s) = self.scheduler {
             sampling.scheduler = Some(match s {
