@@ -1,6 +1,7 @@
 //! The two stages of the cascade as state machines the caller drives: prepare → step × N →
 //! decode frame × F, through one [`stage::Stage`] shape so a caller writes its loop once.
 
+pub mod chain;
 pub mod noise;
 pub mod pipeline_i2vgen_xl;
 pub mod pipeline_video_to_video;

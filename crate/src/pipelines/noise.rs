@@ -26,6 +26,8 @@ pub fn normal(shape: &[usize], rng: &mut StdRng) -> Vec<f32> {
 pub struct Draws<'a> {
     rng: StdRng,
     given: Option<SafeTensors<'a>>,
+    /// Prepended to each name looked up in the file (`clip2.` for a chained run's second clip).
+    prefix: String,
     device: Device,
 }
 
@@ -38,12 +40,18 @@ impl<'a> Draws<'a> {
                     .map_err(|source| Error::Safetensors { file: "the noise file".into(), source })
             })
             .transpose()?;
-        Ok(Self { rng: rng(seed), given, device: device.clone() })
+        Ok(Self { rng: rng(seed), given, prefix: String::new(), device: device.clone() })
+    }
+
+    /// Look draws up in the file as `prefix` + name.
+    pub fn with_prefix(self, prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into(), ..self }
     }
 
     /// The draw `name` of `shape`: from the file if it has it (its shape must match), else
     /// fresh N(0, 1) values.
     pub fn draw<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        let name = &format!("{}{name}", self.prefix);
         if let Some(view) = self.given.as_ref().and_then(|file| file.tensor(name).ok()) {
             if view.shape() != shape {
                 return Err(Error::request(

@@ -318,3 +318,50 @@ fn bad_requests_are_clear_sentences() {
     // An unknown model folder.
     assert!(run_with_model(&dir).contains("--model must be a diffusers pipeline folder"));
 }
+
+/// `--clips 3`: three chained clips of 4 frames make 3·4 − 2 = 10 frames, the first clip equal
+/// to a one-clip run of the same seed. A bad request in clip 2 (its noise, of the wrong shape)
+/// stops the run and leaves clip 1 as the written result.
+#[test]
+fn generate_chains_clips_and_keeps_the_finished_ones() {
+    let dir = std::env::temp_dir().join(format!("i2vgen-clips-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |clips: &str, output: &Path, noise: Option<&Path>| {
+        let mut command = generate();
+        command
+            .args(["--prompt", "a cat", "--frames", "4", "--height", "24", "--width", "40", "--steps", "2"])
+            .args(["--backend", "cpu", "--seed", "7", "--clips", clips, "--output"])
+            .arg(output);
+        if let Some(noise) = noise {
+            command.arg("--noise").arg(noise);
+        }
+        command.output().unwrap()
+    };
+    let frames = |path: &Path| common::read_f32(path).remove("frames").expect("frames");
+
+    let one = dir.join("one.safetensors");
+    assert!(run("1", &one, None).status.success());
+    let three = dir.join("three.safetensors");
+    let out = run("3", &three, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ((one_shape, one), (three_shape, three)) = (frames(&one), frames(&three));
+    assert_eq!(one_shape, [4, 24, 40, 3]);
+    assert_eq!(three_shape, [10, 24, 40, 3]);
+    assert!(three[..one.len()] == one[..], "clip 1 differs from a one-clip run");
+    assert!(three[one.len()..] != three[..three.len() - one.len()], "later clips repeat the first");
+
+    // clip 2's latents of the wrong shape: a bad request after clip 1 finished.
+    let noise = dir.join("noise.safetensors");
+    let bytes = vec![0u8; 4 * 4];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, 4], &bytes).unwrap();
+    safetensors::serialize_to_file(vec![("clip2.latents", view)], None, &noise).unwrap();
+    let partial = dir.join("partial.safetensors");
+    let out = run("3", &partial, Some(&noise));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("clip 2 of 3 failed") && stderr.contains("1 finished clip(s), 4 frames"), "{stderr}");
+    let (shape, kept) = frames(&partial);
+    assert_eq!(shape, [4, 24, 40, 3]);
+    assert!(kept == one, "the kept clip is not clip 1");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
-use burn::tensor::Tensor;
+use anyhow::{Result, anyhow, bail};
+use burn::tensor::{Tensor, TensorData};
+use i2vgen::pipelines::chain;
 use i2vgen::pipelines::noise::Draws;
 use i2vgen::pipelines::pipeline_i2vgen_xl::GenerationRequest;
 use i2vgen::pipelines::pipeline_video_to_video::RefineRequest;
@@ -41,9 +42,13 @@ pub struct Args {
     #[arg(long, default_value_t = BASE.guidance_scale)]
     guidance: f64,
     /// A safetensors file whose `latents` [1,4,F,h,w] and/or `vae_sample_noise` [1,4,h,w]
-    /// replace the random draws.
+    /// replace the random draws (`clipK.latents`, `clipK.vae_sample_noise` for clip K ≥ 2).
     #[arg(long)]
     noise: Option<PathBuf>,
+    /// Chain this many clips: each next clip starts from the last frame of the one before (same
+    /// prompt; clip K is seeded seed + K − 1) and the video is N·frames − (N − 1) frames long.
+    #[arg(long, default_value_t = 1)]
+    clips: usize,
     #[command(flatten)]
     run: crate::RunArgs,
     /// Also write the intermediates (prompt_embeds, image_embeddings, image_latents, each step's
@@ -96,41 +101,80 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(r) = &refine_request {
         r.validate()?;
     }
-    let image = inputs::load_image(&args.image)?;
+    if args.clips == 0 {
+        anyhow::bail!("--clips must be at least 1");
+    }
+    let mut image = inputs::load_image(&args.image)?;
     let noise_file = inputs::noise_file(args.noise.as_deref())?;
     let device = crate::devices::device(args.run.backend, args.run.dtype)?;
     let started = Instant::now();
     let pipeline = model::base(&args.model, &device)?;
     request.validate(pipeline.vae_scale_factor())?;
-    let mut draws = Draws::new(args.run.seed, noise_file.as_deref(), &device)?;
-    let noise = pipeline.draw_noise(&request, &mut draws)?;
 
-    eprintln!("encoding the prompt and the image…");
-    let mut generation = pipeline.prepare(request, &image, noise, &device)?;
     let mut trace = Vec::new();
-    if args.trace.is_some() {
-        trace.push(("prompt_embeds".to_string(), generation.prompt_embeds().to_data()));
-        trace.push(("image_embeddings".to_string(), generation.image_embeddings().to_data()));
-        trace.push(("image_latents".to_string(), generation.image_latents().to_data()));
-    }
-    let frames = stage::run(&mut generation, "step", |i, noise_pred| {
-        if args.trace.is_some() {
-            trace.push((format!("noise_pred.{i}"), noise_pred.into_data()));
+    let mut frames: Vec<TensorData> = Vec::new();
+    for k in 0..args.clips {
+        let (label, prefix) = match args.clips {
+            1 => ("step".to_string(), String::new()),
+            n => (format!("clip {}/{n} step", k + 1), format!("clip{}.", k + 1)),
+        };
+        let draws_prefix = if k == 0 { String::new() } else { prefix.clone() };
+        let clip = (|| -> Result<Vec<TensorData>> {
+            let mut draws = Draws::new(chain::clip_seed(args.run.seed, k), noise_file.as_deref(), &device)?
+                .with_prefix(draws_prefix);
+            let noise = pipeline.draw_noise(&request, &mut draws)?;
+            eprintln!("{}encoding the prompt and the image…", if args.clips > 1 { &prefix } else { "" });
+            let mut generation = pipeline.prepare(request.clone(), &image, noise, &device)?;
+            if args.trace.is_some() {
+                trace.push((format!("{prefix}prompt_embeds"), generation.prompt_embeds().to_data()));
+                trace.push((format!("{prefix}image_embeddings"), generation.image_embeddings().to_data()));
+                trace.push((format!("{prefix}image_latents"), generation.image_latents().to_data()));
+            }
+            stage::run(&mut generation, &label, |i, noise_pred| {
+                if args.trace.is_some() {
+                    trace.push((format!("{prefix}noise_pred.{i}"), noise_pred.into_data()));
+                }
+            })
+        })();
+        match clip {
+            Ok(clip) => {
+                let last = clip.last().expect("a clip has frames").clone().convert::<f32>();
+                let last = last.try_to_vec::<f32>().map_err(|e| anyhow!("{e:?}"))?;
+                image = chain::next_image(&last, request.width, request.height)?;
+                chain::append_clip(&mut frames, clip);
+            }
+            // Clips that finished are the result: write them, then report the failure.
+            Err(err) if k > 0 => {
+                video::write(&args.run.output, &frames, args.fps)?;
+                bail!(
+                    "clip {} of {} failed: {err:#}; the {k} finished clip(s), {} frames, were written to {}",
+                    k + 1,
+                    args.clips,
+                    frames.len(),
+                    args.run.output.display()
+                );
+            }
+            Err(err) => return Err(err),
         }
-    })?;
-    drop((generation, pipeline));
+    }
+    drop(pipeline);
     if let Some(path) = &args.trace {
         crate::tensors::write(path, trace.iter().map(|(name, data)| (name.as_str(), data.clone())).collect())?;
     }
     let frames = match (&args.refine_model, refine_request) {
         (Some(model), Some(request)) => {
             let base: Vec<Tensor<3>> = frames.into_iter().map(|f| Tensor::from_data(f, &device)).collect();
-            // The refiner's draws come from the next seed, so a run is one seed end to end.
-            stage::refine(model, request, base, args.run.seed.wrapping_add(1), None, &device)?
+            // The refiner's draws come from the seed after the clips', so a run is one seed end to end.
+            stage::refine(model, request, base, chain::clip_seed(args.run.seed, args.clips), None, &device)?
         }
         _ => frames,
     };
     video::write(&args.run.output, &frames, args.fps)?;
-    eprintln!("wrote {} ({} frames, {:.1} s)", args.run.output.display(), args.frames, started.elapsed().as_secs_f64());
+    eprintln!(
+        "wrote {} ({} frames, {:.1} s)",
+        args.run.output.display(),
+        frames.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
