@@ -8,10 +8,10 @@
 //! | module | what |
 //! |---|---|
 //! | [`models`] | every network, one file per diffusers file: CLIP text and vision, the VAE, both 3D UNets and their blocks |
-//! | [`pipelines`] | `I2VGenXLPipeline` (base stage) and `VideoToVideoSDPipeline` (refinement), seeded noise |
+//! | [`pipelines`] | `I2VGenXLPipeline` (base stage) and `VideoToVideoSDPipeline` (refinement), seeded noise, sampling knobs and presets, chained clips |
 //! | [`schedulers`] | `DDIMScheduler`, `DPMSolverMultistepScheduler`, `UniPCMultistepScheduler` (one `Scheduler` trait) |
 //! | [`loading`] | configs, strict weights, converted shards (`manifest.json`), the CLIP tokenizer's files |
-//! | [`media`] | image decoding and Pillow-exact resizing, GIF encoding |
+//! | [`media`] | image decoding and Pillow-exact resizing, GIF encoding, video quality metrics (PSNR, SSIM) |
 //! | [`diagnostics`] | the device check, analytic FLOPs |
 //!
 //! # Keys and field paths
