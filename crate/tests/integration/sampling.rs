@@ -39,7 +39,7 @@ fn prepare(pipeline: &Rc<I2VGenXLPipeline>, request: GenerationRequest, device: 
 }
 
 fn values(t: Tensor<5>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().unwrap()
+    t.into_data().convert::<f32>().try_to_vec().unwrap()
 }
 
 /// Run every step; the batch of each step's UNet prediction and the final latents.
