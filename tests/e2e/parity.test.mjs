@@ -17,6 +17,9 @@ const REQUEST = {
   prompt: spec.prompt, negativePrompt: spec.negative_prompt, width: spec.width, height: spec.height,
   frames: spec.num_frames, fps: spec.target_fps, steps: spec.num_inference_steps, guidance: spec.guidance_scale, seed: 0,
 };
+// diffusers' sampling (the model's scheduler, guidance and the whole UNet at every step), which
+// `i2vgen generate` uses without --preset; the request's steps win over the preset's.
+const QUALITY = 'reference';
 
 /** One f32 tensor of a safetensors file. */
 function readTensor(path, name) {
@@ -49,7 +52,7 @@ test('the worker generates the same frames as i2vgen generate, from the hub layo
     // `?precision=f32` reaches the worker (SwiftShader has no shader-f16, so "auto" is f32 too).
     const page = await openApp(context, `${server.url}?precision=f32`);
     const run = (source) => workerRequest(page, 'generate', {
-      source, imageUrl: '/tests/fixtures/golden/image.png', noiseUrl: '/tests/fixtures/golden/pipeline.safetensors', request: REQUEST, returnFrames: true,
+      source, imageUrl: '/tests/fixtures/golden/image.png', noiseUrl: '/tests/fixtures/golden/pipeline.safetensors', request: REQUEST, quality: QUALITY, returnFrames: true,
     });
     const hub = await run({ type: 'hub', base: new URL('hub', server.url).href, repo: 'demo/tiny-i2vgen', revision: 'main' });
     assert.equal(hub.error, undefined, hub.error);
@@ -87,7 +90,7 @@ test('the cascade in the browser (seeded draws, base then refiner) equals i2vgen
     const page = await openApp(context, server.url);
     const hub = (repo) => ({ type: 'hub', base: new URL('hub', server.url).href, repo, revision: 'main' });
     const result = await workerRequest(page, 'generate', {
-      source: hub('demo/tiny-i2vgen'), imageUrl: '/tests/fixtures/golden/image.png', request: { ...REQUEST, seed },
+      source: hub('demo/tiny-i2vgen'), imageUrl: '/tests/fixtures/golden/image.png', request: { ...REQUEST, seed }, quality: QUALITY,
       refine: { source: hub('demo/tiny-vid2vid'), ...refine }, returnFrames: true,
     });
     assert.equal(result.error, undefined, result.error);

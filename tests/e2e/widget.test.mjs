@@ -16,6 +16,10 @@ before(async () => {
       const html = url.pathname === '/widget.html'
         ? page(`<script type="module" src="${app.url}web/js/widget.js"></script>
                 <i2v-generator id="gen" model="demo" width="40" height="24" frames="2" steps="1" fps="8"></i2v-generator>`)
+        : url.pathname === '/quality.html'
+        ? page(`<script type="module" src="${app.url}web/js/widget.js"></script>
+                <i2v-generator id="fast" model="demo" quality="fast" width="40" height="24" frames="2" fps="8"></i2v-generator>
+                <i2v-generator id="bad" model="demo" quality="turbo" width="40" height="24" frames="2" fps="8"></i2v-generator>`)
         : page(`<iframe id="frame" onload="window.frameLoaded = true" src="${app.url}web/embed.html?model=demo&width=40&height=24&frames=2&steps=1&origins=${encodeURIComponent(url.searchParams.get('allow'))}"></iframe>`);
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(html);
       return true;
@@ -52,6 +56,56 @@ test('the widget generates through its JS API on another site and fires its even
     const stages = result.events.filter((e, i, all) => e !== all[i - 1]);
     const order = ['progress:checking', 'progress:loading', 'progress:encoding', 'progress:denoising', 'progress:decoding', 'progress:video', 'done'];
     assert.deepEqual(stages.filter((e) => order.includes(e)), order, result.events.join(' '));
+  } finally {
+    await context.close();
+  }
+});
+
+test('the widget takes quality="fast", refuses an unknown quality, and extends its video', { timeout: 900_000 }, async () => {
+  const context = await launch();
+  try {
+    const page = await context.newPage();
+    const log = [];
+    page.on('console', (m) => log.push(m.text()));
+    await page.goto(`${site.url}quality.html`);
+    const r = await page.evaluate(async ({ imageUrl, wasmUrl }) => {
+      await customElements.whenDefined('i2v-generator');
+      const wasm = await import(wasmUrl);
+      await wasm.default();
+      const { fast } = JSON.parse(wasm.defaults()).presets;
+      const image = await (await fetch(imageUrl)).blob();
+      const caught = (promise) => promise.then(() => null, (err) => ({ message: err.message, isError: err instanceof Error }));
+      const bad = document.getElementById('bad');
+      const badError = await caught(bad.generate({ image, prompt: 'a cat' }));
+      const badStatus = bad.shadowRoot.querySelector('[part="status"]').textContent;
+      const el = document.getElementById('fast');
+      const early = await caught(el.extend());
+      const clips = [];
+      el.addEventListener('progress', (e) => e.detail.stage === 'denoising' && clips.push(`${e.detail.clip} of ${e.detail.clips}`));
+      try {
+        const first = await el.generate({ image, prompt: 'a cat surfing' });
+        const second = await el.extend();
+        const pick = ({ frames, fps, width, height, request, unetEquivalents, video }) => ({ frames, fps, width, height, request, unetEquivalents, type: video.type });
+        return { fast, badError, badStatus, early, clips: [...new Set(clips)], first: pick(first), second: pick(second) };
+      } catch (err) {
+        return { error: err.message };
+      }
+    }, { imageUrl: IMAGE(), wasmUrl: `${app.url}web/pkg/i2vgen_web.js` });
+    assert.equal(r.error, undefined, `${r.error}\n${log.join('\n')}`);
+    assert.ok(r.badError?.isError && /Unknown quality "turbo": use .*fast/.test(r.badError.message), JSON.stringify(r.badError));
+    assert.equal(r.badStatus, r.badError.message);
+    assert.ok(r.early?.isError && /no video to extend/.test(r.early.message), JSON.stringify(r.early));
+
+    // The fast preset's steps and sampling (the library's), as the worker ran them.
+    const { request } = r.first;
+    assert.deepEqual([request.steps, request.sampling], [r.fast.steps, r.fast.sampling]);
+    assert.ok(r.fast.sampling.cacheInterval > 1 && r.fast.sampling.guidanceUntil < 1, JSON.stringify(r.fast));
+    assert.ok(r.first.unetEquivalents < 2 * request.steps, `cost ${r.first.unetEquivalents}`);
+    // The extension: one clip more, the repeated frame once, same size and fps, the next seed.
+    assert.deepEqual([r.first.frames, r.second.frames], [2, 3]);
+    assert.deepEqual([r.second.width, r.second.height, r.second.fps, r.second.type], [40, 24, 8, 'video/webm']);
+    assert.equal(r.second.request.seed, request.seed + 1);
+    assert.deepEqual(r.clips, ['1 of 1', '2 of 2']);
   } finally {
     await context.close();
   }

@@ -36,6 +36,8 @@ function showAdapter(adapter) {
 let client = null;
 let running = null; // request id
 let imageBytes = null;
+/** The video shown: its 8-bit RGBA frames (to extend it), size, fps, clips, last request, URLs. */
+let shown = null;
 
 function source() {
   if ($('model-demo').checked) return demoSource(location.href);
@@ -62,6 +64,15 @@ function refinement() {
   };
 }
 
+function sampling() {
+  return {
+    scheduler: $('scheduler').value || null,
+    spacing: $('spacing').value || null,
+    guidanceUntil: Number($('guidance-until').value),
+    cacheInterval: Number($('cache-interval').value),
+  };
+}
+
 function request() {
   const [height, width] = $('size').value.split('x').map(Number);
   return {
@@ -73,7 +84,24 @@ function request() {
     steps: Number($('steps').value),
     guidance: Number($('guidance').value),
     seed: Number($('seed').value),
+    sampling: sampling(),
   };
+}
+
+/** A cost in whole-UNet evaluations, beside the reference preset's. */
+function describeCost(unetEquivalents) {
+  const reference = DEFAULTS.presets.reference;
+  return `Cost: ≈${unetEquivalents.toFixed(1)} whole-UNet evaluations (the reference, ${reference.steps} guided steps: ${Math.round(reference.unetEquivalents)}).`;
+}
+
+const optionText = (select, value) => [...$(select).options].find((o) => o.value === (value ?? ''))?.textContent ?? value;
+
+/** The settings a clip was made with, as the worker used them. */
+function describeSettings({ steps, seed, sampling: s }, unetEquivalents) {
+  const parts = [`${steps} steps`, `scheduler: ${optionText('scheduler', s.scheduler)}`, `spacing: ${optionText('spacing', s.spacing)}`];
+  if (s.guidanceUntil < 1) parts.push(`guidance for the first ${Math.round(s.guidanceUntil * 100)}% of the steps`);
+  if (s.cacheInterval > 1) parts.push(`the whole UNet every ${s.cacheInterval} steps`);
+  return `${parts.join(', ')}, seed ${seed}: ≈${unetEquivalents.toFixed(1)} whole-UNet evaluations.`;
 }
 
 function describeProgress(p) {
@@ -98,6 +126,47 @@ function showPreview({ frames, width, height, rgba }) {
   }
 }
 
+/** Start a `generate` request with progress shown (each line prefixed with `label`, if any). */
+function startRun(payload, label) {
+  $('progress-section').hidden = false;
+  $('generate').disabled = true;
+  $('extend').disabled = true;
+  $('cancel').disabled = false;
+  $('cost').textContent = '';
+  setRun('running', 'Starting…');
+  const { id, promise } = client.request('generate', payload, {
+    onProgress: (p) => {
+      const [text, fraction] = describeProgress(p);
+      $('stage').textContent = label ? `${label}: ${text}` : text;
+      if (p.unetEquivalents !== undefined) $('cost').textContent = describeCost(p.unetEquivalents);
+      if (fraction === null) $('progress').removeAttribute('value');
+      else $('progress').value = fraction;
+    },
+    onPreview: showPreview,
+  });
+  running = id;
+  return promise.finally(() => {
+    running = null;
+    $('generate').disabled = false;
+    $('extend').disabled = false;
+    $('cancel').disabled = true;
+    refreshCache();
+  });
+}
+
+/** Show a result (`clips` clips long) in place of the video shown. */
+function show(result, clips) {
+  if (shown) for (const url of shown.urls) URL.revokeObjectURL(url);
+  const { rgba, width, height, frames, fps, request: used, unetEquivalents } = result;
+  const urls = [URL.createObjectURL(result.webm), URL.createObjectURL(result.gif)];
+  shown = { rgba, width, height, frames, fps, clips, request: used, urls };
+  $('result-video').src = urls[0];
+  $('download-webm').href = urls[0];
+  $('download-gif').href = urls[1];
+  $('result-settings').textContent = `${clips > 1 ? `${clips} clips; the last: ` : ''}${describeSettings(used, unetEquivalents)}`;
+  $('result').hidden = false;
+}
+
 async function generate(event) {
   event.preventDefault();
   if (running) return;
@@ -106,35 +175,33 @@ async function generate(event) {
     return;
   }
   $('result').hidden = true;
-  $('progress-section').hidden = false;
-  $('generate').disabled = true;
-  $('cancel').disabled = false;
-  setRun('running', 'Starting…');
-  const { id, promise } = client.request('generate', { source: source(), image: imageBytes.slice(0), request: request(), refine: refinement() }, {
-    onProgress: (p) => {
-      const [text, fraction] = describeProgress(p);
-      $('stage').textContent = text;
-      if (fraction === null) $('progress').removeAttribute('value');
-      else $('progress').value = fraction;
-    },
-    onPreview: showPreview,
-  });
-  running = id;
   try {
-    const result = await promise;
-    const video = $('result-video');
-    video.src = URL.createObjectURL(result.webm);
-    $('download-webm').href = video.src;
-    $('download-gif').href = URL.createObjectURL(result.gif);
-    $('result').hidden = false;
+    const result = await startRun({ source: source(), image: imageBytes.slice(0), request: request(), refine: refinement() });
+    show(result, 1);
     setRun('done', `Done: ${result.frames} frames of ${result.width}×${result.height} at ${result.fps} fps. The video is below.`);
   } catch (err) {
     setRun(err.cancelled ? 'cancelled' : 'error', err.cancelled ? 'Cancelled.' : err.message);
-  } finally {
-    running = null;
-    $('generate').disabled = false;
-    $('cancel').disabled = true;
-    refreshCache();
+  }
+}
+
+/**
+ * The next clip from the last frame of the video shown, with the form's prompt and settings at the
+ * video's size and fps and the next seed; the video becomes both, the repeated frame once.
+ */
+async function extend() {
+  if (running || !shown) return;
+  const clips = shown.clips + 1;
+  const { width, height, seed } = shown.request;
+  const continues = { rgba: shown.rgba, width: shown.width, height: shown.height, frames: shown.frames, fps: shown.fps };
+  const payload = { source: source(), continues, request: { ...request(), width, height, seed: seed + 1 }, refine: refinement() };
+  try {
+    const result = await startRun(payload, `Clip ${clips} of ${clips}`);
+    show(result, clips);
+    setRun('done', `Done: ${clips} clips, ${result.frames} frames of ${result.width}×${result.height} at ${result.fps} fps. The video is below.`);
+  } catch (err) {
+    setRun(err.cancelled ? 'cancelled' : 'error', err.cancelled
+      ? 'The extension was cancelled; the previous video is kept below.'
+      : `Could not extend the video (${err.message.replace(/\.$/, '')}); the previous video is kept below.`);
   }
 }
 
@@ -177,9 +244,40 @@ async function refreshCache() {
 /** The request defaults, from the library (through wasm): the one place they are kept. */
 let DEFAULTS = null;
 
+function applySampling({ scheduler, spacing, guidanceUntil, cacheInterval }) {
+  $('scheduler').value = scheduler ?? '';
+  $('spacing').value = spacing ?? '';
+  $('guidance-until').value = guidanceUntil;
+  $('cache-interval').value = cacheInterval;
+}
+
+/** The quality preset the steps and sampling knobs match, or "custom". */
+function syncQuality() {
+  const steps = Number($('steps').value);
+  const now = sampling();
+  const matches = ({ steps: s, sampling: p }) => s === steps && Object.keys(now).every((k) => p[k] === now[k]);
+  $('quality').value = Object.keys(DEFAULTS.presets).find((name) => matches(DEFAULTS.presets[name])) ?? 'custom';
+}
+
+function applyQuality() {
+  const preset = DEFAULTS.presets[$('quality').value];
+  if (!preset) return;
+  $('steps').value = preset.steps;
+  applySampling(preset.sampling);
+}
+
+/** The quality options, costliest first, each with its steps and cost on the real model. */
+function qualityOptions() {
+  const presets = Object.entries(DEFAULTS.presets).sort(([, a], [, b]) => b.unetEquivalents - a.unetEquivalents);
+  const options = presets.map(([name, p]) => new Option(`${name} — ${p.steps} steps, ≈${Math.round(p.unetEquivalents)} UNet evals`, name));
+  $('quality').prepend(...options);
+}
+
 function applyDefaults(request, refine) {
   $('size').value = `${request.height}x${request.width}`;
   for (const name of ['frames', 'fps', 'steps', 'guidance']) $(name).value = request[name];
+  applySampling(request.sampling);
+  syncQuality();
   if (!refine) return;
   $('refine-size').value = `${refine.height}x${refine.width}`;
   for (const name of ['strength', 'steps', 'guidance']) $(`refine-${name}`).value = refine[name];
@@ -193,6 +291,10 @@ function wireForm() {
   $('form').hidden = false;
   $('form').addEventListener('submit', generate);
   $('cancel').onclick = () => running && client.cancel(running);
+  $('extend').onclick = extend;
+  qualityOptions();
+  $('quality').onchange = applyQuality;
+  for (const id of ['steps', 'scheduler', 'spacing', 'guidance-until', 'cache-interval']) $(id).addEventListener('input', syncQuality);
   $('image').onchange = () => $('image').files[0] && setImage($('image').files[0]);
   $('model-demo').onchange = () => useDemoDefaults(true);
   $('model-hub').onchange = () => useDemoDefaults(false);

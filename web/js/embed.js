@@ -1,5 +1,6 @@
 // The iframe embedding page: the widget configured from the query string (`model`, `origins`
-// = the space- or comma-separated origins allowed to drive it with postMessage, and defaults).
+// = the space- or comma-separated origins allowed to drive it with postMessage, `quality`, and
+// defaults). The parent sends `generate`, `extend` (the next clip of the last video) or `cancel`.
 import './widget.js';
 
 const params = new URLSearchParams(location.search);

@@ -5,12 +5,16 @@
 //
 // Attributes: `model` ("demo", a hub repo id like "ali-vilab/i2vgen-xl", or the URL of a folder
 // written by `weights-tools convert`), `hub-base`, `revision`, and defaults for `width`, `height`,
-// `frames`, `fps`, `steps`, `guidance`, `seed`, `negative-prompt`; `precision` ("auto": f16 where
-// the GPU has shader-f16, or "f32"); `allowed-origins` (space-
-// separated) turns on the postMessage API for those origins.
-// API: `el.generate({image, prompt, ...})` → Promise<{video, width, height, frames, fps}>;
-// events `progress`, `preview`, `done`, `error`; `el.cancel()`. Theme with CSS custom properties
-// `--i2v-accent`, `--i2v-radius`, `--i2v-font` or `::part(button|video|status)`.
+// `frames`, `fps`, `steps`, `guidance`, `seed`, `negative-prompt`; `quality` ("reference",
+// "balanced" or "fast": steps and sampling; `steps` still wins); `precision` ("auto": f16 where
+// the GPU has shader-f16, or "f32"); `allowed-origins` (space-separated) turns on the
+// postMessage API for those origins (`generate`, `extend`, `cancel`).
+// API: `el.generate({image, prompt, ...})` → Promise<{video, gif, width, height, frames, fps,
+// request, unetEquivalents}> (`request`: what the worker ran); `el.extend({prompt?, ...})`: the
+// next clip from the last frame, appended (the repeated frame once), same result shape, clip i
+// of N in `progress` events (`detail.clip`, `detail.clips`); events `progress`, `preview`,
+// `done`, `error`; `el.cancel()`. Theme with CSS custom properties `--i2v-accent`,
+// `--i2v-radius`, `--i2v-font` or `::part(button|video|status)`.
 import { Client, demoSource } from './client.js';
 
 const STYLE = `
@@ -68,38 +72,59 @@ export class I2VGenerator extends HTMLElement {
   }
 
   /** Generate a video. `image`: a Blob/File or ArrayBuffer; other keys override the attributes. */
-  async generate({ image, prompt, negativePrompt, noise, ...options }) {
+  async generate({ image, prompt, negativePrompt, noise, quality, ...options }) {
     if (this.running) throw new Error('A video is already being generated; cancel it first.');
-    this.client ??= new Client({ precision: this.getAttribute('precision') ?? 'auto' });
     const request = { prompt: prompt ?? '', negativePrompt: negativePrompt ?? this.getAttribute('negative-prompt') ?? '' };
     for (const name of NUMBERS) {
       const value = options[name] ?? this.getAttribute(name);
       if (value !== null && value !== undefined) request[name] = Number(value);
     }
     const bytes = image instanceof ArrayBuffer ? image : await image.arrayBuffer();
+    return this.run({ image: bytes, request, quality: quality ?? this.getAttribute('quality') ?? undefined, noise }, 1);
+  }
+
+  /**
+   * Extend the last video: the next clip starts from its last frame, with the same request (its
+   * prompt, or `prompt`; other keys override) and the next seed; the result is the video then the
+   * new clip without its first frame.
+   */
+  async extend({ prompt, ...options } = {}) {
+    if (this.running) throw new Error('A video is already being generated; cancel it first.');
+    if (!this.last) throw new Error('There is no video to extend yet: generate one first.');
+    const { video, request: last, clips } = this.last;
+    const request = { ...last, seed: last.seed + 1, ...options, ...(prompt === undefined ? {} : { prompt }) };
+    return this.run({ continues: video, request }, clips + 1);
+  }
+
+  /** Run a `generate` request as clip `clip` of the video; resolves to the result. */
+  async run(payload, clip) {
+    this.client ??= new Client({ precision: this.getAttribute('precision') ?? 'auto' });
     const status = this.$('p');
     const bar = this.$('progress');
     bar.hidden = false;
-    const { id, promise } = this.client.request('generate', { source: this.source(), image: bytes, request, noise }, {
+    const { id, promise } = this.client.request('generate', { source: this.source(), ...payload }, {
       onProgress: (p) => {
-        status.textContent = p.stage === 'denoising' ? `Step ${p.step} of ${p.steps}` : (p.message ?? p.stage);
+        const step = p.stage === 'denoising' ? `Step ${p.step} of ${p.steps}` : (p.message ?? p.stage);
+        status.textContent = clip > 1 ? `Clip ${clip} of ${clip}: ${step}` : step;
         if (p.stage === 'denoising') bar.value = p.step / p.steps;
-        this.dispatchEvent(new CustomEvent('progress', { detail: p }));
+        this.dispatchEvent(new CustomEvent('progress', { detail: { ...p, clip, clips: clip } }));
       },
       onPreview: (p) => this.dispatchEvent(new CustomEvent('preview', { detail: p })),
     });
     this.running = id;
     try {
       const r = await promise;
-      const result = { video: r.webm, gif: r.gif, width: r.width, height: r.height, frames: r.frames, fps: r.fps };
+      const result = { video: r.webm, gif: r.gif, width: r.width, height: r.height, frames: r.frames, fps: r.fps, request: r.request, unetEquivalents: r.unetEquivalents };
+      this.last = { video: { rgba: r.rgba, width: r.width, height: r.height, frames: r.frames, fps: r.fps }, request: r.request, clips: clip };
       const video = this.$('video');
+      if (video.src) URL.revokeObjectURL(video.src);
       video.src = URL.createObjectURL(r.webm);
       video.hidden = false;
-      status.textContent = 'Done.';
+      status.textContent = clip > 1 ? `Done: ${clip} clips, ${r.frames} frames.` : 'Done.';
       this.dispatchEvent(new CustomEvent('done', { detail: result }));
       return result;
     } catch (err) {
-      status.textContent = err.message;
+      status.textContent = clip > 1 ? `${err.message} The previous video is kept.` : err.message;
       this.dispatchEvent(new CustomEvent('error', { detail: { message: err.message, cancelled: !!err.cancelled } }));
       throw err;
     } finally {
@@ -112,17 +137,17 @@ export class I2VGenerator extends HTMLElement {
     if (this.running) this.client.cancel(this.running);
   }
 
-  /** The postMessage API: `{kind: 'generate', id, payload}` from an allowed origin. */
+  /** The postMessage API: `{kind: 'generate' | 'extend' | 'cancel', id, payload}` from an allowed origin. */
   async answer(event, origins) {
     if (!origins.includes(event.origin)) return; // not on the allow-list: ignored
     const { kind, id, payload } = event.data ?? {};
     const reply = (k, p) => event.source?.postMessage({ kind: k, id, payload: p }, event.origin);
     if (kind === 'cancel') { this.cancel(); return; }
-    if (kind !== 'generate') return;
+    if (kind !== 'generate' && kind !== 'extend') return;
     const progress = (e) => reply('progress', e.detail);
     this.addEventListener('progress', progress);
     try {
-      reply('result', await this.generate(payload));
+      reply('result', await (kind === 'extend' ? this.extend(payload ?? {}) : this.generate(payload)));
     } catch (err) {
       reply('error', { message: err.message });
     } finally {

@@ -1,11 +1,17 @@
 // The worker owns the model: wasm + burn on WebGPU, weight download and cache, generation, video
 // encoding. Protocol (both ways `{kind, id, payload}`):
-//   page → worker: load {source, kind?, chunkBytes?} | generate {source, image, request,
-//                  noise?, refine?, returnFrames?} | check-image {image} | cancel {}
-//   `refine` = {source, prompt, negativePrompt?, strength, steps, guidance, width, height} runs
-//   the refinement stage on the base video (the base model is unloaded first to free the GPU).
-//   worker → page: progress {stage, …} | preview {frames, width, height, rgba} | result {…} |
-//                  error {message, cancelled}
+//   page → worker: load {source, kind?, chunkBytes?} | generate {source, image | continues,
+//                  request, quality?, noise?, refine?, returnFrames?} | check-image {image} |
+//                  cancel {}
+//   `request` fields left out take the library's browser defaults, or `quality`'s ("reference",
+//   "balanced", "fast": its steps and sampling). `refine` = {source, prompt, negativePrompt?,
+//   strength, steps, guidance, width, height} runs the refinement stage on the base video (the
+//   base model is unloaded first to free the GPU). `continues` = {rgba, width, height, frames,
+//   fps}: a video (8-bit RGBA frames) to extend; its last frame is the image, the new clip runs at
+//   its fps, and the result is the video then the new clip without its first frame (the repeat).
+//   worker → page: progress {stage, …; `encoding` carries the run's unetEquivalents} | preview
+//                  {frames, width, height, rgba} | result {webm, gif, width, height, frames, fps,
+//                  rgba, request, unetEquivalents, …} | error {message, cancelled}
 // The worker's URL may carry `?precision=f32` (see `choosePrecision`); the default is "auto".
 import init, { ModelLoader, checkImage, choosePrecision, defaults, encodeGif, precision, toRgba } from '../pkg/i2vgen_web.js';
 import { openStore } from './weight-store.js';
@@ -91,17 +97,40 @@ async function runStage(id, stage, { denoising, decoding }) {
   }
 }
 
-async function generate(id, { source, image, request: given, noise, refine, returnFrames, chunkBytes }) {
+/** The steps and sampling of a quality preset, by name; an unknown name is an error that lists them. */
+function preset(presets, quality) {
+  const found = Object.hasOwn(presets, quality) ? presets[quality] : null;
+  if (!found) throw new Error(`Unknown quality "${quality}": use ${Object.keys(presets).join(', ')}.`);
+  return { steps: found.steps, sampling: found.sampling };
+}
+
+async function generate(id, { source, image, continues, quality, request: given, noise, refine, returnFrames, chunkBytes }) {
   await wasm;
-  // Fields the page leaves out take the library's defaults for a browser.
-  const { browser, seed } = JSON.parse(defaults());
-  const request = { ...browser, seed, ...given };
-  post('progress', id, { stage: 'checking', message: 'Reading the image…' });
-  checkImage(new Uint8Array(image));
+  // Fields the page leaves out take the preset's, then the library's defaults for a browser.
+  const { browser, seed, presets } = JSON.parse(defaults());
+  const request = { ...browser, seed, ...(quality == null ? {} : preset(presets, quality)), ...given };
+  if (continues) {
+    request.fps = continues.fps;
+    const [width, height] = refine ? [refine.width, refine.height] : [request.width, request.height];
+    if (width !== continues.width || height !== continues.height) {
+      throw new Error(`The new clip would be ${width}×${height} but the video is ${continues.width}×${continues.height}; extend it at the size (and refinement) it was made with.`);
+    }
+    if (!(continues.frames >= 1) || continues.rgba?.length !== continues.frames * width * height * 4) {
+      throw new Error('The video to extend is incomplete; generate it again.');
+    }
+  } else {
+    post('progress', id, { stage: 'checking', message: 'Reading the image…' });
+    checkImage(new Uint8Array(image));
+  }
   const loaded = await loadModel(id, { source, chunkBytes });
-  post('progress', id, { stage: 'encoding', message: 'Encoding the prompt and the image…' });
+  const unetEquivalents = current.model.unetEquivalents(JSON.stringify(request));
+  post('progress', id, { stage: 'encoding', message: 'Encoding the prompt and the image…', unetEquivalents });
   const limits = (await adapterLimits()) ?? {};
-  const stage = current.model.generate(JSON.stringify({ ...request, maxBindingBytes: limits.maxStorageBufferBindingSize }), new Uint8Array(image), noise ? new Uint8Array(noise) : undefined);
+  const json = JSON.stringify({ ...request, maxBindingBytes: limits.maxStorageBufferBindingSize });
+  const noiseBytes = noise ? new Uint8Array(noise) : undefined;
+  const stage = continues
+    ? current.model.generateFromPixels(json, lastFrame(continues), continues.width, continues.height, noiseBytes)
+    : current.model.generate(json, new Uint8Array(image), noiseBytes);
   let video = await runStage(id, stage, { denoising: 'denoising', decoding: 'decoding' });
   if (refine) {
     // The refiner's draws use seed + 1, like the CLI.
@@ -110,13 +139,34 @@ async function generate(id, { source, image, request: given, noise, refine, retu
     const refiner = current.model.refine(JSON.stringify({ negativePrompt: request.negativePrompt, ...options, seed: request.seed + 1 }), video.values, request.frames, video.height, video.width);
     video = await runStage(id, refiner, { denoising: 'refining', decoding: 'decoding refined' });
   }
-  return { ...(await encode(id, video, request.frames, request.fps)), rawFrames: returnFrames ? video.values : null, load: loaded, precision: await precision() };
+  const { width, height } = video;
+  let rgba = toRgba(video.values, 3);
+  let count = request.frames;
+  if (continues) {
+    // The new clip starts from the video's last frame: drop its own first frame, the repeat.
+    const size = width * height * 4;
+    const joined = new Uint8Array(continues.rgba.length + rgba.length - size);
+    joined.set(continues.rgba);
+    joined.set(rgba.subarray(size), continues.rgba.length);
+    rgba = joined;
+    count = continues.frames + request.frames - 1;
+  }
+  return {
+    ...(await encode(id, rgba, width, height, count, request.fps)),
+    rgba, request, unetEquivalents,
+    rawFrames: returnFrames ? video.values : null, load: loaded, precision: await precision(),
+  };
 }
 
-/** WebM and GIF of `count` frames of [H, W, 3] values in [0, 1]. */
-async function encode(id, { values, width, height }, count, fps) {
+/** The last frame of a video's 8-bit RGBA frames. */
+function lastFrame({ rgba, width, height, frames }) {
+  const size = width * height * 4;
+  return rgba.subarray((frames - 1) * size, frames * size);
+}
+
+/** WebM and GIF of `count` 8-bit RGBA frames of `width`×`height`. */
+async function encode(id, rgba, width, height, count, fps) {
   post('progress', id, { stage: 'video', message: 'Encoding the video…' });
-  const rgba = toRgba(values, 3);
   const size = width * height * 4;
   const frames = [];
   for (let f = 0; f < count; f++) frames.push(rgba.slice(f * size, (f + 1) * size));
@@ -154,7 +204,8 @@ self.onmessage = ({ data: { kind, id, payload } }) => {
   // One request at a time: the GPU is shared.
   queue = queue.then(async () => {
     try {
-      post('result', id, await handler(id, payload ?? {}));
+      const result = await handler(id, payload ?? {});
+      post('result', id, result, result?.rgba ? [result.rgba.buffer] : []);
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       post('error', id, { message, cancelled: err instanceof Cancelled });

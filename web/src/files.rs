@@ -4,7 +4,10 @@
 
 use i2vgen::loading::folder::{self, PipelineKind, WeightFiles};
 use i2vgen::loading::manifest::Manifest;
+use i2vgen::models::unet_3d_backbone::UNet3DConfig;
 use i2vgen::pipelines::defaults;
+use i2vgen::pipelines::pipeline_i2vgen_xl::GenerationRequest;
+use i2vgen::pipelines::sampling::Preset;
 use serde_json::json;
 use wasm_bindgen::prelude::*;
 
@@ -47,18 +50,38 @@ pub fn check_manifest(text: &str) -> Result<(), JsError> {
 }
 
 /// The request defaults of the page and the widget, as JSON in the protocol's keys:
-/// `{"seed", "browser", "reference", "demo": {width, height, frames, fps, steps, guidance},
-/// "refine", "refineDemo": {width, height, strength, steps, guidance}}`.
+/// `{"seed", "browser", "reference", "demo": {width, height, frames, fps, steps, guidance,
+/// sampling}, "refine", "refineDemo": {width, height, strength, steps, guidance}, "presets":
+/// {"reference", "balanced", "fast": {steps, sampling, unetEquivalents}}}`. `sampling` is the
+/// generate request's (`{scheduler, spacing, guidanceUntil, cacheInterval}`); a preset's
+/// `unetEquivalents` is its cost on the real I2VGen-XL at the browser size (see
+/// `Model.unetEquivalents` for a loaded model and any request).
 #[wasm_bindgen]
 pub fn defaults() -> String {
-    let generate = |r: &i2vgen::pipelines::pipeline_i2vgen_xl::GenerationRequest| {
+    let generate = |r: &GenerationRequest| {
         json!({"width": r.width, "height": r.height, "frames": r.num_frames, "fps": r.target_fps,
-               "steps": r.num_inference_steps, "guidance": r.guidance_scale})
+               "steps": r.num_inference_steps, "guidance": r.guidance_scale, "sampling": r.sampling})
     };
     let refine = |r: &i2vgen::pipelines::pipeline_video_to_video::RefineRequest| {
         json!({"width": r.width, "height": r.height, "strength": r.strength, "steps": r.num_inference_steps,
                "guidance": r.guidance_scale})
     };
+    // The config defaults are the real UNet's; its VAE (SD's) downscales by 8.
+    let real_unet: UNet3DConfig = serde_json::from_str("{}").expect("every UNet config key has a default");
+    let presets: serde_json::Map<_, _> = Preset::ALL
+        .into_iter()
+        .map(|p| {
+            let request = GenerationRequest {
+                num_inference_steps: p.num_inference_steps(),
+                sampling: p.sampling(),
+                ..defaults::BROWSER
+            };
+            let cost = crate::model::unet_equivalents(&real_unet, &request, 8);
+            let preset = json!({"steps": request.num_inference_steps, "sampling": request.sampling,
+                                "unetEquivalents": cost});
+            (p.name().to_string(), preset)
+        })
+        .collect();
     json!({
         "seed": defaults::SEED,
         "browser": generate(&defaults::BROWSER),
@@ -66,6 +89,7 @@ pub fn defaults() -> String {
         "demo": generate(&defaults::DEMO),
         "refine": refine(&defaults::REFINE),
         "refineDemo": refine(&defaults::REFINE_DEMO),
+        "presets": presets,
     })
     .to_string()
 }

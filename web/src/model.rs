@@ -5,7 +5,10 @@
 use std::rc::Rc;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use i2vgen::diagnostics::flops;
 use i2vgen::loading::folder::{PipelineKind, StreamedModel};
+use i2vgen::media::image::RgbImage;
+use i2vgen::models::unet_3d_backbone::UNet3DConfig;
 use i2vgen::pipelines::noise::Draws;
 use i2vgen::pipelines::pipeline_i2vgen_xl::{GenerationRequest, I2VGenXLPipeline};
 use i2vgen::pipelines::pipeline_video_to_video::{RefineRequest, VideoToVideoSDPipeline};
@@ -153,6 +156,36 @@ fn parse<T: for<'de> Deserialize<'de>>(json: &str, what: &str) -> Result<T, JsEr
     serde_json::from_str(json).map_err(|e| JsError::new(&format!("invalid {what} request: {e}")))
 }
 
+impl GenerateRequest {
+    /// The library's request, checked like diffusers' `check_inputs`.
+    fn checked(&self, vae_scale_factor: usize) -> Result<GenerationRequest, JsError> {
+        let request = GenerationRequest {
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            height: self.height,
+            width: self.width,
+            num_frames: self.frames,
+            target_fps: self.fps,
+            num_inference_steps: self.steps,
+            guidance_scale: self.guidance,
+            sampling: self.sampling.clone(),
+        };
+        request.validate(vae_scale_factor).js()?;
+        Ok(request)
+    }
+}
+
+/// The cost of a run in whole `I2VGenXLUNet` evaluations at batch 1 (a guided reference run of
+/// 50 steps is 100): a DeepCache shallow step counts its FLOPs over a full one's at the
+/// request's latent size.
+pub(crate) fn unet_equivalents(config: &UNet3DConfig, request: &GenerationRequest, vae_scale_factor: usize) -> f64 {
+    let (frames, h, w) = (request.num_frames, request.height / vae_scale_factor, request.width / vae_scale_factor);
+    let full = flops::i2vgen_xl_unet(config, 1, frames, h, w) as f64;
+    let shallow = flops::i2vgen_xl_unet_shallow(config, 1, frames, h, w) as f64;
+    let cfg = request.guidance_scale > 1.0;
+    request.sampling.unet_equivalents(request.num_inference_steps, cfg, shallow / full.max(1.0))
+}
+
 #[wasm_bindgen]
 impl Model {
     /// Config keys this version ignores, one sentence per file (for the console).
@@ -163,33 +196,43 @@ impl Model {
 
     /// Check the request and the image, encode prompt and image, and set up the denoising loop.
     /// `request` is JSON (`prompt`, `negativePrompt`, `width`, `height`, `frames`, `fps`, `steps`,
-    /// `guidance`, `seed`); `image` the bytes of a PNG, JPEG or WebP file; `noise` optionally a
-    /// safetensors file with `latents` [1,4,F,h,w] and/or `vae_sample_noise` [1,4,h,w], the same
-    /// as `i2vgen generate --noise`.
+    /// `guidance`, `seed`, optionally `sampling`); `image` the bytes of a PNG, JPEG or WebP file;
+    /// `noise` optionally a safetensors file with `latents` [1,4,F,h,w] and/or `vae_sample_noise`
+    /// [1,4,h,w], the same as `i2vgen generate --noise`.
     pub fn generate(&self, request: &str, image: &[u8], noise: Option<Vec<u8>>) -> Result<Stage, JsError> {
-        let Pipeline::Base(pipeline) = &self.pipeline else {
-            return Err(JsError::new("this model is a refiner; load an I2VGenXLPipeline to generate"));
+        self.start(request, i2vgen::media::image::decode(image).js(), noise)
+    }
+
+    /// [`Model::generate`] from `width`×`height` 8-bit RGBA pixels (alpha is dropped): the last
+    /// frame of a video, to continue it.
+    #[wasm_bindgen(js_name = generateFromPixels)]
+    pub fn generate_from_pixels(
+        &self,
+        request: &str,
+        rgba: &[u8],
+        width: usize,
+        height: usize,
+        noise: Option<Vec<u8>>,
+    ) -> Result<Stage, JsError> {
+        let image = if rgba.len() == width * height * 4 {
+            RgbImage::new(width, height, rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect()).js()
+        } else {
+            Err(JsError::new(&format!(
+                "{width}×{height} RGBA pixels are {} bytes, got {}",
+                width * height * 4,
+                rgba.len()
+            )))
         };
-        let r: GenerateRequest = parse(request, "generate")?;
-        let request = GenerationRequest {
-            prompt: r.prompt,
-            negative_prompt: r.negative_prompt,
-            height: r.height,
-            width: r.width,
-            num_frames: r.frames,
-            target_fps: r.fps,
-            num_inference_steps: r.steps,
-            guidance_scale: r.guidance,
-            sampling: r.sampling,
-        };
-        request.validate(pipeline.vae_scale_factor()).js()?;
-        if let Some(limit) = r.max_binding_bytes {
-            check_binding(pipeline, &request, limit, computes_in_f16(&self.device))?;
-        }
-        let image = i2vgen::media::image::decode(image).js()?;
-        let noise =
-            pipeline.draw_noise(&request, &mut Draws::new(r.seed, noise.as_deref(), &self.device).js()?).js()?;
-        Ok(Stage::new(pipeline.prepare(request, &image, noise, &self.device).js()?))
+        self.start(request, image, noise)
+    }
+
+    /// What a `generate` request (JSON, as [`Model::generate`] takes it) costs before it runs, in
+    /// whole UNet evaluations at batch 1: 100 for 50 guided steps with the whole UNet each.
+    #[wasm_bindgen(js_name = unetEquivalents)]
+    pub fn unet_equivalents(&self, request: &str) -> Result<f64, JsError> {
+        let pipeline = self.base()?;
+        let request = parse::<GenerateRequest>(request, "generate")?.checked(pipeline.vae_scale_factor())?;
+        Ok(unet_equivalents(&pipeline.unet.config, &request, pipeline.vae_scale_factor()))
     }
 
     /// `frames`: `count` frames of `height`×`width`×3 values in [0, 1] (the base video). The
@@ -229,6 +272,29 @@ impl Model {
             .collect();
         let noise = pipeline.draw_noise(&request, count, &mut Draws::new(r.seed, None, &self.device).js()?).js()?;
         Ok(Stage::new(pipeline.prepare(request, video, noise, &self.device).js()?))
+    }
+}
+
+impl Model {
+    fn base(&self) -> Result<&Rc<I2VGenXLPipeline>, JsError> {
+        match &self.pipeline {
+            Pipeline::Base(pipeline) => Ok(pipeline),
+            Pipeline::Refiner(_) => Err(JsError::new("this model is a refiner; load an I2VGenXLPipeline to generate")),
+        }
+    }
+
+    /// Check the request, then the image, and start the run.
+    fn start(&self, request: &str, image: Result<RgbImage, JsError>, noise: Option<Vec<u8>>) -> Result<Stage, JsError> {
+        let pipeline = self.base()?;
+        let r: GenerateRequest = parse(request, "generate")?;
+        let request = r.checked(pipeline.vae_scale_factor())?;
+        if let Some(limit) = r.max_binding_bytes {
+            check_binding(pipeline, &request, limit, computes_in_f16(&self.device))?;
+        }
+        let image = image?;
+        let noise =
+            pipeline.draw_noise(&request, &mut Draws::new(r.seed, noise.as_deref(), &self.device).js()?).js()?;
+        Ok(Stage::new(pipeline.prepare(request, &image, noise, &self.device).js()?))
     }
 }
 
