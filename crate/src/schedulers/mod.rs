@@ -113,8 +113,8 @@ impl SchedulerConfig {
     pub fn with_spacing(mut self, spacing: TimestepSpacing) -> Self {
         match &mut self {
             Self::Ddim(c) => c.timestep_spacing = spacing,
-            Self::DpmSolverMultistep(c) => c.timestep_spacing = spacing,
-            Self::UniPCMultistep(c) => c.timestep_spacing = spacing,
+            Self::DpmSolverMultistep(c) => c.schedule.timestep_spacing = spacing,
+            Self::UniPCMultistep(c) => c.schedule.timestep_spacing = spacing,
         }
         self
     }
@@ -122,8 +122,8 @@ impl SchedulerConfig {
     pub fn timestep_spacing(&self) -> TimestepSpacing {
         match self {
             Self::Ddim(c) => c.timestep_spacing,
-            Self::DpmSolverMultistep(c) => c.timestep_spacing,
-            Self::UniPCMultistep(c) => c.timestep_spacing,
+            Self::DpmSolverMultistep(c) => c.schedule.timestep_spacing,
+            Self::UniPCMultistep(c) => c.schedule.timestep_spacing,
         }
     }
 

@@ -9,10 +9,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::scheduling_utils::{
-    BetaSchedule, FinalSigmasType, PredictionType, Sample, TimestepSpacing, alpha_sigma_lambda, alphas_cumprod_f32,
-    index_for_timestep, multistep_sigmas, multistep_timesteps,
+    FinalSigmasType, MultistepNoiseSchedule, PredictionType, Sample, alpha_sigma_lambda, data_prediction,
+    index_for_timestep,
 };
-use super::{FILE, Scheduler, check_common, check_step_count, check_timesteps, strength_tail};
+use super::{FILE, Scheduler, check_common, strength_tail};
 use crate::{Error, Result};
 
 /// `solver_type` of the second-order update.
@@ -28,10 +28,9 @@ pub enum DPMSolverType {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct DPMSolverMultistepSchedulerConfig {
-    pub num_train_timesteps: usize,
-    pub beta_start: f64,
-    pub beta_end: f64,
-    pub beta_schedule: BetaSchedule,
+    /// Betas, zero-SNR rescaling, spacing, offset and the final sigma.
+    #[serde(flatten)]
+    pub schedule: MultistepNoiseSchedule,
     /// Only `null` is supported.
     pub trained_betas: Option<Vec<f64>>,
     /// 1 or 2.
@@ -53,14 +52,10 @@ pub struct DPMSolverMultistepSchedulerConfig {
     pub use_lu_lambdas: bool,
     pub use_flow_sigmas: bool,
     pub flow_shift: f64,
-    pub final_sigmas_type: FinalSigmasType,
     /// Only −∞ (no clipping); Python writes it as `-Infinity`, which reads as `null` here.
     pub lambda_min_clipped: Option<f64>,
     /// Only `null`.
     pub variance_type: Option<String>,
-    pub timestep_spacing: TimestepSpacing,
-    pub steps_offset: usize,
-    pub rescale_betas_zero_snr: bool,
     /// Only `false`.
     pub use_dynamic_shifting: bool,
     pub time_shift_type: String,
@@ -69,10 +64,7 @@ pub struct DPMSolverMultistepSchedulerConfig {
 impl Default for DPMSolverMultistepSchedulerConfig {
     fn default() -> Self {
         Self {
-            num_train_timesteps: 1000,
-            beta_start: 0.0001,
-            beta_end: 0.02,
-            beta_schedule: BetaSchedule::Linear,
+            schedule: MultistepNoiseSchedule::default(),
             trained_betas: None,
             solver_order: 2,
             prediction_type: PredictionType::Epsilon,
@@ -89,12 +81,8 @@ impl Default for DPMSolverMultistepSchedulerConfig {
             use_lu_lambdas: false,
             use_flow_sigmas: false,
             flow_shift: 1.0,
-            final_sigmas_type: FinalSigmasType::Zero,
             lambda_min_clipped: None,
             variance_type: None,
-            timestep_spacing: TimestepSpacing::Linspace,
-            steps_offset: 0,
-            rescale_betas_zero_snr: false,
             use_dynamic_shifting: false,
             time_shift_type: "exponential".into(),
         }
@@ -103,7 +91,7 @@ impl Default for DPMSolverMultistepSchedulerConfig {
 
 impl DPMSolverMultistepSchedulerConfig {
     fn validate(&self) -> Result<()> {
-        check_common(FILE, self.trained_betas.is_some(), self.thresholding, self.num_train_timesteps)?;
+        check_common(FILE, self.trained_betas.is_some(), self.thresholding, self.schedule.num_train_timesteps)?;
         let bad = |message: String| Err(Error::Config { file: FILE.into(), message });
         if !matches!(self.algorithm_type.as_str(), "dpmsolver++" | "deis") {
             return bad(format!("algorithm_type {:?} is not supported; use \"dpmsolver++\"", self.algorithm_type));
@@ -148,23 +136,7 @@ impl<S: Sample> DPMSolverMultistepScheduler<S> {
     /// The schedule (`__init__`) with its timesteps set (`set_timesteps(n)`).
     pub fn new(config: &DPMSolverMultistepSchedulerConfig, num_inference_steps: usize) -> Result<Self> {
         config.validate()?;
-        let c = config;
-        check_step_count(num_inference_steps, c.num_train_timesteps)?;
-        let mut alphas_cumprod = alphas_cumprod_f32(
-            c.num_train_timesteps,
-            c.beta_start,
-            c.beta_end,
-            c.beta_schedule,
-            c.rescale_betas_zero_snr,
-        );
-        if c.rescale_betas_zero_snr {
-            // Close to 0 without being 0, so the first sigma is not inf (diffusers' choice).
-            *alphas_cumprod.last_mut().expect("at least two timesteps") = 2f32.powi(-24);
-        }
-        let timesteps =
-            multistep_timesteps(c.num_train_timesteps, num_inference_steps, c.timestep_spacing, c.steps_offset);
-        check_timesteps(num_inference_steps, c.num_train_timesteps, &timesteps, c.steps_offset)?;
-        let sigmas = multistep_sigmas(&alphas_cumprod, &timesteps, c.final_sigmas_type);
+        let (timesteps, sigmas) = config.schedule.timesteps_and_sigmas(num_inference_steps)?;
         Ok(Self {
             config: config.clone(),
             timesteps,
@@ -178,17 +150,6 @@ impl<S: Sample> DPMSolverMultistepScheduler<S> {
     /// The sigmas of the schedule: one per timestep, then the final one.
     pub fn sigmas(&self) -> &[f64] {
         &self.sigmas
-    }
-
-    /// `convert_model_output` for dpmsolver++: the data prediction x̂₀ as `(a, b)` with
-    /// `x̂₀ = a·sample + b·model_output`.
-    fn data_prediction(&self, index: usize) -> (f64, f64) {
-        let (alpha_t, sigma_t, _) = alpha_sigma_lambda(self.sigmas[index]);
-        match self.config.prediction_type {
-            PredictionType::Epsilon => (1.0 / alpha_t, -sigma_t / alpha_t),
-            PredictionType::Sample => (0.0, 1.0),
-            PredictionType::VPrediction => (alpha_t, -sigma_t),
-        }
     }
 }
 
@@ -206,9 +167,11 @@ impl<S: Sample> Scheduler<S> for DPMSolverMultistepScheduler<S> {
         let c = &self.config;
         // Improve numerical stability for small numbers of steps (diffusers' comment).
         let lower_order_final = index == n - 1
-            && (c.euler_at_final || (c.lower_order_final && n < 15) || c.final_sigmas_type == FinalSigmasType::Zero);
+            && (c.euler_at_final
+                || (c.lower_order_final && n < 15)
+                || c.schedule.final_sigmas_type == FinalSigmasType::Zero);
 
-        let (a, b) = self.data_prediction(index);
+        let (a, b) = data_prediction(self.config.prediction_type, self.sigmas[index]);
         let x0 = S::combine(vec![(a, sample.clone()), (b, model_output)]);
         self.model_outputs.rotate_left(1);
         *self.model_outputs.last_mut().expect("solver_order ≥ 1") = Some(x0.clone());

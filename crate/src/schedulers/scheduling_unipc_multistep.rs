@@ -8,10 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::scheduling_utils::{
-    BetaSchedule, FinalSigmasType, PredictionType, Sample, TimestepSpacing, alpha_sigma_lambda, alphas_cumprod_f32,
-    index_for_timestep, multistep_sigmas, multistep_timesteps,
+    MultistepNoiseSchedule, PredictionType, Sample, alpha_sigma_lambda, data_prediction, index_for_timestep,
 };
-use super::{FILE, Scheduler, check_common, check_step_count, check_timesteps, strength_tail};
+use super::{FILE, Scheduler, check_common, strength_tail};
 use crate::{Error, Result};
 
 /// `solver_type`: the B(h) of the update.
@@ -29,10 +28,9 @@ pub enum UniPCSolverType {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct UniPCMultistepSchedulerConfig {
-    pub num_train_timesteps: usize,
-    pub beta_start: f64,
-    pub beta_end: f64,
-    pub beta_schedule: BetaSchedule,
+    /// Betas, zero-SNR rescaling, spacing, offset and the final sigma.
+    #[serde(flatten)]
+    pub schedule: MultistepNoiseSchedule,
     /// Only `null` is supported.
     pub trained_betas: Option<Vec<f64>>,
     /// 1 or 2.
@@ -54,10 +52,6 @@ pub struct UniPCMultistepSchedulerConfig {
     pub use_beta_sigmas: bool,
     pub use_flow_sigmas: bool,
     pub flow_shift: f64,
-    pub timestep_spacing: TimestepSpacing,
-    pub steps_offset: usize,
-    pub final_sigmas_type: FinalSigmasType,
-    pub rescale_betas_zero_snr: bool,
     /// Only `false`.
     pub use_dynamic_shifting: bool,
     pub time_shift_type: String,
@@ -66,10 +60,7 @@ pub struct UniPCMultistepSchedulerConfig {
 impl Default for UniPCMultistepSchedulerConfig {
     fn default() -> Self {
         Self {
-            num_train_timesteps: 1000,
-            beta_start: 0.0001,
-            beta_end: 0.02,
-            beta_schedule: BetaSchedule::Linear,
+            schedule: MultistepNoiseSchedule::default(),
             trained_betas: None,
             solver_order: 2,
             prediction_type: PredictionType::Epsilon,
@@ -85,10 +76,6 @@ impl Default for UniPCMultistepSchedulerConfig {
             use_beta_sigmas: false,
             use_flow_sigmas: false,
             flow_shift: 1.0,
-            timestep_spacing: TimestepSpacing::Linspace,
-            steps_offset: 0,
-            final_sigmas_type: FinalSigmasType::Zero,
-            rescale_betas_zero_snr: false,
             use_dynamic_shifting: false,
             time_shift_type: "exponential".into(),
         }
@@ -97,7 +84,7 @@ impl Default for UniPCMultistepSchedulerConfig {
 
 impl UniPCMultistepSchedulerConfig {
     fn validate(&self) -> Result<()> {
-        check_common(FILE, self.trained_betas.is_some(), self.thresholding, self.num_train_timesteps)?;
+        check_common(FILE, self.trained_betas.is_some(), self.thresholding, self.schedule.num_train_timesteps)?;
         let bad = |message: String| Err(Error::Config { file: FILE.into(), message });
         if !(1..=2).contains(&self.solver_order) {
             return bad(format!("solver_order {} is not supported; use 1 or 2", self.solver_order));
@@ -139,23 +126,7 @@ impl<S: Sample> UniPCMultistepScheduler<S> {
     /// The schedule (`__init__`) with its timesteps set (`set_timesteps(n)`).
     pub fn new(config: &UniPCMultistepSchedulerConfig, num_inference_steps: usize) -> Result<Self> {
         config.validate()?;
-        let c = config;
-        check_step_count(num_inference_steps, c.num_train_timesteps)?;
-        let mut alphas_cumprod = alphas_cumprod_f32(
-            c.num_train_timesteps,
-            c.beta_start,
-            c.beta_end,
-            c.beta_schedule,
-            c.rescale_betas_zero_snr,
-        );
-        if c.rescale_betas_zero_snr {
-            // Close to 0 without being 0, so the first sigma is not inf (diffusers' choice).
-            *alphas_cumprod.last_mut().expect("at least two timesteps") = 2f32.powi(-24);
-        }
-        let timesteps =
-            multistep_timesteps(c.num_train_timesteps, num_inference_steps, c.timestep_spacing, c.steps_offset);
-        check_timesteps(num_inference_steps, c.num_train_timesteps, &timesteps, c.steps_offset)?;
-        let sigmas = multistep_sigmas(&alphas_cumprod, &timesteps, c.final_sigmas_type);
+        let (timesteps, sigmas) = config.schedule.timesteps_and_sigmas(num_inference_steps)?;
         Ok(Self {
             config: config.clone(),
             timesteps,
@@ -171,16 +142,6 @@ impl<S: Sample> UniPCMultistepScheduler<S> {
     /// The sigmas of the schedule: one per timestep, then the final one.
     pub fn sigmas(&self) -> &[f64] {
         &self.sigmas
-    }
-
-    /// `convert_model_output` with `predict_x0`: x̂₀ as `(a, b)`, `x̂₀ = a·sample + b·model_output`.
-    fn data_prediction(&self, index: usize) -> (f64, f64) {
-        let (alpha_t, sigma_t, _) = alpha_sigma_lambda(self.sigmas[index]);
-        match self.config.prediction_type {
-            PredictionType::Epsilon => (1.0 / alpha_t, -sigma_t / alpha_t),
-            PredictionType::Sample => (0.0, 1.0),
-            PredictionType::VPrediction => (alpha_t, -sigma_t),
-        }
     }
 
     /// The data prediction remembered `back` steps ago (0 = the latest).
@@ -267,7 +228,7 @@ impl<S: Sample> Scheduler<S> for UniPCMultistepScheduler<S> {
         if index >= n {
             return Err(Error::request("steps", "all steps of the schedule have run"));
         }
-        let (a, b) = self.data_prediction(index);
+        let (a, b) = data_prediction(self.config.prediction_type, self.sigmas[index]);
         let x0 = S::combine(vec![(a, sample.clone()), (b, model_output)]);
         let use_corrector = index > 0 && !self.config.disable_corrector.contains(&(index - 1));
         let sample = match (&self.last_sample, use_corrector) {

@@ -80,6 +80,70 @@ pub enum FinalSigmasType {
     SigmaMin,
 }
 
+/// The noise-schedule keys DPM-Solver++ and UniPC share (read flattened from their configs),
+/// with their common defaults.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct MultistepNoiseSchedule {
+    pub num_train_timesteps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub beta_schedule: BetaSchedule,
+    pub rescale_betas_zero_snr: bool,
+    pub timestep_spacing: TimestepSpacing,
+    pub steps_offset: usize,
+    pub final_sigmas_type: FinalSigmasType,
+}
+
+impl Default for MultistepNoiseSchedule {
+    fn default() -> Self {
+        Self {
+            num_train_timesteps: 1000,
+            beta_start: 0.0001,
+            beta_end: 0.02,
+            beta_schedule: BetaSchedule::Linear,
+            rescale_betas_zero_snr: false,
+            timestep_spacing: TimestepSpacing::Linspace,
+            steps_offset: 0,
+            final_sigmas_type: FinalSigmasType::Zero,
+        }
+    }
+}
+
+impl MultistepNoiseSchedule {
+    /// `__init__` then `set_timesteps(n)`: the timesteps and the sigmas (one per timestep, then
+    /// the final one). Under zero-SNR rescaling the last ᾱ is 2⁻²⁴, close to 0 without being 0,
+    /// so the first sigma is finite (diffusers' choice).
+    pub fn timesteps_and_sigmas(&self, n: usize) -> crate::Result<(Vec<i64>, Vec<f64>)> {
+        super::check_step_count(n, self.num_train_timesteps)?;
+        let mut alphas_cumprod = alphas_cumprod_f32(
+            self.num_train_timesteps,
+            self.beta_start,
+            self.beta_end,
+            self.beta_schedule,
+            self.rescale_betas_zero_snr,
+        );
+        if self.rescale_betas_zero_snr {
+            *alphas_cumprod.last_mut().expect("at least two timesteps") = 2f32.powi(-24);
+        }
+        let timesteps = multistep_timesteps(self.num_train_timesteps, n, self.timestep_spacing, self.steps_offset);
+        super::check_timesteps(n, self.num_train_timesteps, &timesteps, self.steps_offset)?;
+        let sigmas = multistep_sigmas(&alphas_cumprod, &timesteps, self.final_sigmas_type);
+        Ok((timesteps, sigmas))
+    }
+}
+
+/// `convert_model_output` of the data-predicting multistep solvers: x̂₀ as `(a, b)` with
+/// `x̂₀ = a·sample + b·model_output` at noise level `sigma`.
+pub fn data_prediction(prediction_type: PredictionType, sigma: f64) -> (f64, f64) {
+    let (alpha_t, sigma_t, _) = alpha_sigma_lambda(sigma);
+    match prediction_type {
+        PredictionType::Epsilon => (1.0 / alpha_t, -sigma_t / alpha_t),
+        PredictionType::Sample => (0.0, 1.0),
+        PredictionType::VPrediction => (alpha_t, -sigma_t),
+    }
+}
+
 /// The float32 `alphas_cumprod` of diffusers' schedulers (`__init__`): betas from the schedule,
 /// optionally rescaled to zero terminal SNR, then the cumulative product of `1 − β`.
 pub fn alphas_cumprod_f32(
