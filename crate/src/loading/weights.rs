@@ -8,7 +8,9 @@
 //! `<key>.q8_scale` beside them (converted `q8` weights, see `manifest`) are dequantised on the
 //! device when taken.
 //! [`Weights::random`] builds any network at its real size with nothing on disk (benchmarks);
-//! [`Weights::declare`] checks a checkpoint's keys and shapes against a network without its values.
+//! [`Weights::declare`] checks a checkpoint's keys and shapes against a network without its values;
+//! [`Weights::shapes`] lists the keys and shapes a network takes, in the order it takes them, with
+//! no checkpoint at all (`weights-tools random` writes a checkpoint from that list).
 
 use std::collections::BTreeMap;
 
@@ -24,11 +26,21 @@ struct Stored {
     values: Option<Tensor<1>>,
 }
 
+/// Where `take` gets its tensors.
+enum Mode {
+    /// From the stored tensors.
+    Stored,
+    /// Fresh random values ([`Weights::random`]).
+    Random,
+    /// Nowhere: each key and shape is written down ([`Weights::shapes`]).
+    Record(Vec<(String, Vec<usize>)>),
+}
+
 /// The tensors of one component, waiting to be taken by the network being built.
 pub struct Weights {
     device: Device,
     tensors: BTreeMap<String, Stored>,
-    random: bool,
+    mode: Mode,
 }
 
 /// Join a module path and a field name the way state-dict keys are spelled.
@@ -74,7 +86,7 @@ impl Weights {
 
     /// No tensors yet: [`Weights::insert`] them one by one.
     pub fn new(device: &Device) -> Self {
-        Self { device: device.clone(), tensors: BTreeMap::new(), random: false }
+        Self { device: device.clone(), tensors: BTreeMap::new(), mode: Mode::Stored }
     }
 
     /// Add one tensor from its safetensors bytes (little-endian `dtype` values); it goes to the
@@ -113,7 +125,23 @@ impl Weights {
     /// Every `take` draws fresh values on the device: uniform in ±1/√fan_in, where fan_in is
     /// the elements per output channel (±1 for vectors), so activations stay in range.
     pub fn random(device: &Device) -> Self {
-        Self { device: device.clone(), tensors: BTreeMap::new(), random: true }
+        Self { device: device.clone(), tensors: BTreeMap::new(), mode: Mode::Random }
+    }
+
+    /// Every `take` writes down its key and shape and gets a one-element placeholder (as for
+    /// [`Weights::declare`]d tensors): building a network lists the checkpoint it takes, at no
+    /// memory cost — read it with [`Weights::recorded`], never run the network.
+    pub fn shapes(device: &Device) -> Self {
+        Self { device: device.clone(), tensors: BTreeMap::new(), mode: Mode::Record(Vec::new()) }
+    }
+
+    /// The keys and shapes taken so far by a [`Weights::shapes`] build, in the order they were
+    /// taken (empty for the other kinds). [`Weights::discard`]ed keys are not among them.
+    pub fn recorded(self) -> Vec<(String, Vec<usize>)> {
+        match self.mode {
+            Mode::Record(taken) => taken,
+            Mode::Stored | Mode::Random => Vec::new(),
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -122,10 +150,20 @@ impl Weights {
 
     /// Take the tensor `key`, which must have `shape`.
     pub fn take<const D: usize>(&mut self, key: &str, shape: [usize; D]) -> Result<Tensor<D>> {
-        if self.random {
-            let fan_in: usize = shape[1..].iter().product();
-            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-            return Ok(Tensor::random(shape, Distribution::Uniform(-bound, bound), &self.device));
+        match &mut self.mode {
+            Mode::Stored => {}
+            Mode::Random => {
+                let fan_in: usize = shape[1..].iter().product();
+                let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+                return Ok(Tensor::random(shape, Distribution::Uniform(-bound, bound), &self.device));
+            }
+            Mode::Record(taken) => {
+                if taken.iter().any(|(k, _)| k == key) {
+                    return Err(Error::Tensor { key: key.to_string(), message: "is taken twice".into() });
+                }
+                taken.push((key.to_string(), shape.to_vec()));
+                return Ok(Tensor::zeros([1; D], &self.device));
+            }
         }
         let stored = self
             .tensors
@@ -167,6 +205,135 @@ impl Weights {
             Ok(())
         } else {
             Err(Error::UnusedWeights { keys: self.tensors.into_keys().collect() })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use burn::tensor::Device;
+    use safetensors::SafeTensors;
+
+    use super::Weights;
+    use crate::loading::config::{ConfigFile, parse};
+    use crate::models::clip::{CLIPTextModel, CLIPVisionModelWithProjection};
+    use crate::models::unet_3d_condition::UNet3DConditionModel;
+    use crate::models::unet_i2vgen_xl::I2VGenXLUNet;
+    use crate::models::vae::AutoencoderKL;
+
+    type Shapes = Vec<(String, Vec<usize>)>;
+
+    fn cpu() -> Device {
+        #[allow(deprecated)] // NdArray: the CPU backend; placeholders cost nothing.
+        Device::ndarray()
+    }
+
+    /// The keys and shapes the network of `config` takes.
+    fn record<C: ConfigFile, N>(config: &str, load: fn(&mut Weights, &C) -> crate::Result<N>) -> Shapes {
+        let mut weights = Weights::shapes(&cpu());
+        load(&mut weights, &parse::<C>(config).unwrap().config).unwrap();
+        weights.recorded()
+    }
+
+    fn millions(shapes: &Shapes) -> String {
+        let params: usize = shapes.iter().map(|(_, shape)| shape.iter().product::<usize>()).sum();
+        format!("{:.1}", params as f64 / 1e6)
+    }
+
+    /// ali-vilab/i2vgen-xl's configs build networks of the sizes `../shared/DESIGN.md` states
+    /// (rounded to 0.1 M parameters); the refiner's are printed.
+    #[test]
+    fn real_configs_have_the_real_parameter_counts() {
+        macro_rules! config {
+            ($path:literal) => {
+                include_str!(concat!("../../configs/", $path, "/config.json"))
+            };
+        }
+        let base = [
+            ("unet", millions(&record(config!("i2vgen-xl/unet"), I2VGenXLUNet::load)), "1420.5"),
+            ("text_encoder", millions(&record(config!("i2vgen-xl/text_encoder"), CLIPTextModel::load)), "353.0"),
+            (
+                "image_encoder",
+                millions(&record(config!("i2vgen-xl/image_encoder"), CLIPVisionModelWithProjection::load)),
+                "632.1",
+            ),
+            ("vae", millions(&record(config!("i2vgen-xl/vae"), AutoencoderKL::load)), "83.7"),
+        ];
+        for (component, found, expected) in base {
+            println!("i2vgen-xl {component}: {found} M");
+            assert_eq!(found, expected, "{component}");
+        }
+        for (component, found) in [
+            ("unet", millions(&record(config!("refiner/unet"), UNet3DConditionModel::load))),
+            ("text_encoder", millions(&record(config!("refiner/text_encoder"), CLIPTextModel::load))),
+            ("vae", millions(&record(config!("refiner/vae"), AutoencoderKL::load))),
+        ] {
+            println!("refiner {component}: {found} M");
+        }
+    }
+
+    /// Every real config file parses with no key this version ignores.
+    #[test]
+    fn real_configs_parse_without_notes() {
+        use crate::models::clip::{CLIPTextConfig, CLIPVisionConfig};
+        use crate::models::unet_3d_condition::UNet3DConditionModelConfig;
+        use crate::models::unet_i2vgen_xl::I2VGenXLUNetConfig;
+        use crate::models::vae::AutoencoderKLConfig;
+        use crate::pipelines::pipeline_i2vgen_xl::CLIPImageProcessorConfig;
+        use crate::schedulers::SchedulerConfig;
+        fn unknown<C: ConfigFile>(text: &str) -> Vec<String> {
+            parse::<C>(text).unwrap_or_else(|e| panic!("{}: {e}", C::FILE)).unknown_keys
+        }
+        macro_rules! file {
+            ($path:literal) => {
+                include_str!(concat!("../../configs/", $path))
+            };
+        }
+        for (name, keys) in [
+            ("base unet", unknown::<I2VGenXLUNetConfig>(file!("i2vgen-xl/unet/config.json"))),
+            ("base text_encoder", unknown::<CLIPTextConfig>(file!("i2vgen-xl/text_encoder/config.json"))),
+            ("base image_encoder", unknown::<CLIPVisionConfig>(file!("i2vgen-xl/image_encoder/config.json"))),
+            ("base vae", unknown::<AutoencoderKLConfig>(file!("i2vgen-xl/vae/config.json"))),
+            ("base scheduler", unknown::<SchedulerConfig>(file!("i2vgen-xl/scheduler/scheduler_config.json"))),
+            (
+                "base feature_extractor",
+                unknown::<CLIPImageProcessorConfig>(file!("i2vgen-xl/feature_extractor/preprocessor_config.json")),
+            ),
+            ("refiner unet", unknown::<UNet3DConditionModelConfig>(file!("refiner/unet/config.json"))),
+            ("refiner text_encoder", unknown::<CLIPTextConfig>(file!("refiner/text_encoder/config.json"))),
+            ("refiner vae", unknown::<AutoencoderKLConfig>(file!("refiner/vae/config.json"))),
+            ("refiner scheduler", unknown::<SchedulerConfig>(file!("refiner/scheduler/scheduler_config.json"))),
+        ] {
+            assert!(keys.is_empty(), "{name}: {keys:?}");
+        }
+    }
+
+    /// Recording the tiny fixture's networks gives exactly the keys and shapes of their
+    /// checkpoints (less CLIP's discarded `position_ids`), each key once.
+    #[test]
+    fn recorded_shapes_are_the_fixture_checkpoints() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-i2vgen");
+        let read = |path: &str| std::fs::read_to_string(format!("{dir}/{path}")).unwrap();
+        let recorded = [
+            ("unet", "diffusion_pytorch_model", record(&read("unet/config.json"), I2VGenXLUNet::load)),
+            ("vae", "diffusion_pytorch_model", record(&read("vae/config.json"), AutoencoderKL::load)),
+            ("text_encoder", "model", record(&read("text_encoder/config.json"), CLIPTextModel::load)),
+            ("image_encoder", "model", record(&read("image_encoder/config.json"), CLIPVisionModelWithProjection::load)),
+        ];
+        for (component, stem, shapes) in recorded {
+            let bytes = std::fs::read(format!("{dir}/{component}/{stem}.safetensors")).unwrap();
+            let file = SafeTensors::deserialize(&bytes).unwrap();
+            let on_disk: BTreeMap<String, Vec<usize>> = file
+                .tensors()
+                .into_iter()
+                .filter(|(key, _)| !key.ends_with("position_ids"))
+                .map(|(key, view)| (key, view.shape().to_vec()))
+                .collect();
+            let taken: BTreeMap<String, Vec<usize>> = shapes.iter().cloned().collect();
+            assert_eq!(taken.len(), shapes.len(), "{component}: a key recorded twice");
+            assert_eq!(taken, on_disk, "{component}");
         }
     }
 }

@@ -234,6 +234,7 @@ pub struct CLIPTextModel {
     pub position_embedding: Tensor<2>,
     pub layers: Vec<CLIPEncoderLayer>,
     pub final_layer_norm: LayerNorm,
+    pub config: CLIPTextConfig,
 }
 
 /// What I2VGen-XL and the refiner read from the text encoder.
@@ -264,6 +265,7 @@ impl CLIPTextModel {
                 c.layer_norm_eps,
             )?,
             final_layer_norm: LayerNorm::load(w, "text_model.final_layer_norm", h, c.layer_norm_eps)?,
+            config: c.clone(),
         })
     }
 
@@ -309,6 +311,7 @@ pub struct CLIPVisionModelWithProjection {
     pub layers: Vec<CLIPEncoderLayer>,
     pub post_layernorm: LayerNorm,
     pub visual_projection: Linear,
+    pub config: CLIPVisionConfig,
 }
 
 impl CLIPVisionModelWithProjection {
@@ -343,6 +346,7 @@ impl CLIPVisionModelWithProjection {
             )?,
             post_layernorm: LayerNorm::load(w, "vision_model.post_layernorm", h, c.layer_norm_eps)?,
             visual_projection: Linear::load(w, "visual_projection", h, c.projection_dim, false)?,
+            config: c.clone(),
         })
     }
 

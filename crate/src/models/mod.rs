@@ -1,6 +1,7 @@
 //! The networks, one file per diffusers (or transformers) file they port. Dependencies point one
 //! way: `nn` → `attention`, `resnet`, `embeddings` → `transformer_*` → `unet_3d_blocks` →
-//! `unet_3d_backbone` → `unet_i2vgen_xl`, `unet_3d_condition`; `clip` and `vae` are leaves.
+//! `unet_3d_backbone` → `unet_i2vgen_xl`, `unet_3d_condition`; `clip` and `vae` are leaves
+//! (`vae_bands` is `vae`'s decode in row bands).
 
 pub mod attention;
 pub mod clip;
@@ -14,3 +15,4 @@ pub mod unet_3d_blocks;
 pub mod unet_3d_condition;
 pub mod unet_i2vgen_xl;
 pub mod vae;
+pub mod vae_bands;

@@ -62,8 +62,8 @@ impl Linear {
 pub struct Conv2d {
     pub weight: Tensor<4>,
     pub bias: Option<Tensor<1>>,
-    stride: usize,
-    padding: usize,
+    pub stride: usize,
+    pub padding: usize,
 }
 
 impl Conv2d {
@@ -96,8 +96,8 @@ impl Conv2d {
 pub struct GroupNorm {
     pub weight: Tensor<1>,
     pub bias: Tensor<1>,
-    groups: usize,
-    eps: f64,
+    pub groups: usize,
+    pub eps: f64,
 }
 
 impl GroupNorm {

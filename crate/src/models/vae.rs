@@ -11,8 +11,9 @@ use serde_json::Value;
 use crate::loading::config::{ConfigFile, expect_class_name};
 use crate::loading::weights::{Weights, key};
 use crate::models::attention::Attention;
-use crate::models::nn::{Activation, Conv2d, GroupNorm};
+use crate::models::nn::{Activation, Conv2d, GroupNorm, MAX_ELEMENTS};
 use crate::models::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
+use crate::models::vae_bands::{DecodeBands, decode_bands};
 use crate::{Error, Result};
 
 /// The VAE's norms use eps 1e-6 (diffusers hard-codes it for Encoder/Decoder blocks).
@@ -191,6 +192,9 @@ pub struct AutoencoderKL {
     pub quant_conv: Option<Conv2d>,
     pub post_quant_conv: Option<Conv2d>,
     pub config: AutoencoderKLConfig,
+    /// No tensor of [`Self::decode_video_frame`] above this many bytes: larger frames decode in
+    /// row bands (see `vae_bands`). [`MAX_ELEMENTS`] f32 values (256 MiB) unless changed.
+    pub max_tensor_bytes: u64,
 }
 
 /// The encoder's diagonal Gaussian, unscaled (multiply a sample by `scaling_factor`).
@@ -282,6 +286,7 @@ impl AutoencoderKL {
                 .then(|| Conv2d::load(w, "post_quant_conv", z, z, 1, 1, 0, true))
                 .transpose()?,
             config: config.clone(),
+            max_tensor_bytes: 4 * MAX_ELEMENTS as u64,
         })
     }
 
@@ -314,12 +319,7 @@ impl AutoencoderKL {
     /// latents `[N, latent, h, w]` (unscaled) → sample `[N, 3, h*f, w*f]`
     pub fn decode(&self, latents: Tensor<4>) -> Tensor<4> {
         let d = &self.decoder;
-        let mut x = match &self.post_quant_conv {
-            Some(conv) => conv.forward(latents),
-            None => latents,
-        };
-        x = d.conv_in.forward(x);
-        x = d.mid_block.forward(x);
+        let mut x = self.decode_mid(latents);
         for block in &d.up_blocks {
             for resnet in &block.resnets {
                 x = resnet.forward(x, None);
@@ -331,16 +331,34 @@ impl AutoencoderKL {
         d.conv_out.forward(silu(d.conv_norm_out.forward(x)))
     }
 
+    /// The latent-resolution part of [`Self::decode`]: `post_quant_conv`, `conv_in`, mid block.
+    ///
+    /// # Shapes
+    /// latents `[N, latent, h, w]` → `[N, block_out_channels[-1], h, w]`
+    pub(crate) fn decode_mid(&self, latents: Tensor<4>) -> Tensor<4> {
+        let d = &self.decoder;
+        let x = match &self.post_quant_conv {
+            Some(conv) => conv.forward(latents),
+            None => latents,
+        };
+        d.mid_block.forward(d.conv_in.forward(x))
+    }
+
     /// One frame of scaled video latents as a picture: `latents / scaling_factor` through the
     /// decoder, mapped from [-1, 1] to [0, 1] (diffusers' `postprocess_video`), in f32 whatever
-    /// the device computes in.
+    /// the device computes in. In row bands when the untiled decode would hold a tensor above
+    /// [`Self::max_tensor_bytes`] (one row of latents per band when even that is too much).
     ///
     /// # Shapes
     /// latents `[1, latent, F, h, w]` → `[H, W, 3]`
     pub fn decode_video_frame(&self, latents: &Tensor<5>, frame: usize) -> Tensor<3> {
         let [_, c, _, h, w] = latents.dims();
         let latent = latents.clone().slice([0..1, 0..c, frame..frame + 1]).reshape([1, c, h, w]);
-        let image = self.decode(latent.div_scalar(self.config.scaling_factor));
+        let latent = latent.div_scalar(self.config.scaling_factor);
+        let image = match decode_bands(&self.config, h, w, latent.dtype().size(), self.max_tensor_bytes) {
+            Some(DecodeBands { bands: 1, .. }) => self.decode(latent),
+            plan => self.decode_banded(latent, plan.map_or(h, |plan| plan.bands)),
+        };
         let [_, channels, height, width] = image.dims();
         let image = (image.div_scalar(2.0).add_scalar(0.5)).clamp(0.0, 1.0);
         image.reshape([channels, height, width]).permute([1, 2, 0]).cast(FloatDType::F32)

@@ -2,6 +2,7 @@
 //! decode frame × F, through one [`stage::Stage`] shape so a caller writes its loop once.
 
 pub mod chain;
+pub mod memory_plan;
 pub mod noise;
 pub mod pipeline_i2vgen_xl;
 pub mod pipeline_video_to_video;

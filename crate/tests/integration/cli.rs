@@ -407,3 +407,39 @@ fn compare_reports_psnr_ssim_and_temporal_difference() {
     std::fs::copy(golden("vae_decode.safetensors"), &not_frames).unwrap();
     assert_clear_error(&["compare", &not_frames, &reference], "has no tensor `frames`");
 }
+
+fn plan_json(args: &[&str]) -> serde_json::Value {
+    let out = i2vgen(&[&["plan", "--json"], args].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap()
+}
+
+fn stage<'a>(plan: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    plan["stages"].as_array().unwrap().iter().find(|s| s["stage"] == name).unwrap()
+}
+
+#[test]
+fn plan_sizes_the_real_model_without_weights() {
+    let real = ["--config", "real", "--frames", "16", "--height", "256", "--width", "448"];
+    let f16 = plan_json(&[&real[..], &["--dtype", "f16"]].concat());
+    let f32 = plan_json(&[&real[..], &["--dtype", "f32"]].concat());
+    let packed = plan_json(&[&real[..], &["--dtype", "packed-f16"]].concat());
+    let bytes = |v: &serde_json::Value| v.as_u64().unwrap();
+    assert!(bytes(&f16["peak_bytes"]) <= 4_000_000_000, "{f16}");
+    assert!(bytes(&f32["peak_bytes"]) <= 7_500_000_000, "{f32}");
+    assert!(bytes(&packed["peak_bytes"]) < bytes(&f32["peak_bytes"]));
+    assert_eq!(f32["keep_encoders"], false);
+    // The networks are built from the configs: DESIGN.md's parameter counts.
+    let millions = |k: &str| (bytes(&f32["parameters"][k]) as f64 / 1e5).round() / 10.0;
+    assert_eq!(millions("unet"), 1420.5);
+    assert_eq!(millions("text_encoder"), 353.0);
+    assert_eq!(millions("image_encoder"), 632.1);
+
+    let refine = plan_json(&["--config", "real", "--stage", "refine", "--height", "720", "--width", "1280"]);
+    assert!(bytes(&stage(&refine, "vae_decoder")["max_tensor_bytes"]) <= 256 << 20, "{refine}");
+    assert!(bytes(&refine["vae_decode_bands"]) > 1);
+
+    // Over a budget: refused with a sentence naming it and a size that fits.
+    let args = ["plan", "--config", "real", "--height", "704", "--width", "1280", "--budget", "8000000000"];
+    assert_clear_error(&args, "but the memory budget is 8.0 GB; 640×352 fits");
+}

@@ -15,4 +15,5 @@ mod sampling;
 mod scheduler;
 mod tokenizer;
 mod unet;
+mod vae_bands;
 mod weights;

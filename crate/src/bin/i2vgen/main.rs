@@ -8,6 +8,7 @@ mod generate;
 mod info;
 mod inputs;
 mod model;
+mod plan;
 mod progress;
 mod refine;
 mod sampling;
@@ -65,6 +66,9 @@ enum Command {
     /// Compare two videos frame by frame: PSNR (dB) and SSIM per frame, their means, and a
     /// temporal-difference score (to judge a faster sampler against the reference one).
     Compare(compare::Args),
+    /// The GPU memory plan of a run, per stage, for the real configs or a model folder's (no GPU,
+    /// no weights): peak bytes with weights, the largest tensor, and the choices that fit.
+    Plan(plan::Args),
     /// Run a scheduler on its own in f64 (parity checks against diffusers): timesteps and the
     /// sample after each step, from an initial sample and one model output per step.
     Schedule(schedule::Args),
@@ -110,6 +114,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Refine(args) => refine::run(args),
         Command::Schedule(args) => schedule::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Compare(args) => compare::run(args),
     }
 }

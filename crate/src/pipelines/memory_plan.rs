@@ -1,0 +1,544 @@
+//! The GPU memory plan: from the device's limits, the precision, the request and the configs, the
+//! peak bytes of every stage of a run (weights included) and the choices that keep it inside the
+//! limits — whether the encoders stay resident, whether the guidance halves run apart, how many
+//! row bands the VAE decode uses. One place for the CLI's `plan`, the page's size tiers and the
+//! refusal of a request before anything is downloaded.
+//!
+//! Sizes are u64 throughout: a wasm32 `usize` is 32 bits and wraps above 4 GiB.
+//!
+//! The activation figures are a liveness model of our implementation (what is held whole at the
+//! worst point of each stage, in the device's float width); allocator slack comes on top.
+
+use serde::Serialize;
+
+use crate::models::clip::{CLIPTextConfig, CLIPVisionConfig};
+use crate::models::nn::MAX_ELEMENTS;
+use crate::models::unet_3d_backbone::UNet3DConfig;
+use crate::models::vae::AutoencoderKLConfig;
+use crate::models::vae_bands::decode_bands;
+use crate::{Error, Result};
+
+/// Decimal gigabytes, as the design brief counts them.
+const GB: f64 = 1e9;
+
+/// What the GPU allows: its largest buffer, its largest storage binding, and optionally the
+/// memory the page may use (WebGPU does not say how much there is; the user or the page sets it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceLimits {
+    pub max_buffer_bytes: u64,
+    pub max_binding_bytes: u64,
+    pub budget_bytes: Option<u64>,
+}
+
+impl DeviceLimits {
+    /// What desktop browsers usually grant (1 GiB buffers and bindings), no budget.
+    pub const WEBGPU: Self = Self { max_buffer_bytes: 1 << 30, max_binding_bytes: 1 << 30, budget_bytes: None };
+
+    /// The largest tensor the device can hold and bind.
+    pub fn max_tensor_bytes(&self) -> u64 {
+        self.max_buffer_bytes.min(self.max_binding_bytes)
+    }
+}
+
+/// How weights are stored and activations computed on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// f32 weights and activations (every GPU).
+    F32,
+    /// f16 weights and activations (`shader-f16`).
+    F16,
+    /// f16 weights packed two to a `u32`, unpacked in the kernels; f32 activations.
+    PackedF16,
+}
+
+impl Precision {
+    pub fn weight_bytes(self) -> u64 {
+        if self == Self::F32 { 4 } else { 2 }
+    }
+
+    pub fn activation_bytes(self) -> u64 {
+        if self == Self::F16 { 2 } else { 4 }
+    }
+}
+
+/// Parameter counts of the networks (from the manifest, the safetensors headers or the configs);
+/// `image_encoder` is 0 for the refiner, which has none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Parameters {
+    pub text_encoder: u64,
+    pub image_encoder: u64,
+    pub vae_encoder: u64,
+    pub vae_decoder: u64,
+    pub unet: u64,
+    /// Elements of the largest single weight tensor (CLIP's token embedding in the real model).
+    pub largest_tensor: u64,
+}
+
+impl Parameters {
+    /// Count one tensor of a component (`text_encoder`, `image_encoder`, `vae`, `unet`, the
+    /// folder names), from a checkpoint's or manifest's key and shape; the VAE's `encoder.*` and
+    /// `quant_conv.*` count as its encoder, the rest as its decoder. Other components are ignored.
+    pub fn add(&mut self, component: &str, key: &str, shape: &[usize]) {
+        let n = shape.iter().map(|&d| d as u64).product::<u64>();
+        let slot = match component {
+            "text_encoder" => &mut self.text_encoder,
+            "image_encoder" => &mut self.image_encoder,
+            "vae" if key.starts_with("encoder.") || key.starts_with("quant_conv.") => &mut self.vae_encoder,
+            "vae" => &mut self.vae_decoder,
+            "unet" => &mut self.unet,
+            _ => return,
+        };
+        *slot += n;
+        self.largest_tensor = self.largest_tensor.max(n);
+    }
+}
+
+/// The configs the plan reads: the base pipeline's, or the refiner's (no image encoder).
+pub struct Configs<'a> {
+    pub text_encoder: &'a CLIPTextConfig,
+    pub image_encoder: Option<&'a CLIPVisionConfig>,
+    pub vae: &'a AutoencoderKLConfig,
+    pub unet: &'a UNet3DConfig,
+}
+
+/// The video a run makes (pixels) and how it is sampled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Video {
+    pub frames: u64,
+    pub height: u64,
+    pub width: u64,
+    /// Classifier-free guidance: two conditioning rows per step.
+    pub guidance: bool,
+    /// Step caching keeps the deep features between steps.
+    pub deep_cache: bool,
+}
+
+/// One stage's memory: the weights it needs resident plus its activations at their worst point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StageMemory {
+    pub stage: &'static str,
+    pub weights_bytes: u64,
+    pub activation_bytes: u64,
+    pub peak_bytes: u64,
+    pub max_tensor_bytes: u64,
+}
+
+/// The plan: per-stage figures, the whole run's peak, and the choices made.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MemoryPlan {
+    pub precision: Precision,
+    pub stages: Vec<StageMemory>,
+    /// The run's peak on the GPU, weights included.
+    pub peak_bytes: u64,
+    /// The largest single tensor (a weight, an activation, or a chunk of one).
+    pub max_tensor_bytes: u64,
+    /// Every network's weights together.
+    pub weights_bytes: u64,
+    /// The encoders stay on the GPU between runs (else each is loaded for its stage and freed).
+    pub keep_encoders: bool,
+    /// The guidance halves run one after the other (batch 1 per UNet call).
+    pub split_guidance: bool,
+    /// Elements of one attention-score, feed-forward or concatenation chunk.
+    pub chunk_elements: u64,
+    /// Row bands of the VAE decode (1 = untiled).
+    pub vae_decode_bands: u64,
+}
+
+/// Plan a run of the base pipeline (`configs.image_encoder` set) or the refiner.
+///
+/// With a budget the encoders stay resident when everything fits, else they are freed after use;
+/// without one the plan reports the smaller, freeing figure. A run that cannot fit is an error
+/// whose sentence names the budget and a size that fits.
+pub fn plan(
+    configs: &Configs,
+    params: &Parameters,
+    video: Video,
+    precision: Precision,
+    limits: DeviceLimits,
+) -> Result<MemoryPlan> {
+    check_video(video)?;
+    let too_big = |bytes: u64| bytes > limits.max_tensor_bytes();
+    let whole = |split| plan_with(configs, params, video, precision, limits, split);
+    let split_needed = video.guidance && too_big(unet_largest_tensor(configs, video, false, precision));
+    let mut chosen = whole(split_needed)?;
+    let over_budget = |p: &MemoryPlan| limits.budget_bytes.is_some_and(|b| p.peak_bytes > b);
+    if video.guidance && !chosen.split_guidance && over_budget(&chosen) {
+        chosen = whole(true)?;
+    }
+    if too_big(chosen.max_tensor_bytes) {
+        return Err(refusal(configs, params, video, precision, limits, &chosen, "one GPU buffer"));
+    }
+    if over_budget(&chosen) {
+        return Err(refusal(configs, params, video, precision, limits, &chosen, "the memory budget"));
+    }
+    Ok(chosen)
+}
+
+fn check_video(video: Video) -> Result<()> {
+    if video.frames == 0 || video.height < 8 || video.width < 8 {
+        return Err(Error::request(
+            "size",
+            format!(
+                "cannot plan {} frames at {}×{}: at least one frame of 8×8 pixels is needed",
+                video.frames, video.width, video.height
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn plan_with(
+    configs: &Configs,
+    params: &Parameters,
+    video: Video,
+    precision: Precision,
+    limits: DeviceLimits,
+    split_guidance: bool,
+) -> Result<MemoryPlan> {
+    let (wb, ab) = (precision.weight_bytes(), precision.activation_bytes());
+    let rows = if video.guidance { 2 } else { 1 };
+    let chunk_elements = MAX_ELEMENTS as u64;
+    let chunk = chunk_elements * ab;
+    let f = configs.vae.downscale() as u64;
+    let (h, w) = (video.height / f, video.width / f);
+    let band_limit = limits.max_tensor_bytes().min(chunk);
+    let bands = decode_bands(configs.vae, h as usize, w as usize, ab as usize, band_limit).ok_or_else(|| {
+        Error::request(
+            "size",
+            format!(
+                "one row of the VAE decode at width {} does not fit in {:.0} MiB; choose a narrower video",
+                video.width,
+                band_limit as f64 / (1 << 20) as f64
+            ),
+        )
+    })?;
+
+    let text = text_activations(configs.text_encoder, rows) * ab;
+    let vision = configs.image_encoder.map(|c| vision_activations(c) * ab);
+    // The base pipeline encodes one image; the refiner each frame of the video, one at a time.
+    let encode = vae_encode_activations(configs.vae, video.height, video.width) * ab;
+    let unet_rows = if split_guidance { 1 } else { rows };
+    let deep = if video.deep_cache {
+        rows * video.frames * configs.unet.deep_features_channels() as u64 * h * w * ab
+    } else {
+        0
+    };
+    let unet = unet_step_activations(configs.unet, video, unet_rows, h, w, chunk_elements) * ab + deep;
+    let decode = 4 * vae_widest_channels(configs.vae) * video.height * video.width * ab;
+
+    let largest_weight = params.largest_tensor * wb;
+    let image_encoder_w = params.image_encoder * wb;
+    let weights = [params.text_encoder, params.image_encoder, params.vae_encoder, params.vae_decoder, params.unet];
+    let weights_bytes = weights.iter().sum::<u64>() * wb;
+    let vae_w = (params.vae_encoder + params.vae_decoder) * wb;
+    let denoise_w = (params.unet + params.vae_decoder) * wb;
+
+    // Chunks hold at most `chunk_elements`, and no more than the level-0 attention scores or
+    // feed-forward hidden state would whole.
+    let (c0, tokens) = (configs.unet.block_out_channels[0] as u64, h * w);
+    let heads = c0 / configs.unet.attention_head_dim.max(1) as u64;
+    let unet_chunk = (unet_rows * video.frames * tokens * (heads * tokens).max(8 * c0)).min(chunk_elements) * ab;
+    let unet_tensor = unet_largest_tensor(configs, video, split_guidance, precision).max(unet_chunk);
+    let encode_tensor = vae_widest_encoder_tensor(configs.vae, video.height, video.width) * ab;
+    let mut stages = vec![stage("text_encoder", params.text_encoder * wb, text, chunk.min(text))];
+    if let Some(vision) = vision {
+        stages.push(stage("image_encoder", image_encoder_w, vision, chunk.min(vision)));
+    }
+    stages.push(stage("vae_encoder", vae_w, encode, encode_tensor));
+    stages.push(stage("unet", denoise_w, unet, unet_tensor));
+    stages.push(stage("vae_decoder", denoise_w, decode, bands.max_tensor_bytes));
+
+    // Kept resident, every stage also holds every network's weights.
+    let resident = weights_bytes + stages.iter().map(|s| s.activation_bytes).max().unwrap_or(0);
+    let keep_encoders = limits.budget_bytes.is_some_and(|b| resident <= b);
+    if keep_encoders {
+        for s in &mut stages {
+            s.weights_bytes = weights_bytes;
+            s.peak_bytes = weights_bytes + s.activation_bytes;
+        }
+    }
+    let max_tensor_bytes = stages.iter().map(|s| s.max_tensor_bytes).max().unwrap_or(0).max(largest_weight);
+    Ok(MemoryPlan {
+        precision,
+        peak_bytes: stages.iter().map(|s| s.peak_bytes).max().unwrap_or(0),
+        max_tensor_bytes,
+        weights_bytes,
+        keep_encoders,
+        split_guidance,
+        chunk_elements,
+        vae_decode_bands: bands.bands as u64,
+        stages,
+    })
+}
+
+fn stage(stage: &'static str, weights_bytes: u64, activation_bytes: u64, max_tensor_bytes: u64) -> StageMemory {
+    StageMemory {
+        stage,
+        weights_bytes,
+        activation_bytes,
+        peak_bytes: weights_bytes + activation_bytes,
+        max_tensor_bytes,
+    }
+}
+
+/// A transformer encoder layer at its worst (elements): the residual, the normed input, q/k/v,
+/// two score matrices (scores and softmax) and the MLP's hidden state before and after GELU.
+fn encoder_layer(rows: u64, tokens: u64, hidden: usize, intermediate: usize, heads: usize) -> u64 {
+    let (d, i, n) = (hidden as u64, intermediate as u64, heads as u64);
+    rows * (5 * tokens * d + 2 * n * tokens * tokens + 2 * tokens * i)
+}
+
+fn text_activations(c: &CLIPTextConfig, rows: u64) -> u64 {
+    encoder_layer(rows, c.max_position_embeddings as u64, c.hidden_size, c.intermediate_size, c.num_attention_heads)
+}
+
+fn vision_activations(c: &CLIPVisionConfig) -> u64 {
+    let patches = (c.image_size / c.patch_size.max(1)) as u64;
+    let pixels = (c.num_channels * c.image_size * c.image_size) as u64;
+    pixels + encoder_layer(1, patches * patches + 1, c.hidden_size, c.intermediate_size, c.num_attention_heads)
+}
+
+/// The VAE encoder's full-resolution tensor: `block_out_channels[0]` channels (elements).
+fn vae_widest_encoder_tensor(c: &AutoencoderKLConfig, height: u64, width: u64) -> u64 {
+    c.block_out_channels[0] as u64 * height * width
+}
+
+/// A resnet at full resolution holds its input, the norm's temporaries and the conv's output
+/// and input copy: about five full-resolution tensors.
+fn vae_encode_activations(c: &AutoencoderKLConfig, height: u64, width: u64) -> u64 {
+    3 * height * width + 5 * vae_widest_encoder_tensor(c, height, width)
+}
+
+/// The widest decoder tensor at full resolution is the up-sampled output of the second-to-last
+/// up block: `block_out_channels[1]` channels (256 in SD's VAE).
+fn vae_widest_channels(c: &AutoencoderKLConfig) -> u64 {
+    c.block_out_channels[1.min(c.block_out_channels.len() - 1)] as u64
+}
+
+/// The UNet's largest whole activation (bytes) for one call: `[rows·F, widest, h, w]`.
+fn unet_largest_tensor(configs: &Configs, video: Video, split_guidance: bool, precision: Precision) -> u64 {
+    let c = configs.unet;
+    let rows = if video.guidance && !split_guidance { 2 } else { 1 };
+    let widest = c.block_out_channels[1.min(c.block_out_channels.len() - 1)].max(c.block_out_channels[0]) as u64;
+    let f = configs.vae.downscale() as u64;
+    rows * video.frames * (video.height / f) * (video.width / f) * widest * precision.activation_bytes()
+}
+
+/// One UNet call's activations at its worst point (elements): the larger of the start of the up
+/// path (every skip held, little else) and the first level of the last up block (that level's
+/// skips, plus the worst of: the up-sampler's output with its conv's input copy and output; the
+/// hidden state, a concatenation chunk with its norm's temporaries and the resnet's output;
+/// attention's q/k/v/out with two score chunks; the temporal transformer at the input).
+fn unet_step_activations(c: &UNet3DConfig, video: Video, rows: u64, h: u64, w: u64, chunk: u64) -> u64 {
+    let ch: Vec<u64> = c.block_out_channels.iter().map(|&c| c as u64).collect();
+    let lpb = c.layers_per_block as u64;
+    let images = rows * video.frames;
+    let mut pixels = Vec::with_capacity(ch.len());
+    let (mut ph, mut pw) = (h, w);
+    for _ in 0..ch.len() {
+        pixels.push(images * ph * pw);
+        (ph, pw) = (ph.div_ceil(2), pw.div_ceil(2));
+    }
+    // Skips: conv_in's output, each down layer's output, each down-sampler's output.
+    let mut skips = ch[0] * pixels[0];
+    for (i, &c_i) in ch.iter().enumerate() {
+        skips += lpb * c_i * pixels[i];
+        if i + 1 < ch.len() {
+            skips += c_i * pixels[i + 1];
+        }
+    }
+    let n0 = pixels[0];
+    let (c0, c1) = (ch[0], ch[1.min(ch.len() - 1)]);
+    let level0_skips = (lpb + 1) * c0 * n0;
+    let upsample = 3 * c1 * n0;
+    let concat = c1 * n0 + 3 * ((c0 + c1) * n0).min(chunk.max((c0 + c1) * h * w)) + c0 * n0;
+    let heads = c0 / (c.attention_head_dim as u64).max(1);
+    let scores = (images * heads * (h * w) * (h * w)).max(8 * c0 * n0).min(chunk);
+    let attention = 5 * c0 * n0 + 2 * scores;
+    let temporal_in = c0 * n0 + 5 * (8 * c.attention_head_dim as u64) * n0;
+    let inputs = 4 * images * (c.in_channels as u64) * h * w;
+    inputs + skips.max(level0_skips + upsample.max(concat).max(attention)).max(temporal_in)
+}
+
+/// The sizes offered in the page and the widget, smallest first: 16:9, 9:16 and 1:1.
+pub const TIERS: [(u64, u64); 12] = [
+    (448, 256),
+    (512, 288),
+    (640, 352),
+    (1280, 704),
+    (256, 448),
+    (288, 512),
+    (352, 640),
+    (704, 1280),
+    (256, 256),
+    (320, 320),
+    (384, 384),
+    (704, 704),
+];
+
+/// The sentence for a run that does not fit, naming the limit and the largest tier of the same
+/// orientation that does.
+fn refusal(
+    configs: &Configs,
+    params: &Parameters,
+    video: Video,
+    precision: Precision,
+    limits: DeviceLimits,
+    chosen: &MemoryPlan,
+    what: &str,
+) -> Error {
+    let orientation = |w: u64, h: u64| w.cmp(&h);
+    let fits = TIERS
+        .iter()
+        .filter(|&&(w, h)| orientation(w, h) == orientation(video.width, video.height))
+        .filter(|&&(w, h)| w * h < video.width * video.height)
+        .filter_map(|&(width, height)| {
+            let smaller = Video { width, height, ..video };
+            plan(configs, params, smaller, precision, limits).ok().map(|p| (width, height, p.peak_bytes))
+        })
+        .max_by_key(|&(w, h, _)| w * h);
+    let limit = match (what, limits.budget_bytes) {
+        ("the memory budget", Some(b)) => format!("the memory budget is {:.1} GB", b as f64 / GB),
+        _ => format!("this GPU allows {:.0} MiB in one buffer", limits.max_tensor_bytes() as f64 / (1 << 20) as f64),
+    };
+    let need = if what == "one GPU buffer" {
+        format!("a {:.0} MiB buffer", chosen.max_tensor_bytes as f64 / (1 << 20) as f64)
+    } else {
+        format!("{:.1} GB of GPU memory", chosen.peak_bytes as f64 / GB)
+    };
+    let suggestion = match fits {
+        Some((w, h, peak)) => format!("; {w}×{h} fits ({:.1} GB)", peak as f64 / GB),
+        None => "; no smaller size fits either: choose fewer frames or a GPU with more memory".into(),
+    };
+    Error::request(
+        "size",
+        format!(
+            "{} frames at {}×{} in {:?} need {need}, but {limit}{suggestion}",
+            video.frames, video.width, video.height, precision
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loading::config::parse;
+    use crate::models::unet_3d_condition::{REFINER_CONFIG, UNet3DConditionModelConfig};
+    use crate::models::unet_i2vgen_xl::I2VGenXLUNetConfig;
+
+    struct Real {
+        text: CLIPTextConfig,
+        refiner_text: CLIPTextConfig,
+        vision: CLIPVisionConfig,
+        vae: AutoencoderKLConfig,
+        unet: UNet3DConfig,
+        refiner: UNet3DConfig,
+    }
+
+    fn real() -> Real {
+        Real {
+            text: parse(include_str!("../../configs/i2vgen-xl/text_encoder/config.json")).unwrap().config,
+            refiner_text: parse(include_str!("../../configs/refiner/text_encoder/config.json")).unwrap().config,
+            vision: parse(include_str!("../../configs/i2vgen-xl/image_encoder/config.json")).unwrap().config,
+            vae: parse(include_str!("../../configs/i2vgen-xl/vae/config.json")).unwrap().config,
+            unet: parse::<I2VGenXLUNetConfig>(include_str!("../../configs/i2vgen-xl/unet/config.json"))
+                .unwrap()
+                .config
+                .unet,
+            refiner: parse::<UNet3DConditionModelConfig>(REFINER_CONFIG).unwrap().config.unet,
+        }
+    }
+
+    /// ali-vilab/i2vgen-xl's parameter counts (DESIGN.md; the VAE split into encoder and decoder).
+    const BASE: Parameters = Parameters {
+        text_encoder: 353_000_000,
+        image_encoder: 632_100_000,
+        vae_encoder: 34_200_000,
+        vae_decoder: 49_500_000,
+        unet: 1_420_500_000,
+        largest_tensor: 49408 * 1024,
+    };
+
+    fn video(frames: u64, height: u64, width: u64) -> Video {
+        Video { frames, height, width, guidance: true, deep_cache: false }
+    }
+
+    fn base(r: &Real) -> Configs<'_> {
+        Configs { text_encoder: &r.text, image_encoder: Some(&r.vision), vae: &r.vae, unet: &r.unet }
+    }
+
+    #[test]
+    fn the_real_model_at_256x448_fits_the_briefs_budgets_with_the_encoders_freed() {
+        let r = real();
+        let at = |precision| plan(&base(&r), &BASE, video(16, 256, 448), precision, DeviceLimits::WEBGPU).unwrap();
+        let (f32, f16, packed) = (at(Precision::F32), at(Precision::F16), at(Precision::PackedF16));
+        assert!(!f32.keep_encoders && !f32.split_guidance);
+        assert!(f32.peak_bytes <= 7_500_000_000, "{}", f32.peak_bytes);
+        assert!(f16.peak_bytes <= 4_000_000_000, "{}", f16.peak_bytes);
+        // Packed f16 weights save the UNet's f32 weights' half: 2.84 GB.
+        assert_eq!(f32.peak_bytes - packed.peak_bytes, 2 * (BASE.unet + BASE.vae_decoder));
+        // The peak is the UNet step: its weights and the VAE decoder's, plus about 1.1 GB.
+        let unet = f32.stages.iter().find(|s| s.stage == "unet").unwrap();
+        assert_eq!(unet.peak_bytes, f32.peak_bytes);
+        assert!((0.9e9..1.5e9).contains(&(unet.activation_bytes as f64)), "{}", unet.activation_bytes);
+    }
+
+    #[test]
+    fn sizes_above_4_gib_do_not_wrap() {
+        let r = real();
+        let p = plan(&base(&r), &BASE, video(16, 704, 1280), Precision::F32, DeviceLimits::WEBGPU).unwrap();
+        assert!(p.split_guidance);
+        assert!(p.peak_bytes > u64::from(u32::MAX) && p.weights_bytes > u64::from(u32::MAX));
+        assert_eq!(p.weights_bytes, 4 * 2_489_300_000);
+    }
+
+    #[test]
+    fn a_budget_keeps_the_encoders_when_everything_fits() {
+        let r = real();
+        let limits = DeviceLimits { budget_bytes: Some(24_000_000_000), ..DeviceLimits::WEBGPU };
+        let p = plan(&base(&r), &BASE, video(16, 256, 448), Precision::F16, limits).unwrap();
+        assert!(p.keep_encoders);
+        assert!(p.stages.iter().all(|s| s.weights_bytes == p.weights_bytes));
+    }
+
+    #[test]
+    fn a_run_over_the_budget_is_refused_with_a_size_that_fits() {
+        let r = real();
+        let limits = DeviceLimits { budget_bytes: Some(8_000_000_000), ..DeviceLimits::WEBGPU };
+        let err = plan(&base(&r), &BASE, video(16, 704, 1280), Precision::F32, limits).unwrap_err().to_string();
+        assert!(err.starts_with("16 frames at 1280×704 in F32 need "), "{err}");
+        assert!(err.contains("but the memory budget is 8.0 GB; 640×352 fits ("), "{err}");
+        let limits = DeviceLimits { budget_bytes: Some(1_000_000_000), ..DeviceLimits::WEBGPU };
+        let err = plan(&base(&r), &BASE, video(16, 256, 448), Precision::F16, limits).unwrap_err().to_string();
+        assert!(err.ends_with("no smaller size fits either: choose fewer frames or a GPU with more memory"), "{err}");
+    }
+
+    #[test]
+    fn a_tensor_over_the_binding_is_refused() {
+        let r = real();
+        // llvmpipe's 128 MiB binding cannot hold the real CLIP's token embedding in f32 (202 MB).
+        let limits = DeviceLimits { max_buffer_bytes: 1 << 30, max_binding_bytes: 128 << 20, budget_bytes: None };
+        let err = plan(&base(&r), &BASE, video(2, 64, 64), Precision::F32, limits).unwrap_err().to_string();
+        assert!(err.contains("need a 193 MiB buffer, but this GPU allows 128 MiB in one buffer"), "{err}");
+    }
+
+    #[test]
+    fn the_refiner_at_720p_decodes_in_bands_under_256_mib() {
+        let r = real();
+        let configs = Configs { text_encoder: &r.refiner_text, image_encoder: None, vae: &r.vae, unet: &r.refiner };
+        let params = Parameters { image_encoder: 0, unet: 1_413_000_000, text_encoder: 340_400_000, ..BASE };
+        let p = plan(&configs, &params, video(16, 720, 1280), Precision::F32, DeviceLimits::WEBGPU).unwrap();
+        let decode = p.stages.iter().find(|s| s.stage == "vae_decoder").unwrap();
+        assert!(p.vae_decode_bands > 1);
+        assert!(decode.max_tensor_bytes <= 256 << 20, "{}", decode.max_tensor_bytes);
+        assert!(p.split_guidance);
+    }
+
+    #[test]
+    fn nothing_to_plan_is_a_sentence() {
+        let r = real();
+        let err = plan(&base(&r), &BASE, video(0, 256, 448), Precision::F32, DeviceLimits::WEBGPU).unwrap_err();
+        assert_eq!(err.to_string(), "cannot plan 0 frames at 448×256: at least one frame of 8×8 pixels is needed");
+    }
+}
