@@ -4,6 +4,7 @@ mod convert;
 mod digest;
 mod inspect;
 mod original;
+mod random;
 mod verify;
 
 use std::path::PathBuf;
@@ -51,6 +52,23 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A diffusers pipeline folder with seeded random weights (uniform in ±1/√fan_in) at the
+    /// configs' sizes, plus the configs and the tokenizer: the real-size path without a download.
+    /// Each weight file is streamed, so memory stays small whatever the model's size.
+    Random {
+        /// `real` (ali-vilab/i2vgen-xl), `refiner` (the cascade's VideoToVideoSD stage), or a
+        /// pipeline folder whose configs and tokenizer to take (e.g. tests/fixtures/tiny-i2vgen).
+        #[arg(long)]
+        config: String,
+        /// A new or empty folder.
+        #[arg(long)]
+        to: PathBuf,
+        #[arg(long, value_enum, default_value = "f16")]
+        dtype: random::DType,
+        /// The same seed writes the same bytes.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Check a converted folder: sizes and sha256 of every shard and file, tensor entries
     /// against the shard headers.
     Verify { dir: PathBuf },
@@ -61,6 +79,7 @@ fn main() -> Result<()> {
         Command::Inspect { path } => inspect::run(&path),
         Command::Convert { from, to, dtype, shard_mb } => convert::run(&from, &to, dtype, shard_mb),
         Command::ConvertOriginal { from, to, config } => original::run(&from, &to, config.as_deref()),
+        Command::Random { config, to, dtype, seed } => random::run(&config, &to, dtype, seed),
         Command::Verify { dir } => verify::run(&dir),
     }
 }
