@@ -443,3 +443,29 @@ fn plan_sizes_the_real_model_without_weights() {
     let args = ["plan", "--config", "real", "--height", "704", "--width", "1280", "--budget", "8000000000"];
     assert_clear_error(&args, "but the memory budget is 8.0 GB; 640×352 fits");
 }
+
+/// `bench --pipeline` on wgpu at two small sizes: the weights in use equal the plan's weights
+/// (within 15%), and no stage's planned peak is above the pool's high-water mark (its reserved
+/// pages, which hold every allocation so far plus page slack) nor under 85% of what is in use.
+#[test]
+fn bench_pipeline_measures_each_stage_next_to_the_plan() {
+    for (frames, height, width) in [("2", "32", "32"), ("4", "64", "64")] {
+        let args = ["bench", "--pipeline", "--model", &model(), "--backend", "wgpu", "--json"];
+        let out = i2vgen(&[&args[..], &["--frames", frames, "--height", height, "--width", width]].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+        let stages = json["stages"].as_array().unwrap();
+        let names: Vec<&str> = stages.iter().map(|s| s["stage"].as_str().unwrap()).collect();
+        assert_eq!(names, ["weights", "encoders", "unet", "vae_decoder"]);
+        for s in stages {
+            let bytes = |k: &str| s[k].as_u64().unwrap() as f64;
+            let (planned, in_use, reserved) =
+                (bytes("planned_peak_bytes"), bytes("bytes_in_use"), bytes("bytes_reserved"));
+            assert!(planned <= reserved && planned >= 0.85 * in_use, "{s}");
+            if s["stage"] == "weights" {
+                assert!((planned / in_use - 1.0).abs() <= 0.15, "{s}");
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use crate::bench_pipeline::Size;
 use crate::devices::DType;
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::{Distribution, Tensor};
@@ -13,6 +14,7 @@ use i2vgen::loading::weights::Weights;
 use i2vgen::models::unet_3d_backbone::UNet3DConfig;
 use i2vgen::models::unet_3d_condition::{UNet3DConditionModel, UNet3DConditionModelConfig};
 use i2vgen::models::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetConfig, I2VGenXLUNetInput};
+use i2vgen::pipelines::memory_plan::Precision;
 use i2vgen::pipelines::sampling::Preset;
 
 /// `unet/config.json` of ali-vilab/i2vgen-xl.
@@ -45,6 +47,13 @@ pub struct Args {
     /// Also print one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
+    /// Run the whole base pipeline of `--model` once instead (1 step, one decoded frame) and
+    /// print the device memory after each stage next to the memory plan's figure.
+    #[arg(long, requires = "model")]
+    pipeline: bool,
+    /// The model folder for `--pipeline`.
+    #[arg(long)]
+    model: Option<std::path::PathBuf>,
 }
 
 /// The UNet under test.
@@ -94,6 +103,11 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--frames and --steps must be at least 1");
     }
     let device = crate::devices::device(args.backend, args.dtype)?;
+    if let Some(model) = args.model.as_deref().filter(|_| args.pipeline) {
+        let dtype = if args.dtype == DType::F16 { Precision::F16 } else { Precision::F32 };
+        let size = Size { frames: args.frames, height: args.height, width: args.width };
+        return crate::bench_pipeline::run(model, size, dtype, &device, args.json);
+    }
 
     let start = Instant::now();
     let (net, config) = build(&args.unet_config, &mut Weights::random(&device))?;

@@ -2,7 +2,7 @@
 //! configs or a model folder's, without a GPU and without weights: the networks are built with
 //! `Weights::shapes`, which lists their tensors at no memory cost.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
@@ -74,17 +74,21 @@ struct Texts {
     unet: String,
 }
 
+fn folder_texts(dir: &Path, stage: Stage) -> Result<Texts> {
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.join(file)).with_context(|| format!("cannot read {}", dir.join(file).display()))
+    };
+    Ok(Texts {
+        text_encoder: read(CLIPTextConfig::FILE)?,
+        image_encoder: (stage == Stage::Base).then(|| read(CLIPVisionConfig::FILE)).transpose()?,
+        vae: read(AutoencoderKLConfig::FILE)?,
+        unet: read(I2VGenXLUNetConfig::FILE)?,
+    })
+}
+
 fn texts(args: &Args) -> Result<Texts> {
     if let Some(dir) = &args.model {
-        let read = |file: &str| {
-            std::fs::read_to_string(dir.join(file)).with_context(|| format!("cannot read {}", dir.join(file).display()))
-        };
-        return Ok(Texts {
-            text_encoder: read(CLIPTextConfig::FILE)?,
-            image_encoder: (args.stage == Stage::Base).then(|| read(CLIPVisionConfig::FILE)).transpose()?,
-            vae: read(AutoencoderKLConfig::FILE)?,
-            unet: read(I2VGenXLUNetConfig::FILE)?,
-        });
+        return folder_texts(dir, args.stage);
     }
     match (args.config.as_deref(), args.stage) {
         (Some("real"), Stage::Base) => Ok(Texts {
@@ -118,32 +122,58 @@ fn count(
     Ok(())
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let t = texts(&args)?;
-    let text: CLIPTextConfig = parse(&t.text_encoder)?.config;
-    let vision: Option<CLIPVisionConfig> = t.image_encoder.as_deref().map(parse).transpose()?.map(|p| p.config);
-    let vae: AutoencoderKLConfig = parse(&t.vae)?.config;
-    #[allow(deprecated)] // NdArray: placeholders only, nothing is computed.
-    let device = Device::ndarray();
-    let mut params = Parameters::default();
-    count(&mut params, "text_encoder", &device, |w| CLIPTextModel::load(w, &text).map(drop))?;
-    if let Some(vision) = &vision {
-        count(&mut params, "image_encoder", &device, |w| CLIPVisionModelWithProjection::load(w, vision).map(drop))?;
+/// The configs of one pipeline and its parameter counts, ready to plan.
+pub struct ModelSizes {
+    text: CLIPTextConfig,
+    vision: Option<CLIPVisionConfig>,
+    vae: AutoencoderKLConfig,
+    unet: UNet3DConfig,
+    pub params: Parameters,
+}
+
+impl ModelSizes {
+    /// Parse the configs and count the parameters of the networks they build.
+    fn new(t: &Texts, stage: Stage) -> Result<Self> {
+        let text: CLIPTextConfig = parse(&t.text_encoder)?.config;
+        let vision: Option<CLIPVisionConfig> = t.image_encoder.as_deref().map(parse).transpose()?.map(|p| p.config);
+        let vae: AutoencoderKLConfig = parse(&t.vae)?.config;
+        #[allow(deprecated)] // NdArray: placeholders only, nothing is computed.
+        let device = Device::ndarray();
+        let mut params = Parameters::default();
+        count(&mut params, "text_encoder", &device, |w| CLIPTextModel::load(w, &text).map(drop))?;
+        if let Some(vision) = &vision {
+            count(&mut params, "image_encoder", &device, |w| CLIPVisionModelWithProjection::load(w, vision).map(drop))?;
+        }
+        count(&mut params, "vae", &device, |w| AutoencoderKL::load(w, &vae).map(drop))?;
+        let unet: UNet3DConfig = match stage {
+            Stage::Base => {
+                let c: I2VGenXLUNetConfig = parse(&t.unet)?.config;
+                count(&mut params, "unet", &device, |w| I2VGenXLUNet::load(w, &c).map(drop))?;
+                c.unet
+            }
+            Stage::Refine => {
+                let c: UNet3DConditionModelConfig = parse(&t.unet)?.config;
+                count(&mut params, "unet", &device, |w| UNet3DConditionModel::load(w, &c).map(drop))?;
+                c.unet
+            }
+        };
+        Ok(Self { text, vision, vae, unet, params })
     }
-    count(&mut params, "vae", &device, |w| AutoencoderKL::load(w, &vae).map(drop))?;
-    let unet: UNet3DConfig = match args.stage {
-        Stage::Base => {
-            let c: I2VGenXLUNetConfig = parse(&t.unet)?.config;
-            count(&mut params, "unet", &device, |w| I2VGenXLUNet::load(w, &c).map(drop))?;
-            c.unet
-        }
-        Stage::Refine => {
-            let c: UNet3DConditionModelConfig = parse(&t.unet)?.config;
-            count(&mut params, "unet", &device, |w| UNet3DConditionModel::load(w, &c).map(drop))?;
-            c.unet
-        }
-    };
-    let configs = Configs { text_encoder: &text, image_encoder: vision.as_ref(), vae: &vae, unet: &unet };
+
+    /// The base pipeline of a model folder.
+    pub fn base(dir: &Path) -> Result<Self> {
+        Self::new(&folder_texts(dir, Stage::Base)?, Stage::Base)
+    }
+
+    pub fn plan(&self, video: Video, precision: Precision, limits: DeviceLimits) -> Result<MemoryPlan> {
+        let configs =
+            Configs { text_encoder: &self.text, image_encoder: self.vision.as_ref(), vae: &self.vae, unet: &self.unet };
+        Ok(memory_plan::plan(&configs, &self.params, video, precision, limits)?)
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let sizes = ModelSizes::new(&texts(&args)?, args.stage)?;
     let video = Video {
         frames: args.frames,
         height: args.height,
@@ -161,8 +191,8 @@ pub fn run(args: Args) -> Result<()> {
         max_binding_bytes: args.max_binding,
         budget_bytes: args.budget,
     };
-    let plan = memory_plan::plan(&configs, &params, video, precision, limits)?;
-    print(&args, &params, &plan)
+    let plan = sizes.plan(video, precision, limits)?;
+    print(&args, &sizes.params, &plan)
 }
 
 fn print(args: &Args, params: &Parameters, plan: &MemoryPlan) -> Result<()> {
