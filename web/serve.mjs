@@ -1,12 +1,17 @@
-// A static file server for the app: the repository root on 127.0.0.1, with the MIME types
-// WebAssembly streaming needs, Range requests (resumable weight downloads), CORS (the widget on
-// other sites), the page's strict Content-Security-Policy as a header (it binds the worker too),
-// and a hub mirror: /hub/<owner>/<name>/resolve/<revision>/<path> serves
-// tests/fixtures/<name>/<path> the way huggingface.co serves a repo (the bundled demo model).
+// A static file server for the app on 127.0.0.1: the page and what it loads, with the MIME types
+// WebAssembly streaming needs, Range requests (resumable weight downloads), the page's strict
+// Content-Security-Policy as a header (it binds the worker too), and a hub mirror:
+// /hub/<owner>/<name>/resolve/<revision>/<path> serves tests/fixtures/<name>/<path> the way
+// huggingface.co serves a repo (the bundled demo model).
+//
+// Only what the app needs is served (PUBLIC), never a dotfile (.git) or the rest of the checkout;
+// CORS only on what a page on another site loads (the widget's scripts, the wasm module, weights).
+// Any web page can make a developer's browser request this server, so a bad URL gets a 400, never
+// an exception, and the app cannot be framed; only the embed page can.
 // Usage: node web/serve.mjs [--port 8080] [--root DIR]
 import { createServer } from 'node:http';
-import { createReadStream, statSync } from 'node:fs';
-import { extname, join, normalize, resolve, sep } from 'node:path';
+import { createReadStream, realpathSync, statSync } from 'node:fs';
+import { extname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const TYPES = {
@@ -19,40 +24,95 @@ const TYPES = {
   '.png': 'image/png',
   '.jpg': 'image/jpeg',
   '.webp': 'image/webp',
+  '.gif': 'image/gif',
+  '.webm': 'video/webm',
+  '.mp4': 'video/mp4',
   '.txt': 'text/plain; charset=utf-8',
   '.safetensors': 'application/octet-stream',
 };
 
-export const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; " +
+const POLICY = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; " +
   "img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self' https://huggingface.co https://*.huggingface.co https://*.hf.co; " +
-  "worker-src 'self' blob:; frame-ancestors *";
+  "worker-src 'self' blob:";
+/** The app's policy: no site may frame it (clickjacking on its buttons). */
+export const CSP = `${POLICY}; frame-ancestors 'none'`;
+/** The embed page is made to be framed by any site (it answers only the origins it is given). */
+export const EMBED_CSP = `${POLICY}; frame-ancestors *`;
+const EMBED = '/web/embed.html';
+
+/** What is served, as paths from the root: files, and folders (ending in `/`). */
+const PUBLIC = [
+  '/index.html', EMBED, '/web/js/', '/web/css/', '/web/pkg/', '/web/node_modules/mediabunny/',
+  '/tests/fixtures/', // the demo model and the test inputs
+  '/tests/out/', // what the browser tests write and read back
+  '/models/', // folders written by `weights-tools convert`, as the README puts them
+];
+/** What a page on another site may read: the widget's modules, the wasm module, weights, images. */
+const CROSS_ORIGIN = ['/web/js/', '/web/pkg/', '/web/node_modules/mediabunny/', '/tests/fixtures/', '/models/'];
 
 const HUB = /^\/hub\/[^/]+\/([^/]+)\/resolve\/[^/]+\/(.+)$/;
 
+const under = (list, path) => list.some((p) => (p.endsWith('/') ? path.startsWith(p) : path === p));
+
+/**
+ * The file a request names, as `{ path }` from the root (`/web/js/app.js`); `{ status: 400 }` when
+ * its URL is not one (malformed percent-encoding, an unparsable URL), `{ status: 404 }` when a
+ * segment starts with `.` (`..`, `.git`; percent-encoded too; a backslash separates segments as well).
+ */
+function requestPath(rawUrl) {
+  let path;
+  try {
+    path = decodeURIComponent(new URL(rawUrl, 'http://localhost').pathname);
+  } catch {
+    return { status: 400 };
+  }
+  if (path.includes('\0')) return { status: 400 };
+  if (path.split(/[\\/]/).some((segment) => segment.startsWith('.'))) return { status: 404 };
+  if (path === '/') return { path: '/index.html' };
+  const hub = HUB.exec(path);
+  return { path: hub ? `/tests/fixtures/${hub[1]}/${hub[2]}` : path };
+}
+
 /**
  * Start serving `root`; resolves to the listening server. Port 0 picks a free port.
- * `intercept(req, res, path)` (tests) may answer a request itself by returning true.
+ * `intercept(req, res, path)` (tests) may answer a request itself by returning true; it sees
+ * every request whose URL is well formed, `path` being the file it would name under `root`.
  */
 export function serve({ root, port = 8080, host = '127.0.0.1', intercept = () => false }) {
   const base = resolve(root);
+  const realBase = realpathSync(base);
+  const notFound = (res) => res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found');
   const server = createServer((req, res) => {
-    const url = new URL(req.url, 'http://localhost');
-    res.setHeader('access-control-allow-origin', '*');
-    res.setHeader('access-control-allow-headers', 'range');
-    res.setHeader('access-control-expose-headers', 'content-range, content-length');
+    res.setHeader('x-content-type-options', 'nosniff');
+    const { path: relative, status } = requestPath(req.url);
+    if (status === 400) {
+      res.writeHead(400, { 'content-type': 'text/plain; charset=utf-8' }).end('bad request: not a valid URL path');
+      return;
+    }
+    if (status === 404) {
+      notFound(res);
+      return;
+    }
+    if (under(CROSS_ORIGIN, relative)) {
+      res.setHeader('access-control-allow-origin', '*');
+      res.setHeader('access-control-allow-headers', 'range');
+      res.setHeader('access-control-expose-headers', 'content-range, content-length');
+    }
+    let path = join(base, relative);
+    if (intercept(req, res, path)) return;
+    if (!under(PUBLIC, relative)) {
+      notFound(res);
+      return;
+    }
     if (req.method === 'OPTIONS') {
       res.writeHead(204).end();
       return;
     }
-    const hub = HUB.exec(url.pathname);
-    const relative = hub ? `/tests/fixtures/${hub[1]}/${hub[2]}` : decodeURIComponent(url.pathname);
-    let path = normalize(join(base, relative));
-    if (intercept(req, res, path)) return;
-    res.setHeader('content-security-policy', CSP);
-    if (path !== base && !path.startsWith(base + sep)) {
-      res.writeHead(403).end('forbidden');
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD, OPTIONS' }).end();
       return;
     }
+    res.setHeader('content-security-policy', relative === EMBED ? EMBED_CSP : CSP);
     let stat;
     try {
       stat = statSync(path);
@@ -60,8 +120,11 @@ export function serve({ root, port = 8080, host = '127.0.0.1', intercept = () =>
         path = join(path, 'index.html');
         stat = statSync(path);
       }
+      // A symbolic link must not lead out of the root.
+      const real = realpathSync(path);
+      if (!stat.isFile() || (real !== realBase && !real.startsWith(realBase + sep))) throw new Error('outside');
     } catch {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: ${url.pathname}`);
+      notFound(res);
       return;
     }
     const type = TYPES[extname(path)] ?? 'application/octet-stream';
@@ -79,8 +142,8 @@ export function serve({ root, port = 8080, host = '127.0.0.1', intercept = () =>
     } else {
       res.writeHead(200, { 'content-type': type, 'content-length': stat.size, 'accept-ranges': 'bytes', 'cache-control': 'no-cache' });
     }
-    if (req.method === 'HEAD') res.end();
-    else createReadStream(path, { start, end }).pipe(res);
+    if (req.method === 'HEAD' || stat.size === 0) res.end();
+    else createReadStream(path, { start, end }).on('error', () => res.destroy()).pipe(res);
   });
   return new Promise((ok, fail) => {
     server.once('error', fail);

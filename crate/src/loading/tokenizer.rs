@@ -10,7 +10,8 @@
 //! 5. post-processor: `<|startoftext|>` … `<|endoftext|>`, truncated and padded to
 //!    `model_max_length`.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -38,6 +39,41 @@ static WHITESPACE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\s+").expect(
 
 const END_OF_WORD_SUFFIX: &str = "</w>";
 const DEFAULT_MODEL_MAX_LENGTH: usize = 77;
+
+/// The longest prompt or negative prompt a request takes, in characters. CLIP reads only the
+/// first 75 tokens, which even one-letter words fill within 150 characters; the cap bounds the
+/// normalizing that runs over the whole text before the tokenizer stops.
+pub const MAX_PROMPT_CHARS: usize = 2_000;
+
+/// Refuses a prompt over [`MAX_PROMPT_CHARS`] characters: `field` is the request field,
+/// `what` the prompt's name in the sentence ("the prompt", "the negative prompt").
+pub fn check_prompt(field: &'static str, what: &str, prompt: &str) -> Result<()> {
+    let chars = prompt.chars().count();
+    if chars > MAX_PROMPT_CHARS {
+        return Err(Error::request(
+            field,
+            format!(
+                "{what} has {} characters; at most {} are read — shorten it",
+                thousands(chars),
+                thousands(MAX_PROMPT_CHARS)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `12345` → `12,345`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
 
 /// A token matched whole in the text before byte-pair encoding (tokenizers' `AddedToken`).
 #[derive(Debug, Clone)]
@@ -151,13 +187,21 @@ impl CLIPTokenizer {
     ///
     /// # Shapes
     /// `[model_max_length]`
+    ///
+    /// Words are encoded one after another and each word's ids depend on that word alone, so
+    /// encoding stops once the ids that survive truncation exist: byte-pair encoding never goes
+    /// past the words that fill the first 75 tokens (normalizing still reads the whole text).
     pub fn encode(&self, text: &str) -> Vec<u32> {
+        let kept = self.model_max_length - 2;
         let mut ids = Vec::new();
         // 1. added tokens matched in the raw text
-        for piece in self.split_added_tokens(text, false) {
+        'text: for piece in self.split_added_tokens(text, false) {
             let raw = match piece {
                 Piece::Added(id) => {
                     ids.push(id);
+                    if ids.len() >= kept {
+                        break 'text;
+                    }
                     continue;
                 }
                 Piece::Text(raw) => raw,
@@ -171,14 +215,20 @@ impl CLIPTokenizer {
                     Piece::Text(text) => {
                         for word in pre_tokenize(text) {
                             ids.extend(self.bpe(&self.byte_level(word)));
+                            if ids.len() >= kept {
+                                break 'text;
+                            }
                         }
                     }
+                }
+                if ids.len() >= kept {
+                    break 'text;
                 }
             }
         }
 
         // 5. truncation, post-processor (RobertaProcessing), padding
-        ids.truncate(self.model_max_length - 2);
+        ids.truncate(kept);
         let mut input_ids = Vec::with_capacity(self.model_max_length);
         input_ids.push(self.bos_token_id);
         input_ids.extend(ids);
@@ -246,12 +296,56 @@ impl CLIPTokenizer {
     }
 
     /// Byte-pair encoding of one byte-level word.
+    ///
+    /// The rule is the plain loop's: merge the lowest-ranked adjacent pair, the leftmost on ties,
+    /// until no pair has a merge. Rescanning every pair after each merge is quadratic in the word
+    /// length, and a prompt without spaces is one word (20,000 letters took a minute), so the
+    /// pairs wait in a heap keyed by `(rank, position)` over a linked list of symbols, as in
+    /// `tokenizers`' `Word::merge_all`: O(n log n), the same merges in the same order.
     fn bpe(&self, word: &str) -> Vec<u32> {
         // 1. one symbol per character, the last carrying the end-of-word suffix; unknown
         //    characters become the unk token one by one (`fuse_unk=False`)
+        let mut symbols = self.symbols(word);
+        let count = symbols.len();
+        // 2. merge the lowest-ranked pair, leftmost on ties, until no pair has a merge.
+        //    `next[i]`/`prev[i]`: the neighbours of live symbol `i` (`count` or `usize::MAX` at
+        //    the ends); a merge keeps the left symbol and kills the right one.
+        let mut next: Vec<usize> = (1..=count).collect();
+        let mut prev: Vec<usize> = (0..count).map(|i| i.wrapping_sub(1)).collect();
+        let mut alive = vec![true; count];
+        let mut heap = BinaryHeap::new();
+        let candidate = |symbols: &[u32], left: usize, right: usize| {
+            let &(rank, merged) = self.merges.get(&(symbols[left], symbols[right]))?;
+            Some(Reverse((rank, left, merged)))
+        };
+        heap.extend((1..count).filter_map(|i| candidate(&symbols, i - 1, i)));
+        while let Some(Reverse((rank, left, merged))) = heap.pop() {
+            // An entry is stale once either symbol of its pair has changed: the pair now at
+            // `left` must still be the one this rank merges (a rank names exactly one pair).
+            let right = next[left];
+            let pair_rank = |right| self.merges.get(&(symbols[left], symbols[right])).map(|&(rank, _)| rank);
+            if !alive[left] || right >= count || pair_rank(right) != Some(rank) {
+                continue;
+            }
+            symbols[left] = merged;
+            alive[right] = false;
+            next[left] = next[right];
+            if next[left] < count {
+                prev[next[left]] = left;
+                heap.extend(candidate(&symbols, left, next[left]));
+            }
+            if prev[left] < count {
+                heap.extend(candidate(&symbols, prev[left], left));
+            }
+        }
+        (0..count).filter(|&i| alive[i]).map(|i| symbols[i]).collect()
+    }
+
+    /// The symbols BPE starts from: one per character of a byte-level word, the last with the
+    /// end-of-word suffix.
+    fn symbols(&self, word: &str) -> Vec<u32> {
         let count = word.chars().count();
-        let mut symbols: Vec<u32> = word
-            .chars()
+        word.chars()
             .enumerate()
             .map(|(i, c)| {
                 let mut symbol = c.to_string();
@@ -260,21 +354,7 @@ impl CLIPTokenizer {
                 }
                 self.vocab.get(&symbol).copied().unwrap_or(self.unk_token_id)
             })
-            .collect();
-        // 2. merge the lowest-ranked pair, leftmost on ties, until no pair has a merge
-        while let Some((_, i, merged)) = symbols
-            .windows(2)
-            .enumerate()
-            .filter_map(|(i, pair)| {
-                let &(rank, merged) = self.merges.get(&(pair[0], pair[1]))?;
-                Some((rank, i, merged))
-            })
-            .min()
-        {
-            symbols[i] = merged;
-            symbols.remove(i + 1);
-        }
-        symbols
+            .collect()
     }
 }
 
@@ -385,4 +465,136 @@ fn read_token(file: &str, token: &Value) -> Result<(String, bool)> {
 
 fn config_error(file: &str, message: String) -> Error {
     Error::Config { file: file.to_owned(), message }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn tokenizer() -> CLIPTokenizer {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-i2vgen/tokenizer");
+        let read = |file: &str| std::fs::read_to_string(format!("{dir}/{file}")).expect("tokenizer fixture");
+        let (config, map) = (read("tokenizer_config.json"), read("special_tokens_map.json"));
+        CLIPTokenizer::from_files(&read("vocab.json"), &read("merges.txt"), Some(&config), Some(&map))
+            .expect("tokenizer fixture")
+    }
+
+    /// The merge loop as first written (and as the golden ids were checked with): rescan every
+    /// pair, merge the lowest rank, leftmost on ties.
+    fn reference_bpe(tokenizer: &CLIPTokenizer, word: &str) -> Vec<u32> {
+        let mut symbols = tokenizer.symbols(word);
+        while let Some((_, i, merged)) = symbols
+            .windows(2)
+            .enumerate()
+            .filter_map(|(i, pair)| {
+                let &(rank, merged) = tokenizer.merges.get(&(pair[0], pair[1]))?;
+                Some((rank, i, merged))
+            })
+            .min()
+        {
+            symbols[i] = merged;
+            symbols.remove(i + 1);
+        }
+        symbols
+    }
+
+    /// [`CLIPTokenizer::encode`] with the reference merge loop and no early stop: every word is
+    /// encoded, then the ids are truncated.
+    fn reference_encode(tokenizer: &CLIPTokenizer, text: &str) -> Vec<u32> {
+        let mut ids = Vec::new();
+        for piece in tokenizer.split_added_tokens(text, false) {
+            match piece {
+                Piece::Added(id) => ids.push(id),
+                Piece::Text(raw) => {
+                    let normalized = normalize(raw);
+                    for piece in tokenizer.split_added_tokens(&normalized, true) {
+                        match piece {
+                            Piece::Added(id) => ids.push(id),
+                            Piece::Text(text) => {
+                                for word in pre_tokenize(text) {
+                                    ids.extend(reference_bpe(tokenizer, &tokenizer.byte_level(word)));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        ids.truncate(tokenizer.model_max_length - 2);
+        let mut input_ids = vec![tokenizer.bos_token_id];
+        input_ids.extend(ids);
+        input_ids.push(tokenizer.eos_token_id);
+        input_ids.resize(tokenizer.model_max_length, tokenizer.pad_token_id);
+        input_ids
+    }
+
+    /// Deterministic pseudo-random text over `alphabet` (a 64-bit LCG; no rand dependency).
+    fn text(alphabet: &[char], len: usize, seed: u64) -> String {
+        let mut state = seed;
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                alphabet[(state >> 33) as usize % alphabet.len()]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn heap_merges_equal_the_rescanning_loop() {
+        let tokenizer = tokenizer();
+        // Small alphabets make long merge chains and many equal-rank ties; the last mixes
+        // multi-byte letters (several byte-level symbols per character).
+        let alphabets: [&[char]; 5] = [
+            &['a', 'b'],
+            &['a', 'e', 'n', 't', 's'],
+            &['t', 'h', 'e', 'r', 'i', 'n', 'g', 'o', 'a', 'l'],
+            &['l', 'o', 'w', 'e', 'r', 's', 't', 'n', 'i', 'd'],
+            &['é', 'a', 'ß', 'k', 'ü', '日', '本', 'o'],
+        ];
+        let mut words = 0;
+        for (a, alphabet) in alphabets.iter().enumerate() {
+            for (s, len) in [1, 2, 3, 4, 5, 7, 9, 13, 20, 33, 64, 150, 400, 1_000].into_iter().enumerate() {
+                let word = tokenizer.byte_level(&text(alphabet, len, (a * 100 + s) as u64));
+                assert_eq!(tokenizer.bpe(&word), reference_bpe(&tokenizer, &word), "word {word:?}");
+                words += 1;
+            }
+        }
+        assert_eq!(words, 70);
+    }
+
+    #[test]
+    fn stopping_after_the_kept_tokens_changes_no_id() {
+        let tokenizer = tokenizer();
+        let prompts = [
+            "a photo of a cat".to_owned(),
+            "a red fox jumps over the lazy dog, ".repeat(20),
+            "<|startoftext|>".repeat(100),
+            format!("{}<|endoftext|> a cat", "x ".repeat(74)),
+            format!("{}<|endoftext|> a cat", "x ".repeat(75)),
+            format!("{} supercalifragilisticexpialidocious tail", "go ".repeat(72)),
+            text(&['a', 'b', ' ', ',', '<', '|', '>', '1', 'é'], 3_000, 7),
+        ];
+        for prompt in &prompts {
+            assert_eq!(tokenizer.encode(prompt), reference_encode(&tokenizer, prompt), "prompt {prompt:?}");
+        }
+    }
+
+    /// A prompt without spaces is one word; it used to take a minute at 20,000 characters (debug
+    /// build). Now it is a few milliseconds; one second leaves room for slow machines.
+    #[test]
+    fn a_20000_character_word_tokenizes_in_well_under_a_second() {
+        let tokenizer = tokenizer();
+        for prompt in [text(&['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'], 20_000, 1), "ab".repeat(10_000)] {
+            let start = Instant::now();
+            let ids = tokenizer.encode(&prompt);
+            let took = start.elapsed();
+            assert!(took < Duration::from_secs(1), "20,000 characters took {took:?}");
+            assert_eq!(ids.len(), 77);
+            assert_eq!((ids[0], ids[76]), (tokenizer.bos_token_id, tokenizer.eos_token_id));
+            let word = tokenizer.byte_level(&prompt);
+            assert_eq!(ids[1..76], tokenizer.bpe(&word)[..75]);
+        }
+    }
 }

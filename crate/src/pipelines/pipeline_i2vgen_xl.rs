@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::loading::config::ConfigFile;
 use crate::loading::folder::{self, TensorSource};
-use crate::loading::tokenizer::CLIPTokenizer;
+use crate::loading::tokenizer::{CLIPTokenizer, check_prompt};
 use crate::media::image::{Filter, RgbImage};
 use crate::models::clip::{CLIPTextModel, CLIPVisionModelWithProjection};
 use crate::models::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetInput};
@@ -122,6 +122,8 @@ impl GenerationRequest {
 
     /// diffusers' `check_inputs` and then some: every problem as a sentence that says what to do.
     pub fn validate(&self, vae_scale_factor: usize) -> Result<()> {
+        check_prompt("prompt", "the prompt", &self.prompt)?;
+        check_prompt("negative_prompt", "the negative prompt", &self.negative_prompt)?;
         check_size(self.width, self.height, vae_scale_factor)?;
         if self.num_frames < 2 {
             return Err(Error::request("frames", format!("frames must be at least 2, got {}", self.num_frames)));
@@ -352,4 +354,35 @@ pub fn clip_pixel_values(image: &RgbImage, width: usize, config: &CLIPImageProce
 /// → `[3, height, width]` flattened
 pub fn vae_pixel_values(image: &RgbImage, width: usize, height: usize) -> Vec<f32> {
     image.center_crop_wide(width, height).to_planes().into_iter().map(|v| 2.0 * v - 1.0).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(request: &GenerationRequest) -> (&'static str, String) {
+        match request.validate(8) {
+            Err(Error::Request { field, message }) => (field, message),
+            other => panic!("expected a request error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn prompts_over_2000_characters_are_refused_with_a_sentence() {
+        // Characters, not bytes: 2,000 two-byte letters pass.
+        let at_most = GenerationRequest {
+            prompt: "é".repeat(2_000),
+            negative_prompt: "x".repeat(2_000),
+            ..GenerationRequest::DEFAULT
+        };
+        assert!(at_most.validate(8).is_ok());
+
+        let long = GenerationRequest { prompt: "a".repeat(2_001), ..GenerationRequest::DEFAULT };
+        let expected = "the prompt has 2,001 characters; at most 2,000 are read — shorten it";
+        assert_eq!(refusal(&long), ("prompt", expected.to_owned()));
+
+        let long = GenerationRequest { negative_prompt: "blurry ".repeat(20_000), ..GenerationRequest::DEFAULT };
+        let expected = "the negative prompt has 140,000 characters; at most 2,000 are read — shorten it";
+        assert_eq!(refusal(&long), ("negative_prompt", expected.to_owned()));
+    }
 }

@@ -10,7 +10,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
 
 use crate::loading::folder::{self, TensorSource};
-use crate::loading::tokenizer::CLIPTokenizer;
+use crate::loading::tokenizer::{CLIPTokenizer, check_prompt};
 use crate::models::clip::CLIPTextModel;
 use crate::models::unet_3d_condition::UNet3DConditionModel;
 use crate::models::vae::AutoencoderKL;
@@ -54,6 +54,8 @@ impl RefineRequest {
     }
 
     pub fn validate(&self) -> Result<()> {
+        check_prompt("prompt", "the prompt", &self.prompt)?;
+        check_prompt("negative_prompt", "the negative prompt", &self.negative_prompt)?;
         if !(self.strength > 0.0 && self.strength <= 1.0) {
             return Err(Error::request("strength", format!("strength must be in (0, 1], got {}", self.strength)));
         }
@@ -225,4 +227,31 @@ pub fn resize_frames(frames: Vec<Tensor<3>>, height: usize, width: usize) -> Vec
             x.clamp(0.0, 1.0).reshape([c, height, width]).permute([1, 2, 0])
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(request: &RefineRequest) -> (&'static str, String) {
+        match request.validate() {
+            Err(Error::Request { field, message }) => (field, message),
+            other => panic!("expected a request error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn prompts_over_2000_characters_are_refused_with_a_sentence() {
+        let at_most =
+            RefineRequest { prompt: "é".repeat(2_000), negative_prompt: "x".repeat(2_000), ..RefineRequest::DEFAULT };
+        assert!(at_most.validate().is_ok());
+
+        let long = RefineRequest { prompt: "a".repeat(2_001), ..RefineRequest::DEFAULT };
+        let expected = "the prompt has 2,001 characters; at most 2,000 are read — shorten it";
+        assert_eq!(refusal(&long), ("prompt", expected.to_owned()));
+
+        let long = RefineRequest { negative_prompt: "n".repeat(1_000_000), ..RefineRequest::DEFAULT };
+        let expected = "the negative prompt has 1,000,000 characters; at most 2,000 are read — shorten it";
+        assert_eq!(refusal(&long), ("negative_prompt", expected.to_owned()));
+    }
 }
