@@ -1,7 +1,7 @@
 // The page: checks WebGPU, shows the adapter, runs the device check, and drives the worker that
 // generates videos. Everything long runs in the worker; this file only talks to it.
-import init, { choosePrecision, defaults, deviceCheck, precision } from '../pkg/i2vgen_web.js';
-import { Client, demoSource } from './client.js';
+import init, { choosePrecision, defaults, deviceCheck, precision, sizeTiers } from '../pkg/i2vgen_web.js';
+import { Client, aspect, budgetBytes, demoSource, largestFit } from './client.js';
 import { DEFAULT_HUB } from './model-source.js';
 import { deleteModel, listModels, mb } from './weight-store.js';
 
@@ -74,17 +74,18 @@ function sampling() {
 }
 
 function request() {
-  const [height, width] = $('size').value.split('x').map(Number);
   return {
     prompt: $('prompt').value,
     negativePrompt: $('negative-prompt').value,
-    width, height,
+    width: Number($('width').value),
+    height: Number($('height').value),
     frames: Number($('frames').value),
     fps: Number($('fps').value),
     steps: Number($('steps').value),
     guidance: Number($('guidance').value),
     seed: Number($('seed').value),
     sampling: sampling(),
+    budgetBytes: budgetBytes($('budget').value),
   };
 }
 
@@ -151,6 +152,7 @@ function startRun(payload, label) {
     $('extend').disabled = false;
     $('cancel').disabled = true;
     refreshCache();
+    refreshSizes();
   });
 }
 
@@ -244,6 +246,94 @@ async function refreshCache() {
 /** The request defaults, from the library (through wasm): the one place they are kept. */
 let DEFAULTS = null;
 
+// ---- sizes ------------------------------------------------------------------------------------
+
+/** The size tiers, `[{width, height}]`, with `fits` and `reason` once the model says which fit. */
+let tiers = [];
+/** The user chose the size (the Size select, width, height or the I2VGen-XL defaults): kept. */
+let sizeChosen = false;
+let sizesAsked = 0;
+
+const sizeValue = ({ width, height }) => `${height}x${width}`;
+const modelDefault = () => ($('model-demo').checked ? DEFAULTS.demo : DEFAULTS.browser);
+
+function setSize({ width, height }) {
+  $('width').value = width;
+  $('height').value = height;
+}
+
+/**
+ * The Size options: the model's own size when it is no tier (the demo model's 40×24), every tier
+ * (those that do not fit disabled, the memory plan's sentence as their title, the others their
+ * peak), and custom.
+ */
+function fillSizes() {
+  const own = modelDefault();
+  const options = [];
+  if (!tiers.some((t) => sizeValue(t) === sizeValue(own))) {
+    options.push(new Option(`model default (${own.width}×${own.height})`, sizeValue(own)));
+  }
+  for (const tier of tiers) {
+    const option = new Option(`${tier.width}×${tier.height} (${aspect(tier)})`, sizeValue(tier));
+    if (tier.fits === false) {
+      option.disabled = true;
+      option.title = tier.reason;
+      const need = /need ([\d.]+ GB)/.exec(tier.reason)?.[1];
+      option.textContent += need ? ` — needs ${need}` : ' — too large for this GPU';
+    } else if (tier.fits) {
+      option.title = `About ${(tier.peakBytes / 1e9).toFixed(1)} GB of GPU memory at its peak.`;
+    }
+    options.push(option);
+  }
+  options.push(new Option('custom (the width and height below)', 'custom'));
+  $('size').replaceChildren(...options);
+  syncSize();
+}
+
+/** Select the option of the width and height (else custom), and say what does not fit. */
+function syncSize() {
+  const value = `${$('height').value}x${$('width').value}`;
+  $('size').value = [...$('size').options].some((o) => o.value === value) ? value : 'custom';
+  const tier = tiers.find((t) => sizeValue(t) === value);
+  const unfit = tiers.filter((t) => t.fits === false);
+  let note = '';
+  if (tier?.fits === false) note = tier.reason;
+  else if (unfit.length) note = `Not offered: ${unfit.map((t) => `${t.width}×${t.height}`).join(', ')}. ${unfit[0].reason}`;
+  else if (tiers.every((t) => t.fits === undefined)) note = 'Which sizes fit this GPU is checked once the model is loaded.';
+  $('size-note').textContent = note;
+}
+
+function chooseSize() {
+  sizeChosen = true;
+  if ($('size').value !== 'custom') {
+    const [height, width] = $('size').value.split('x').map(Number);
+    setSize({ width, height });
+  }
+  syncSize();
+}
+
+/**
+ * Ask the loaded model which sizes fit with the form's frames, guidance, sampling and budget (the
+ * demo model, bundled and small, is loaded for it). Until the user chooses a size, the real model
+ * takes the largest that fits (16:9 first); the demo model keeps its own.
+ */
+async function refreshSizes() {
+  const asked = ++sizesAsked;
+  const demo = $('model-demo').checked;
+  try {
+    const { width, height } = modelDefault(); // any valid size: the answer covers every tier
+    const payload = { source: source(), request: { ...request(), width, height }, load: demo };
+    const answer = await client.request('sizes', payload).promise;
+    if (asked !== sizesAsked) return; // a newer question is on its way
+    tiers = answer ?? JSON.parse(sizeTiers());
+    const best = largestFit(answer);
+    if (!demo && !sizeChosen && best) setSize(best);
+    fillSizes();
+  } catch (err) {
+    console.warn(`Could not check which sizes fit: ${err.message}`);
+  }
+}
+
 function applySampling({ scheduler, spacing, guidanceUntil, cacheInterval }) {
   $('scheduler').value = scheduler ?? '';
   $('spacing').value = spacing ?? '';
@@ -274,7 +364,8 @@ function qualityOptions() {
 }
 
 function applyDefaults(request, refine) {
-  $('size').value = `${request.height}x${request.width}`;
+  setSize(request);
+  syncSize();
   for (const name of ['frames', 'fps', 'steps', 'guidance']) $(name).value = request[name];
   applySampling(request.sampling);
   syncQuality();
@@ -284,7 +375,10 @@ function applyDefaults(request, refine) {
 }
 
 function useDemoDefaults(demo) {
+  sizeChosen = false;
   applyDefaults(demo ? DEFAULTS.demo : DEFAULTS.browser, demo ? DEFAULTS.refineDemo : DEFAULTS.refine);
+  fillSizes();
+  refreshSizes();
 }
 
 function wireForm() {
@@ -295,14 +389,24 @@ function wireForm() {
   qualityOptions();
   $('quality').onchange = applyQuality;
   for (const id of ['steps', 'scheduler', 'spacing', 'guidance-until', 'cache-interval']) $(id).addEventListener('input', syncQuality);
+  tiers = JSON.parse(sizeTiers());
+  $('size').onchange = chooseSize;
+  for (const id of ['width', 'height']) $(id).addEventListener('input', () => { sizeChosen = true; syncSize(); });
+  // What the memory plan depends on besides the size.
+  for (const id of ['frames', 'guidance', 'quality', 'cache-interval', 'budget']) $(id).addEventListener('change', refreshSizes);
+  const params = new URLSearchParams(location.search);
+  if (params.has('budget')) $('budget').value = params.get('budget');
   $('image').onchange = () => $('image').files[0] && setImage($('image').files[0]);
   $('model-demo').onchange = () => useDemoDefaults(true);
   $('model-hub').onchange = () => useDemoDefaults(false);
-  $('defaults').onclick = () => applyDefaults(DEFAULTS.reference);
+  $('defaults').onclick = () => {
+    sizeChosen = true;
+    applyDefaults(DEFAULTS.reference);
+    refreshSizes();
+  };
   const { width, height, frames, steps } = DEFAULTS.reference;
   $('defaults').textContent = `Use I2VGen-XL's defaults (${width}×${height}, ${frames} frames, ${steps} steps)`;
   $('seed').value = DEFAULTS.seed;
-  useDemoDefaults(false);
   const drop = $('drop');
   drop.ondragover = (e) => { e.preventDefault(); drop.classList.add('over'); };
   drop.ondragleave = () => drop.classList.remove('over');
@@ -316,10 +420,8 @@ function wireForm() {
     if (file) setImage(file);
   });
   $('refresh-cache').onclick = refreshCache;
-  if (new URLSearchParams(location.search).get('model') === 'demo') {
-    $('model-demo').checked = true;
-    useDemoDefaults(true);
-  }
+  if (params.get('model') === 'demo') $('model-demo').checked = true;
+  useDemoDefaults($('model-demo').checked);
   refreshCache();
 }
 

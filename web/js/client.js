@@ -56,3 +56,19 @@ export class Client {
 export function demoSource(base) {
   return { type: 'hub', base: new URL('hub', base).href, repo: 'demo/tiny-i2vgen', revision: 'main' };
 }
+
+/** The aspect a size tier is offered as (the tiers are 16:9, 9:16 and 1:1 to the nearest 16 pixels). */
+export const aspect = ({ width, height }) => (width === height ? '1:1' : width > height ? '16:9' : '9:16');
+
+/** The largest of the `sizes` tiers that fits, 16:9 first; null when none fits. */
+export function largestFit(tiers) {
+  const fitting = (tiers ?? []).filter((t) => t.fits);
+  const wide = fitting.filter((t) => aspect(t) === '16:9');
+  return (wide.length ? wide : fitting).reduce((best, t) => (best && best.width * best.height >= t.width * t.height ? best : t), null);
+}
+
+/** A memory budget in decimal GB, as typed or given as an attribute, in bytes; undefined when empty or not above 0. */
+export function budgetBytes(gb) {
+  const value = Number(gb);
+  return gb !== null && gb !== undefined && gb !== '' && value > 0 ? Math.round(value * 1e9) : undefined;
+}

@@ -6,16 +6,19 @@
 // Attributes: `model` ("demo", a hub repo id like "ali-vilab/i2vgen-xl", or the URL of a folder
 // written by `weights-tools convert`), `hub-base`, `revision`, and defaults for `width`, `height`,
 // `frames`, `fps`, `steps`, `guidance`, `seed`, `negative-prompt`; `quality` ("reference",
-// "balanced" or "fast": steps and sampling; `steps` still wins); `precision` ("auto": f16 where
-// the GPU has shader-f16, or "f32"); `allowed-origins` (space-separated) turns on the
-// postMessage API for those origins (`generate`, `extend`, `cancel`).
+// "balanced" or "fast": steps and sampling; `steps` still wins); `budget` (the GPU memory it may
+// use, in decimal GB: a size that needs more is refused with the memory plan's sentence);
+// `precision` ("auto": f16 where the GPU has shader-f16, or "f32"); `allowed-origins`
+// (space-separated) turns on the postMessage API for those origins (`generate`, `extend`,
+// `cancel`). Without `width` and `height` the demo model runs at its own size and a real model
+// at the largest size that fits (16:9 first).
 // API: `el.generate({image, prompt, ...})` → Promise<{video, gif, width, height, frames, fps,
 // request, unetEquivalents}> (`request`: what the worker ran); `el.extend({prompt?, ...})`: the
 // next clip from the last frame, appended (the repeated frame once), same result shape, clip i
 // of N in `progress` events (`detail.clip`, `detail.clips`); events `progress`, `preview`,
 // `done`, `error`; `el.cancel()`. Theme with CSS custom properties `--i2v-accent`,
 // `--i2v-radius`, `--i2v-font` or `::part(button|video|status)`.
-import { Client, demoSource } from './client.js';
+import { Client, budgetBytes, demoSource, largestFit } from './client.js';
 
 const STYLE = `
 :host { display: block; font: var(--i2v-font, inherit); }
@@ -79,6 +82,8 @@ export class I2VGenerator extends HTMLElement {
       const value = options[name] ?? this.getAttribute(name);
       if (value !== null && value !== undefined) request[name] = Number(value);
     }
+    const budget = budgetBytes(options.budget ?? this.getAttribute('budget'));
+    if (budget !== undefined) request.budgetBytes = budget;
     const bytes = image instanceof ArrayBuffer ? image : await image.arrayBuffer();
     return this.run({ image: bytes, request, quality: quality ?? this.getAttribute('quality') ?? undefined, noise }, 1);
   }
@@ -96,24 +101,36 @@ export class I2VGenerator extends HTMLElement {
     return this.run({ continues: video, request }, clips + 1);
   }
 
-  /** Run a `generate` request as clip `clip` of the video; resolves to the result. */
+  /**
+   * Run a `generate` request as clip `clip` of the video; resolves to the result. A request
+   * without a size takes the demo model's own, or the largest that fits a real model.
+   */
   async run(payload, clip) {
     this.client ??= new Client({ precision: this.getAttribute('precision') ?? 'auto' });
     const status = this.$('p');
     const bar = this.$('progress');
     bar.hidden = false;
-    const { id, promise } = this.client.request('generate', { source: this.source(), ...payload }, {
-      onProgress: (p) => {
-        const step = p.stage === 'denoising' ? `Step ${p.step} of ${p.steps}` : (p.message ?? p.stage);
-        status.textContent = clip > 1 ? `Clip ${clip} of ${clip}: ${step}` : step;
-        if (p.stage === 'denoising') bar.value = p.step / p.steps;
-        this.dispatchEvent(new CustomEvent('progress', { detail: { ...p, clip, clips: clip } }));
-      },
-      onPreview: (p) => this.dispatchEvent(new CustomEvent('preview', { detail: p })),
-    });
-    this.running = id;
+    const demo = this.getAttribute('model') === 'demo';
+    const send = (kind, body) => {
+      const { id, promise } = this.client.request(kind, { source: this.source(), defaults: demo ? 'demo' : undefined, ...body }, {
+        onProgress: (p) => {
+          const step = p.stage === 'denoising' ? `Step ${p.step} of ${p.steps}` : (p.message ?? p.stage);
+          status.textContent = clip > 1 ? `Clip ${clip} of ${clip}: ${step}` : step;
+          if (p.stage === 'denoising') bar.value = p.step / p.steps;
+          this.dispatchEvent(new CustomEvent('progress', { detail: { ...p, clip, clips: clip } }));
+        },
+        onPreview: (p) => this.dispatchEvent(new CustomEvent('preview', { detail: p })),
+      });
+      this.running = id;
+      return promise;
+    };
     try {
-      const r = await promise;
+      const { request, quality } = payload;
+      if (!demo && !payload.continues && request.width === undefined && request.height === undefined) {
+        const best = largestFit(await send('sizes', { request, quality, load: true }));
+        if (best) payload = { ...payload, request: { ...request, width: best.width, height: best.height } };
+      }
+      const r = await send('generate', payload);
       const result = { video: r.webm, gif: r.gif, width: r.width, height: r.height, frames: r.frames, fps: r.fps, request: r.request, unetEquivalents: r.unetEquivalents };
       this.last = { video: { rgba: r.rgba, width: r.width, height: r.height, frames: r.frames, fps: r.fps }, request: r.request, clips: clip };
       const video = this.$('video');

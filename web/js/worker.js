@@ -1,14 +1,21 @@
 // The worker owns the model: wasm + burn on WebGPU, weight download and cache, generation, video
 // encoding. Protocol (both ways `{kind, id, payload}`):
 //   page → worker: load {source, kind?, chunkBytes?} | generate {source, image | continues,
-//                  request, quality?, noise?, refine?, returnFrames?} | check-image {image} |
-//                  cancel {}
-//   `request` fields left out take the library's browser defaults, or `quality`'s ("reference",
-//   "balanced", "fast": its steps and sampling). `refine` = {source, prompt, negativePrompt?,
-//   strength, steps, guidance, width, height} runs the refinement stage on the base video (the
-//   base model is unloaded first to free the GPU). `continues` = {rgba, width, height, frames,
-//   fps}: a video (8-bit RGBA frames) to extend; its last frame is the image, the new clip runs at
-//   its fps, and the result is the video then the new clip without its first frame (the repeat).
+//                  request, quality?, defaults?, noise?, refine?, returnFrames?} | sizes {source,
+//                  request, quality?, defaults?, load?} | check-image {image} | cancel {}
+//   `request` fields left out take `quality`'s ("reference", "balanced", "fast": its steps and
+//   sampling), then the library's browser defaults (`defaults: "demo"`: the demo model's); its
+//   `budgetBytes` is the page's GPU memory budget (absent: none), and the worker adds the
+//   adapter's buffer limits. A request the memory plan says cannot fit is refused with its
+//   sentence. `sizes` answers the size tiers for the request on the loaded model, `[{width,
+//   height, fits, peakBytes, reason}]` (`reason`: the plan's sentence; the request's own size is
+//   ignored), or null when `source` is not the model loaded (`load: true` loads it first).
+//   `refine` = {source, prompt, negativePrompt?, strength, steps, guidance, width, height} runs
+//   the refinement stage on the base video (the base model is unloaded first to free the GPU).
+//   `continues` = {rgba, width, height, frames, fps}: a video (8-bit RGBA frames) to extend; its
+//   last frame is the image, the new clip runs at its fps, and the result is the video then the
+//   new clip without its first frame (the repeat). check-image is answered at once (it needs no
+//   GPU); the other requests run one at a time.
 //   worker → page: progress {stage, …; `encoding` carries the run's unetEquivalents} | preview
 //                  {frames, width, height, rgba} | result {webm, gif, width, height, frames, fps,
 //                  rgba, request, unetEquivalents, …} | error {message, cancelled}
@@ -104,11 +111,31 @@ function preset(presets, quality) {
   return { steps: found.steps, sampling: found.sampling };
 }
 
-async function generate(id, { source, image, continues, quality, request: given, noise, refine, returnFrames, chunkBytes }) {
+/** The request with the fields the page leaves out: the preset's, then the library's defaults. */
+async function complete(given, quality, which = 'browser') {
   await wasm;
-  // Fields the page leaves out take the preset's, then the library's defaults for a browser.
-  const { browser, seed, presets } = JSON.parse(defaults());
-  const request = { ...browser, seed, ...(quality == null ? {} : preset(presets, quality)), ...given };
+  const all = JSON.parse(defaults());
+  if (which !== 'browser' && which !== 'demo') throw new Error(`Unknown defaults "${which}": use browser or demo.`);
+  return { ...all[which], seed: all.seed, ...(quality == null ? {} : preset(all.presets, quality)), ...given };
+}
+
+/** A request as JSON for the memory plan: with the adapter's buffer limits. */
+async function withLimits(request) {
+  const limits = (await adapterLimits()) ?? {};
+  return JSON.stringify({ ...request, maxBufferBytes: limits.maxBufferSize, maxBindingBytes: limits.maxStorageBufferBindingSize });
+}
+
+async function sizes(id, { source, request: given, quality, defaults: which, load, chunkBytes }) {
+  const request = await complete(given, quality, which);
+  if (current?.id !== `i2vgen ${sourceId(source)}`) {
+    if (!load) return null;
+    await loadModel(id, { source, chunkBytes });
+  }
+  return JSON.parse(current.model.sizes(await withLimits(request)));
+}
+
+async function generate(id, { source, image, continues, quality, defaults: which, request: given, noise, refine, returnFrames, chunkBytes }) {
+  const request = await complete(given, quality, which);
   if (continues) {
     request.fps = continues.fps;
     const [width, height] = refine ? [refine.width, refine.height] : [request.width, request.height];
@@ -125,8 +152,7 @@ async function generate(id, { source, image, continues, quality, request: given,
   const loaded = await loadModel(id, { source, chunkBytes });
   const unetEquivalents = current.model.unetEquivalents(JSON.stringify(request));
   post('progress', id, { stage: 'encoding', message: 'Encoding the prompt and the image…', unetEquivalents });
-  const limits = (await adapterLimits()) ?? {};
-  const json = JSON.stringify({ ...request, maxBindingBytes: limits.maxStorageBufferBindingSize });
+  const json = await withLimits(request);
   const noiseBytes = noise ? new Uint8Array(noise) : undefined;
   const stage = continues
     ? current.model.generateFromPixels(json, lastFrame(continues), continues.width, continues.height, noiseBytes)
@@ -184,16 +210,35 @@ async function adapterLimits() {
 const handlers = {
   load: loadModel,
   generate,
-  'check-image': async (id, { image }) => {
-    await wasm;
-    const [width, height] = checkImage(new Uint8Array(image));
-    return { width, height };
-  },
+  sizes,
 };
+
+async function answer(id, handler, payload) {
+  try {
+    const result = await handler(id, payload ?? {});
+    post('result', id, result, result?.rgba ? [result.rgba.buffer] : []);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    post('error', id, { message, cancelled: err instanceof Cancelled });
+  } finally {
+    cancelled.delete(id);
+  }
+}
+
+async function checkImageBytes(id, { image }) {
+  await wasm;
+  const [width, height] = checkImage(new Uint8Array(image));
+  return { width, height };
+}
 
 self.onmessage = ({ data: { kind, id, payload } }) => {
   if (kind === 'cancel') {
     cancelled.add(id);
+    return;
+  }
+  // Reading an image header needs no GPU: answered now, not behind a model load or a run.
+  if (kind === 'check-image') {
+    answer(id, checkImageBytes, payload);
     return;
   }
   const handler = handlers[kind];
@@ -202,15 +247,5 @@ self.onmessage = ({ data: { kind, id, payload } }) => {
     return;
   }
   // One request at a time: the GPU is shared.
-  queue = queue.then(async () => {
-    try {
-      const result = await handler(id, payload ?? {});
-      post('result', id, result, result?.rgba ? [result.rgba.buffer] : []);
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      post('error', id, { message, cancelled: err instanceof Cancelled });
-    } finally {
-      cancelled.delete(id);
-    }
-  });
+  queue = queue.then(() => answer(id, handler, payload));
 };

@@ -9,12 +9,13 @@ use i2vgen::diagnostics::flops;
 use i2vgen::loading::folder::{PipelineKind, StreamedModel};
 use i2vgen::media::image::RgbImage;
 use i2vgen::models::unet_3d_backbone::UNet3DConfig;
+use i2vgen::pipelines::memory_plan::{self, Configs, DeviceLimits, MemoryPlan, Parameters, Precision, TIERS, Video};
 use i2vgen::pipelines::noise::Draws;
 use i2vgen::pipelines::pipeline_i2vgen_xl::{GenerationRequest, I2VGenXLPipeline};
 use i2vgen::pipelines::pipeline_video_to_video::{RefineRequest, VideoToVideoSDPipeline};
 use i2vgen::pipelines::sampling::Sampling;
 use safetensors::Dtype;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
 use crate::stage::Stage;
@@ -24,6 +25,8 @@ use crate::{IntoJs, computes_in_f16, device};
 pub struct ModelLoader {
     device: Device,
     model: StreamedModel,
+    /// Counted as the tensors arrive, for the memory plan.
+    params: Parameters,
 }
 
 /// A safetensors dtype name as the JS stream reports it.
@@ -46,7 +49,7 @@ impl ModelLoader {
     /// Start a model on the page's WebGPU device.
     pub async fn create() -> Result<ModelLoader, JsError> {
         let device = device().await?;
-        Ok(Self { model: StreamedModel::new(&device), device })
+        Ok(Self { model: StreamedModel::new(&device), device, params: Parameters::default() })
     }
 
     /// A text file of the folder by its path (`unet/config.json`, `tokenizer/vocab.json`).
@@ -66,7 +69,9 @@ impl ModelLoader {
         shape: Vec<u32>,
         bytes: &[u8],
     ) -> Result<(), JsError> {
-        self.model.add_tensor(component, key, dtype(dtype_name)?, &usize_shape(shape), bytes).js()
+        let shape = usize_shape(shape);
+        self.params.add(component, key, &shape);
+        self.model.add_tensor(component, key, dtype(dtype_name)?, &shape, bytes).js()
     }
 
     /// One tensor of a converted shard, named `<component>/<key>`.
@@ -78,7 +83,11 @@ impl ModelLoader {
         shape: Vec<u32>,
         bytes: &[u8],
     ) -> Result<(), JsError> {
-        self.model.add_shard_tensor(name, dtype(dtype_name)?, &usize_shape(shape), bytes).js()
+        let shape = usize_shape(shape);
+        if let Some((component, key)) = name.split_once('/') {
+            self.params.add(component, key, &shape);
+        }
+        self.model.add_shard_tensor(name, dtype(dtype_name)?, &shape, bytes).js()
     }
 
     /// Build every network of the pipeline `kind` (`"i2vgen"` or `"refiner"`); each checks that
@@ -93,7 +102,7 @@ impl ModelLoader {
                 VideoToVideoSDPipeline::load(&mut self.model, &self.device, &mut notes).js()?,
             )),
         };
-        Ok(Model { pipeline, device: self.device, notes })
+        Ok(Model { pipeline, device: self.device, notes, params: self.params })
     }
 }
 
@@ -108,6 +117,7 @@ pub struct Model {
     pipeline: Pipeline,
     device: Device,
     notes: Vec<String>,
+    params: Parameters,
 }
 
 fn model_sampling() -> Sampling {
@@ -132,9 +142,26 @@ struct GenerateRequest {
     /// absent: the model's scheduler with guidance and the whole UNet at every step.
     #[serde(default = "model_sampling")]
     sampling: Sampling,
-    /// The adapter's `maxStorageBufferBindingSize`: larger buffers cannot be bound.
+    /// The adapter's `maxBufferSize` and `maxStorageBufferBindingSize` and the page's memory
+    /// budget, in bytes, for the memory plan (absent: unlimited).
     #[serde(default)]
-    max_binding_bytes: Option<f64>,
+    max_buffer_bytes: Option<u64>,
+    #[serde(default)]
+    max_binding_bytes: Option<u64>,
+    #[serde(default)]
+    budget_bytes: Option<u64>,
+}
+
+/// One size the page offers, and whether the memory plan fits it on this GPU.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SizeTier {
+    width: u64,
+    height: u64,
+    fits: bool,
+    peak_bytes: Option<u64>,
+    /// Why it does not fit (the plan's sentence).
+    reason: Option<String>,
 }
 
 /// The worker protocol's `refine` request.
@@ -159,7 +186,21 @@ fn parse<T: for<'de> Deserialize<'de>>(json: &str, what: &str) -> Result<T, JsEr
 impl GenerateRequest {
     /// The library's request, checked like diffusers' `check_inputs`.
     fn checked(&self, vae_scale_factor: usize) -> Result<GenerationRequest, JsError> {
-        let request = GenerationRequest {
+        let request = self.request();
+        request.validate(vae_scale_factor).js()?;
+        Ok(request)
+    }
+
+    fn limits(&self) -> DeviceLimits {
+        DeviceLimits {
+            max_buffer_bytes: self.max_buffer_bytes.unwrap_or(u64::MAX),
+            max_binding_bytes: self.max_binding_bytes.unwrap_or(u64::MAX),
+            budget_bytes: self.budget_bytes,
+        }
+    }
+
+    fn request(&self) -> GenerationRequest {
+        GenerationRequest {
             prompt: self.prompt.clone(),
             negative_prompt: self.negative_prompt.clone(),
             height: self.height,
@@ -169,9 +210,7 @@ impl GenerateRequest {
             num_inference_steps: self.steps,
             guidance_scale: self.guidance,
             sampling: self.sampling.clone(),
-        };
-        request.validate(vae_scale_factor).js()?;
-        Ok(request)
+        }
     }
 }
 
@@ -235,6 +274,26 @@ impl Model {
         Ok(unet_equivalents(&pipeline.unet.config, &request, pipeline.vae_scale_factor()))
     }
 
+    /// The sizes the page offers (`memory_plan::TIERS`) for a `generate` request (JSON, its size
+    /// ignored, its limits used): whether each fits this GPU, its peak bytes, or why not.
+    pub fn sizes(&self, request: &str) -> Result<String, JsError> {
+        let pipeline = self.base()?;
+        let r: GenerateRequest = parse(request, "generate")?;
+        let tiers: Vec<SizeTier> = TIERS
+            .iter()
+            .map(|&(width, height)| {
+                let size = Video { width, height, ..video(&r.request()) };
+                match self.plan(pipeline, size, r.limits()) {
+                    Ok(plan) => SizeTier { width, height, fits: true, peak_bytes: Some(plan.peak_bytes), reason: None },
+                    Err(err) => {
+                        SizeTier { width, height, fits: false, peak_bytes: None, reason: Some(err.to_string()) }
+                    }
+                }
+            })
+            .collect();
+        serde_json::to_string(&tiers).map_err(|e| JsError::new(&e.to_string()))
+    }
+
     /// `frames`: `count` frames of `height`×`width`×3 values in [0, 1] (the base video). The
     /// refiner resizes them (bicubic) to the request's size, encodes and re-noises them.
     pub fn refine(
@@ -276,6 +335,18 @@ impl Model {
 }
 
 impl Model {
+    /// The memory plan of a base-pipeline run on this device; refuses what cannot fit.
+    fn plan(&self, pipeline: &I2VGenXLPipeline, video: Video, limits: DeviceLimits) -> i2vgen::Result<MemoryPlan> {
+        let configs = Configs {
+            text_encoder: &pipeline.text_encoder.config,
+            image_encoder: Some(&pipeline.image_encoder.config),
+            vae: &pipeline.vae.config,
+            unet: &pipeline.unet.config,
+        };
+        let precision = if computes_in_f16(&self.device) { Precision::F16 } else { Precision::F32 };
+        memory_plan::plan(&configs, &self.params, video, precision, limits)
+    }
+
     fn base(&self) -> Result<&Rc<I2VGenXLPipeline>, JsError> {
         match &self.pipeline {
             Pipeline::Base(pipeline) => Ok(pipeline),
@@ -288,9 +359,7 @@ impl Model {
         let pipeline = self.base()?;
         let r: GenerateRequest = parse(request, "generate")?;
         let request = r.checked(pipeline.vae_scale_factor())?;
-        if let Some(limit) = r.max_binding_bytes {
-            check_binding(pipeline, &request, limit, computes_in_f16(&self.device))?;
-        }
+        self.plan(pipeline, video(&request), r.limits()).js()?;
         let image = image?;
         let noise =
             pipeline.draw_noise(&request, &mut Draws::new(r.seed, noise.as_deref(), &self.device).js()?).js()?;
@@ -298,29 +367,22 @@ impl Model {
     }
 }
 
-/// One guidance half at a time is the least the UNet can hold whole: refuse a request whose
-/// largest activation would not fit in one GPU buffer binding.
-fn check_binding(
-    pipeline: &I2VGenXLPipeline,
-    request: &GenerationRequest,
-    limit: f64,
-    f16: bool,
-) -> Result<(), JsError> {
-    let f = pipeline.vae_scale_factor();
-    let f32_bytes =
-        pipeline.unet.config.largest_activation_bytes(1, request.num_frames, request.height / f, request.width / f);
-    // Counted in f32; the f16 path stores half.
-    let needed = if f16 { f32_bytes / 2 } else { f32_bytes };
-    if needed as f64 > limit {
-        let mib = |b: f64| b / f64::from(1u32 << 20);
-        return Err(JsError::new(&format!(
-            "{} frames at {}×{} need a {:.0} MiB GPU buffer, but this GPU allows at most {:.0} MiB in one buffer; choose fewer frames or a smaller size",
-            request.num_frames,
-            request.width,
-            request.height,
-            mib(needed as f64),
-            mib(limit)
-        )));
+/// The sizes the page offers (`memory_plan::TIERS`), JSON `[{width, height}]`, for the form
+/// before a model is loaded ([`Model::sizes`] then says which fit).
+#[wasm_bindgen(js_name = sizeTiers)]
+pub fn size_tiers() -> String {
+    let tiers: Vec<_> =
+        TIERS.iter().map(|&(width, height)| serde_json::json!({"width": width, "height": height})).collect();
+    serde_json::Value::from(tiers).to_string()
+}
+
+/// What the memory plan needs of a request: its size and how it is sampled.
+fn video(request: &GenerationRequest) -> Video {
+    Video {
+        frames: request.num_frames as u64,
+        height: request.height as u64,
+        width: request.width as u64,
+        guidance: request.guidance_scale > 1.0,
+        deep_cache: request.sampling.cache_interval > 1,
     }
-    Ok(())
 }
