@@ -339,6 +339,10 @@ pub fn index_shards(index_json: &str, file: &str) -> Result<Vec<String>> {
     let mut shards: Vec<String> = index.weight_map.into_values().collect();
     shards.sort();
     shards.dedup();
+    if shards.is_empty() {
+        let message = "has an empty weight_map, so it names no shard; download the index again".into();
+        return Err(Error::Config { file: file.to_string(), message });
+    }
     if shards.iter().any(|s| s.is_empty() || s.contains('/') || s.contains("..")) {
         return Err(Error::Config { file: file.to_string(), message: "names a shard outside its folder".into() });
     }

@@ -88,7 +88,53 @@ impl Manifest {
                 manifest.format, manifest.version
             )));
         }
+        manifest.validate().map_err(error)?;
         Ok(manifest)
+    }
+
+    /// Every path inside the folder, every hash well formed, every tensor entry inside its shard
+    /// with as many bytes as its dtype and shape need: a damaged or hostile manifest is refused
+    /// before anything is fetched or read.
+    fn validate(&self) -> std::result::Result<(), String> {
+        let damaged = "; the manifest is damaged, convert the model again with weights-tools";
+        for file in self.files.iter().chain(&self.shards) {
+            let path = &file.path;
+            let inside = !path.is_empty()
+                && !path.starts_with('/')
+                && !path.contains('\\')
+                && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+            if !inside {
+                return Err(format!("the path {path:?} leaves the model folder{damaged}"));
+            }
+            if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(format!("{path}: sha256 {:?} is not 64 lowercase hex digits{damaged}", file.sha256));
+            }
+        }
+        for (component, tensors) in &self.components {
+            if component.is_empty() || component.contains('/') {
+                return Err(format!("the component name {component:?} is not a folder name{damaged}"));
+            }
+            for t in tensors {
+                let name = format!("{component}/{}", t.key);
+                let shard = self.shards.get(t.shard).ok_or_else(|| {
+                    format!("`{name}` names shard {}, but only {} are listed{damaged}", t.shard, self.shards.len())
+                })?;
+                let value_bytes: u64 = match t.dtype.as_str() {
+                    "F32" => 4,
+                    "F16" => 2,
+                    "I8" => 1,
+                    other => return Err(format!("`{name}` has dtype {other:?}; use F32, F16 or I8{damaged}")),
+                };
+                let bytes = t.shape.iter().try_fold(value_bytes, |n, &d| n.checked_mul(d as u64));
+                if t.begin > t.end || t.end > shard.bytes || bytes != Some(t.end - t.begin) {
+                    return Err(format!(
+                        "`{name}` (shape {:?}, {}) lies at bytes {}..{} of {} ({} bytes){damaged}",
+                        t.shape, t.dtype, t.begin, t.end, shard.path, shard.bytes
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The shards a component's tensors live in, in order.

@@ -161,12 +161,16 @@ impl CLIPTokenizer {
         let model_max_length = match config.get("model_max_length") {
             None | Some(Value::Null) => DEFAULT_MODEL_MAX_LENGTH,
             Some(value) => {
-                value.as_u64().and_then(|n| usize::try_from(n).ok()).filter(|&n| n >= 2).ok_or_else(|| {
-                    config_error(
-                        "tokenizer_config.json",
-                        format!("model_max_length {value} is not a token count of at least 2"),
-                    )
-                })?
+                // Every prompt is padded to this length: bounded, so a damaged file cannot ask
+                // for gigabytes of token ids (real CLIP tokenizers use 77).
+                value.as_u64().and_then(|n| usize::try_from(n).ok()).filter(|n| (2..=4096).contains(n)).ok_or_else(
+                    || {
+                        config_error(
+                            "tokenizer_config.json",
+                            format!("model_max_length {value} is not a token count between 2 and 4096"),
+                        )
+                    },
+                )?
             }
         };
 

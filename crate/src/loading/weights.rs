@@ -18,6 +18,7 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::loading::manifest::Q8_SCALE;
+use crate::models::nn::MAX_BINDING_BYTES;
 use crate::{Error, Result};
 
 struct Stored {
@@ -64,6 +65,24 @@ pub fn to_f32(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>> {
     })
 }
 
+/// The most values one tensor may have: one GPU buffer of f32 ([`MAX_BINDING_BYTES`]). The
+/// largest real weight (CLIP's token embedding) has 50 M.
+pub const MAX_TENSOR_ELEMENTS: usize = MAX_BINDING_BYTES / 4;
+
+/// The values in a tensor of `shape`, refused above [`MAX_TENSOR_ELEMENTS`]: the product is
+/// checked, so a shape from a damaged config or header cannot wrap around or ask for terabytes.
+fn checked_elements(key: &str, shape: &[usize]) -> Result<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).filter(|&n| n <= MAX_TENSOR_ELEMENTS).ok_or_else(|| {
+        Error::Tensor {
+            key: key.to_string(),
+            message: format!(
+                "would have shape {shape:?}, more than the {MAX_TENSOR_ELEMENTS} values one GPU buffer holds; \
+                 the model's config or weights file is damaged"
+            ),
+        }
+    })
+}
+
 impl Weights {
     /// Read every tensor of the given safetensors files (the shards of one component).
     pub fn from_safetensors(files: &[&[u8]], device: &Device) -> Result<Self> {
@@ -92,15 +111,13 @@ impl Weights {
     /// Add one tensor from its safetensors bytes (little-endian `dtype` values); it goes to the
     /// device now and the bytes can be dropped.
     pub fn insert(&mut self, key: &str, dtype: Dtype, shape: &[usize], bytes: &[u8]) -> Result<()> {
-        let elements: usize = shape.iter().product();
-        if bytes.len() != elements * dtype.bitsize() / 8 {
+        let elements = checked_elements(key, shape)?;
+        // In u64: on wasm32 a usize product of a hostile shape wraps to a small byte count.
+        let needed = elements as u64 * dtype.bitsize() as u64 / 8;
+        if bytes.len() as u64 != needed {
             return Err(Error::Tensor {
                 key: key.to_string(),
-                message: format!(
-                    "has {} bytes but its shape {shape:?} of {dtype:?} needs {}",
-                    bytes.len(),
-                    elements * dtype.bitsize() / 8
-                ),
+                message: format!("has {} bytes but its shape {shape:?} of {dtype:?} needs {needed}", bytes.len()),
             });
         }
         let values = to_f32(dtype, bytes, key)?;
@@ -150,6 +167,7 @@ impl Weights {
 
     /// Take the tensor `key`, which must have `shape`.
     pub fn take<const D: usize>(&mut self, key: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        checked_elements(key, &shape)?;
         match &mut self.mode {
             Mode::Stored => {}
             Mode::Random => {
@@ -192,6 +210,18 @@ impl Weights {
             }
         }
         Ok(values.reshape(shape))
+    }
+
+    /// Take the tensor `key` of `shape` as its `shape[dim]` slices along `dim`, each copied into
+    /// a buffer of its own once here, so a kernel reading one slice per call reads it contiguous.
+    pub fn take_slices<const D: usize>(&mut self, key: &str, shape: [usize; D], dim: usize) -> Result<Vec<Tensor<D>>> {
+        let whole = self.take(key, shape)?;
+        if whole.dims() != shape {
+            // A placeholder (`shapes`, `declare`): one per slice.
+            return Ok(vec![whole; shape[dim]]);
+        }
+        // `cat` of one tensor copies it.
+        Ok((0..shape[dim]).map(|i| Tensor::cat(vec![whole.clone().narrow(dim, i, 1)], dim)).collect())
     }
 
     /// Drop a non-persistent buffer some checkpoints carry (e.g. CLIP's `position_ids`).

@@ -13,11 +13,19 @@ pub struct RgbImage {
     pub data: Vec<u8>,
 }
 
-/// 8192² pixels: far above any output size, and 200 MB of RGB.
+/// 8192² pixels (67 megapixels): far above any output size, and 200 MB of RGB.
 pub const MAX_IMAGE_PIXELS: u64 = 8192 * 8192;
 
+/// The longest side over the shortest. Generation scales the image to cover the video, then
+/// crops the centre (`center_crop_wide`), so the scaled copy grows with the mismatch of the two
+/// shapes: a 16×100000 strip asks for 30 GB at 1280×704. At 8:1 an image cropped to a 16:9 frame
+/// still keeps a fifth of itself, and the copy stays within 8 × the output's pixels times the
+/// output's own ratio (with sides of at most 2048, about 100 MB of RGB).
+pub const MAX_ASPECT_RATIO: u32 = 8;
+
 /// Decode the bytes of a PNG, JPEG or WebP file to 8-bit RGB. The header is read first, so a huge
-/// picture is refused before anything is allocated.
+/// or extremely elongated picture is refused before anything is allocated, and a file cut short
+/// is refused rather than decoded with its missing part filled in.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage> {
     use ::image::ImageReader;
     use std::io::Cursor;
@@ -26,16 +34,20 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage> {
     }
     let reader =
         || ImageReader::new(Cursor::new(bytes)).with_guessed_format().expect("reading from memory cannot fail");
-    if reader().format().is_none() {
+    let Some(format) = reader().format() else {
         return Err(Error::request("image", "the file is not a PNG, JPEG or WebP image; choose one of those"));
-    }
-    if let Ok((w, h)) = reader().into_dimensions()
-        && u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS
-    {
-        return Err(Error::request(
-            "image",
-            format!("the image is {w}×{h} pixels, too large to read; scale it below 8192×8192 first"),
-        ));
+    };
+    // With a readable header, refuse before decoding: a picture too large or too elongated, and a
+    // file whose own structure does not run to its end (decoders fill a missing tail with grey
+    // (JPEG) or fail with a vague error). Without one, the decoder's error says what is wrong.
+    if let Ok((w, h)) = reader().into_dimensions() {
+        check_dimensions(w, h)?;
+        if !is_complete(format, bytes) {
+            return Err(Error::request(
+                "image",
+                "the image file is cut short (truncated) or damaged; download or save it again",
+            ));
+        }
     }
     let decoded = reader().decode().map_err(|err| {
         Error::request(
@@ -46,6 +58,94 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage> {
     let rgb = decoded.to_rgb8();
     let (w, h) = rgb.dimensions();
     RgbImage::new(w as usize, h as usize, rgb.into_raw())
+}
+
+/// Refuse a picture too large to decode or too elongated to crop to a video shape.
+fn check_dimensions(w: u32, h: u32) -> Result<()> {
+    if u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS {
+        return Err(Error::request(
+            "image",
+            format!(
+                "the image is {w}×{h} pixels, too large to read: images up to {} megapixels work; scale it below 8192×8192 first",
+                MAX_IMAGE_PIXELS / 1_000_000
+            ),
+        ));
+    }
+    let (long, short) = (w.max(h), w.min(h));
+    if u64::from(long) > u64::from(MAX_ASPECT_RATIO) * u64::from(short) {
+        return Err(Error::request(
+            "image",
+            format!(
+                "the image is {w}×{h} pixels, too long and thin: aspect ratios up to 1:{MAX_ASPECT_RATIO} work; crop it closer to the video's shape"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a file's container runs to its end: a PNG's chunks to `IEND`, a WebP's RIFF size, a
+/// JPEG's markers to its end-of-image marker. Bytes after the end (a phone's "motion photo"
+/// appends a video) are allowed.
+fn is_complete(format: ::image::ImageFormat, bytes: &[u8]) -> bool {
+    use ::image::ImageFormat;
+    match format {
+        ImageFormat::Png => png_is_complete(bytes),
+        ImageFormat::WebP => bytes.get(4..8).is_some_and(|size| {
+            u64::from(u32::from_le_bytes([size[0], size[1], size[2], size[3]])) + 8 <= bytes.len() as u64
+        }),
+        ImageFormat::Jpeg => jpeg_is_complete(bytes),
+        _ => true,
+    }
+}
+
+/// Walk the chunks (length, type, data, CRC) after the 8-byte signature up to `IEND`.
+fn png_is_complete(bytes: &[u8]) -> bool {
+    let mut i = 8;
+    while let Some(head) = bytes.get(i..i + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let end = i.saturating_add(12).saturating_add(len);
+        if end > bytes.len() {
+            return false;
+        }
+        if &head[4..8] == b"IEND" {
+            return true;
+        }
+        i = end;
+    }
+    false
+}
+
+/// Walk a JPEG's segments by their lengths (so an EXIF thumbnail's own end marker is skipped),
+/// and each scan's entropy-coded data up to the next real marker (`FF 00` is a stuffed byte,
+/// `FF D0`–`FF D7` restart markers), until the end-of-image marker.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    const EOI: u8 = 0xD9;
+    const SOS: u8 = 0xDA;
+    let is_rst = |m: u8| (0xD0..=0xD7).contains(&m);
+    let mut i = 2; // after SOI
+    loop {
+        // Any number of 0xFF fill bytes may precede a marker.
+        while bytes.get(i) == Some(&0xFF) && bytes.get(i + 1) == Some(&0xFF) {
+            i += 1;
+        }
+        let (Some(&0xFF), Some(&marker)) = (bytes.get(i), bytes.get(i + 1)) else { return false };
+        i += 2;
+        if marker == EOI {
+            return true;
+        }
+        if is_rst(marker) || marker == 0x01 {
+            continue;
+        }
+        let Some(len) = bytes.get(i..i + 2).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]]))) else {
+            return false;
+        };
+        i += len;
+        if marker == SOS {
+            while i + 1 < bytes.len() && !(bytes[i] == 0xFF && bytes[i + 1] != 0 && !is_rst(bytes[i + 1])) {
+                i += 1;
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

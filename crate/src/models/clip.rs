@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Result;
-use crate::loading::config::{ConfigFile, expect_model_type};
+use crate::loading::config::{
+    ConfigFile, MAX_LAYERS, MAX_WIDTH, check_divides, check_positive, check_range, expect_model_type,
+};
 use crate::loading::tokenizer::CLIPTokenizer;
 use crate::loading::weights::{Weights, key};
 use crate::models::attention::multi_head;
@@ -59,6 +61,22 @@ impl ConfigFile for CLIPTextConfig {
     fn check_class(json: &BTreeMap<String, Value>) -> Result<()> {
         expect_model_type(Self::FILE, json, "clip_text_model")
     }
+
+    fn validate(&self) -> Result<()> {
+        let file = Self::FILE;
+        // CLIP's BPE vocabulary has 49,408 tokens; a million leaves room for any tokenizer.
+        check_range(file, "vocab_size", self.vocab_size, 1..=1 << 20)?;
+        // Prompts are 77 tokens; longer position tables exist, not thousands of entries.
+        check_range(file, "max_position_embeddings", self.max_position_embeddings, 1..=MAX_POSITIONS)?;
+        check_encoder(
+            file,
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.layer_norm_eps,
+        )
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -91,6 +109,38 @@ impl ConfigFile for CLIPVisionConfig {
     fn check_class(json: &BTreeMap<String, Value>) -> Result<()> {
         expect_model_type(Self::FILE, json, "clip_vision_model")
     }
+
+    fn validate(&self) -> Result<()> {
+        let file = Self::FILE;
+        // The pipeline hands the encoder RGB pixels.
+        check_range(file, "num_channels", self.num_channels, 3..=3)?;
+        check_range(file, "image_size", self.image_size, 1..=MAX_IMAGE_SIZE)?;
+        check_range(file, "patch_size", self.patch_size, 1..=self.image_size)?;
+        check_range(file, "projection_dim", self.projection_dim, 1..=MAX_WIDTH)?;
+        check_encoder(
+            file,
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.layer_norm_eps,
+        )
+    }
+}
+
+/// The most positions a text encoder may have (real ones: 77).
+const MAX_POSITIONS: usize = 4096;
+
+/// The largest square the image encoder may look at (real ones: 224 to 336).
+pub const MAX_IMAGE_SIZE: usize = 4096;
+
+/// The encoder keys both CLIP configs share.
+fn check_encoder(file: &str, hidden: usize, intermediate: usize, layers: usize, heads: usize, eps: f64) -> Result<()> {
+    check_range(file, "hidden_size", hidden, 1..=MAX_WIDTH)?;
+    check_range(file, "intermediate_size", intermediate, 1..=MAX_WIDTH)?;
+    check_range(file, "num_hidden_layers", layers, 1..=MAX_LAYERS)?;
+    check_divides(file, "num_attention_heads", heads, "hidden_size", &[hidden])?;
+    check_positive(file, "layer_norm_eps", eps)
 }
 
 /// transformers' `__init__` defaults (the configs of openai/clip-vit-base-patch32).

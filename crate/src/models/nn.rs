@@ -52,8 +52,15 @@ impl Linear {
 
     /// # Shapes
     /// `[..., in]` → `[..., out]`
+    ///
+    /// The leading dimensions are flattened into rows first: burn runs a 3-D input as a batched
+    /// GEMM, which for the temporal transformer's `[B·h·w, 16, C]` fills 16 of every 128-row tile.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.clone(), self.bias.clone())
+        let mut shape = x.dims();
+        let rows = shape[..D - 1].iter().product::<usize>();
+        let y = linear(x.reshape([rows, shape[D - 1]]), self.weight.clone(), self.bias.clone());
+        shape[D - 1] = self.d_out();
+        y.reshape(shape)
     }
 }
 

@@ -112,8 +112,9 @@ impl Upsample2D {
 #[derive(Clone, Debug)]
 pub struct TemporalConv {
     pub norm: GroupNorm,
-    /// `[C_out, C_in, 3, 1, 1]`
-    pub weight: Tensor<5>,
+    /// The checkpoint's `[C_out, C_in, 3, 1, 1]` weight as its three taps over time, each a
+    /// contiguous `[1, C_out, C_in]` (split once at load: a strided tap is copied on every call).
+    pub taps: [Tensor<3>; 3],
     pub bias: Tensor<1>,
 }
 
@@ -124,15 +125,11 @@ impl TemporalConv {
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
         let x = silu(self.norm.forward(x));
         let [b, c, f, h, w] = x.dims();
-        let [c_out, ..] = self.weight.dims();
+        let [_, c_out, _] = self.taps[0].dims();
         let zeros = Tensor::<5>::zeros([b, c, 1, h, w], &x.device());
         let padded = Tensor::cat(vec![zeros.clone(), x, zeros], 2);
-        let mut y = Tensor::<3>::zeros([b, c_out, f * h * w], &padded.device());
-        for k in 0..3 {
-            let tap = self.weight.clone().narrow(2, k, 1).reshape([1, c_out, c]);
-            let frames = padded.clone().narrow(2, k, f).reshape([b, c, f * h * w]);
-            y = y + tap.matmul(frames);
-        }
+        let tap = |k: usize| self.taps[k].clone().matmul(padded.clone().narrow(2, k, f).reshape([b, c, f * h * w]));
+        let y = tap(0) + tap(1) + tap(2);
         (y + self.bias.clone().reshape([1, c_out, 1])).reshape([b, c_out, f, h, w])
     }
 }
@@ -152,7 +149,16 @@ impl TemporalConvLayer {
             let conv = key(&seq, if i == 0 { "2" } else { "3" });
             Ok(TemporalConv {
                 norm: GroupNorm::load(w, &key(&seq, "0"), groups, channels, 1e-5)?,
-                weight: w.take(&key(&conv, "weight"), [channels, channels, 3, 1, 1])?,
+                taps: w
+                    .take_slices(&key(&conv, "weight"), [channels, channels, 3, 1, 1], 2)?
+                    .into_iter()
+                    .map(|tap| {
+                        let [c_out, c_in, ..] = tap.dims();
+                        tap.reshape([1, c_out, c_in])
+                    })
+                    .collect::<Vec<_>>()
+                    .try_into()
+                    .expect("three taps"),
                 bias: w.take(&key(&conv, "bias"), [channels])?,
             })
         };

@@ -6,6 +6,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use serde::{Deserialize, Serialize};
 
+use crate::loading::config::{MAX_LAYERS, MAX_WIDTH, check_divides, check_each, check_range, invalid};
 use crate::loading::weights::Weights;
 use crate::models::embeddings::TimestepEmbedding;
 use crate::models::nn::{Conv2d, GroupNorm, MAX_BINDING_BYTES};
@@ -81,16 +82,29 @@ mod defaults {
 }
 
 impl UNet3DConfig {
+    /// `file` names the config in messages (both UNets read these keys from `unet/config.json`).
     pub fn validate(&self, file: &str) -> Result<()> {
-        let n = self.block_out_channels.len();
-        let bad = |message: &str| Err(Error::Config { file: file.into(), message: message.into() });
-        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
-            return bad("block_out_channels, down_block_types and up_block_types must have the same length");
+        let widths = &self.block_out_channels;
+        let n = widths.len();
+        // 8 levels already down-sample 128×; real UNets have 4.
+        if !(1..=8).contains(&n) {
+            return Err(invalid(file, "block_out_channels", format!("{widths:?}"), "it must list 1 to 8 widths"));
         }
-        if self.block_out_channels.iter().any(|c| c % self.attention_head_dim != 0 || c % self.norm_num_groups != 0) {
-            return bad("every block width must be a multiple of attention_head_dim and norm_num_groups");
+        if self.down_block_types.len() != n || self.up_block_types.len() != n {
+            let message = "block_out_channels, down_block_types and up_block_types must have the same length";
+            return Err(Error::Config { file: file.into(), message: message.into() });
         }
-        Ok(())
+        check_each(file, "block_out_channels", widths, 1..=MAX_WIDTH)?;
+        for (key, channels) in [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("cross_attention_dim", self.cross_attention_dim),
+        ] {
+            check_range(file, key, channels, 1..=MAX_WIDTH)?;
+        }
+        check_range(file, "layers_per_block", self.layers_per_block, 1..=MAX_LAYERS)?;
+        check_divides(file, "norm_num_groups", self.norm_num_groups, "block_out_channels", widths)?;
+        check_divides(file, "attention_head_dim", self.attention_head_dim, "block_out_channels", widths)
     }
 
     /// Latent down-sampling steps between the input and the deepest block.

@@ -57,10 +57,8 @@ impl ConfigFile for UNet3DConditionModelConfig {
     fn check_class(json: &BTreeMap<String, Value>) -> Result<()> {
         expect_class_name(Self::FILE, json, &["UNet3DConditionModel"])
     }
-}
 
-impl UNet3DConditionModelConfig {
-    pub fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         self.unet.validate(Self::FILE)?;
         let unsupported = |key: &str, value: String, supported: &str| {
             Err(Error::Config {

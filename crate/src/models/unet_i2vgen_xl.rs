@@ -30,6 +30,10 @@ impl ConfigFile for I2VGenXLUNetConfig {
     fn check_class(json: &BTreeMap<String, Value>) -> Result<()> {
         expect_class_name(Self::FILE, json, &["I2VGenXLUNet"])
     }
+
+    fn validate(&self) -> Result<()> {
+        self.unet.validate(Self::FILE)
+    }
 }
 
 /// `I2VGenXLTransformerTemporalEncoder`: self-attention over frames then a GELU feed-forward
@@ -92,7 +96,7 @@ pub struct I2VGenXLUNetInput {
 impl I2VGenXLUNet {
     pub fn load(w: &mut Weights, config: &I2VGenXLUNetConfig) -> Result<Self> {
         let c = &config.unet;
-        c.validate(I2VGenXLUNetConfig::FILE)?;
+        config.validate()?;
         let (c0, cin, temb) = (c.block_out_channels[0], c.in_channels, c.time_embed_dim());
         let conv = |w: &mut Weights, k: &str, i, o, s| Conv2d::load(w, k, i, o, 3, s, 1, true);
 

@@ -8,7 +8,10 @@ use burn::tensor::{FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::loading::config::{ConfigFile, expect_class_name};
+use crate::loading::config::{
+    ConfigFile, MAX_LAYERS, MAX_WIDTH, check_divides, check_each, check_positive, check_range, expect_class_name,
+    invalid,
+};
 use crate::loading::weights::{Weights, key};
 use crate::models::attention::Attention;
 use crate::models::nn::{Activation, Conv2d, GroupNorm, MAX_ELEMENTS};
@@ -91,14 +94,23 @@ impl ConfigFile for AutoencoderKLConfig {
     fn check_class(json: &BTreeMap<String, Value>) -> Result<()> {
         expect_class_name(Self::FILE, json, &["AutoencoderKL"])
     }
-}
 
-impl AutoencoderKLConfig {
     fn validate(&self) -> Result<()> {
-        let bad = |message: String| Err(Error::Config { file: Self::FILE.into(), message });
+        let file = Self::FILE;
+        let bad = |message: String| Err(Error::Config { file: file.into(), message });
         if self.act_fn != Activation::Silu {
             return bad(format!("act_fn {:?} is not supported (only silu)", self.act_fn));
         }
+        // The page and the CLI hand the VAE RGB pictures and read RGB back.
+        for (key, channels) in [("in_channels", self.in_channels), ("out_channels", self.out_channels)] {
+            check_range(file, key, channels, 3..=3)?;
+        }
+        // 8 blocks already scale 128×; `downscale` shifts by the count.
+        if !(1..=8).contains(&self.block_out_channels.len()) {
+            let found = format!("{:?}", self.block_out_channels);
+            return Err(invalid(file, "block_out_channels", found, "it must list 1 to 8 widths"));
+        }
+        check_each(file, "block_out_channels", &self.block_out_channels, 1..=MAX_WIDTH)?;
         if self.down_block_types.iter().any(|t| t != "DownEncoderBlock2D")
             || self.up_block_types.iter().any(|t| t != "UpDecoderBlock2D")
             || self.down_block_types.len() != self.block_out_channels.len()
@@ -108,12 +120,18 @@ impl AutoencoderKLConfig {
                 "only DownEncoderBlock2D/UpDecoderBlock2D, one per block_out_channels entry, are supported".into()
             );
         }
+        check_range(file, "layers_per_block", self.layers_per_block, 1..=MAX_LAYERS)?;
+        check_range(file, "latent_channels", self.latent_channels, 1..=MAX_WIDTH)?;
+        check_divides(file, "norm_num_groups", self.norm_num_groups, "block_out_channels", &self.block_out_channels)?;
+        check_positive(file, "scaling_factor", self.scaling_factor)?;
         if self.shift_factor.is_some_and(|s| s != 0.0) {
             return bad("shift_factor is not supported".into());
         }
         Ok(())
     }
+}
 
+impl AutoencoderKLConfig {
     /// The spatial factor between pixels and latents (8 for SD's VAE).
     pub fn downscale(&self) -> usize {
         1 << (self.block_out_channels.len() - 1)

@@ -11,9 +11,27 @@ pub mod stage;
 
 use crate::{Error, Result};
 
+/// The longest output side: well above the model's 1280×704 and the refiner's 1280×720, and a
+/// bound on the work a typo (12800) asks for before the memory plan or a GPU limit is consulted.
+pub const MAX_SIDE: usize = 2048;
+
+/// The most denoising steps: the schedulers' training grid has 1000 timesteps
+/// (`num_train_timesteps`), and a schedule cannot be finer than its grid.
+pub const MAX_STEPS: usize = 1000;
+
 /// Check an output size: both sides positive multiples of `multiple` (the VAE's down-sampling,
-/// at least 8); the sentence suggests the nearest smaller size that is.
+/// at least 8) and at most [`MAX_SIDE`]; the sentence suggests the nearest smaller size that is.
 pub fn check_size(width: usize, height: usize, multiple: usize) -> Result<()> {
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(Error::request(
+            "size",
+            format!(
+                "the size {width}×{height} is too large: width and height must be at most {MAX_SIDE}; try {}×{}",
+                width.min(MAX_SIDE),
+                height.min(MAX_SIDE)
+            ),
+        ));
+    }
     let multiple = multiple.max(8);
     if width == 0 || height == 0 || !width.is_multiple_of(multiple) || !height.is_multiple_of(multiple) {
         return Err(Error::request(
@@ -25,6 +43,26 @@ pub fn check_size(width: usize, height: usize, multiple: usize) -> Result<()> {
                 (height / multiple).max(1) * multiple
             ),
         ));
+    }
+    Ok(())
+}
+
+/// A number of denoising steps a schedule can have: 1 to [`MAX_STEPS`].
+fn check_steps(steps: usize) -> Result<()> {
+    if !(1..=MAX_STEPS).contains(&steps) {
+        return Err(Error::request("steps", format!("steps must be between 1 and {MAX_STEPS}, got {steps}")));
+    }
+    Ok(())
+}
+
+/// The highest frame rate: screens show at most 60 frames per second, and the rate is also the
+/// model's fps conditioning, learned on ordinary video rates (the MP4 muxer fails far above).
+pub const MAX_FPS: usize = 60;
+
+/// A frame rate for the fps conditioning and the written video: 1 to [`MAX_FPS`].
+pub fn check_fps(fps: usize) -> Result<()> {
+    if !(1..=MAX_FPS).contains(&fps) {
+        return Err(Error::request("fps", format!("fps must be between 1 and {MAX_FPS}, got {fps}")));
     }
     Ok(())
 }

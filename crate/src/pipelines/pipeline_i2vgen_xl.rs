@@ -20,7 +20,7 @@ use crate::models::vae::AutoencoderKL;
 use crate::pipelines::noise::Draws;
 use crate::pipelines::sampling::Sampling;
 use crate::pipelines::stage::{Denoising, Stage};
-use crate::pipelines::{check_guidance, check_size, guidance_prompts};
+use crate::pipelines::{check_fps, check_guidance, check_size, check_steps, guidance_prompts};
 use crate::schedulers::SchedulerConfig;
 use crate::{Error, Result};
 
@@ -85,10 +85,41 @@ impl ConfigFile for CLIPImageProcessorConfig {
     fn check_class(_: &BTreeMap<String, Value>) -> Result<()> {
         Ok(())
     }
+
+    /// A crop the image encoder can look at, and a normalisation that divides by no zero.
+    fn validate(&self) -> Result<()> {
+        use crate::loading::config::{check_positive, check_range, invalid};
+        let (width, height) = self.crop_size.width_height();
+        for (key, side) in [("crop_size width", width), ("crop_size height", height)] {
+            check_range(Self::FILE, key, side, 1..=crate::models::clip::MAX_IMAGE_SIZE)?;
+        }
+        if let Some(mean) = self.image_mean.iter().find(|m| !m.is_finite()) {
+            return Err(invalid(Self::FILE, "image_mean", mean, "every entry must be a number"));
+        }
+        self.image_std.iter().try_for_each(|&std| check_positive(Self::FILE, "image_std", f64::from(std)))
+    }
 }
 
 /// Smaller pictures carry nothing to animate: they are refused with a sentence, not upscaled.
 pub const MIN_IMAGE_SIDE: usize = 16;
+
+/// The longest clip: I2VGen-XL learned its motion on 16-frame clips and its temporal attention
+/// grows with the square of the frames; longer videos come from chaining clips.
+pub const MAX_FRAMES: usize = 64;
+
+/// Refuse a first frame too small to animate (callers check it before loading the model too).
+pub fn check_image(image: &RgbImage) -> Result<()> {
+    if image.width < MIN_IMAGE_SIDE || image.height < MIN_IMAGE_SIDE {
+        return Err(Error::request(
+            "image",
+            format!(
+                "the image is {}×{} pixels; use one at least {MIN_IMAGE_SIDE} pixels on each side (ideally near the output size)",
+                image.width, image.height
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// What to generate. [`GenerationRequest::DEFAULT`] gives I2VGen-XL's defaults (704×1280,
 /// 16 frames at 16 fps, 50 steps, guidance 9): the one place the CLI, the page and the widget
@@ -128,13 +159,18 @@ impl GenerationRequest {
         if self.num_frames < 2 {
             return Err(Error::request("frames", format!("frames must be at least 2, got {}", self.num_frames)));
         }
-        if self.num_inference_steps == 0 {
-            return Err(Error::request("steps", "steps must be at least 1"));
+        if self.num_frames > MAX_FRAMES {
+            return Err(Error::request(
+                "frames",
+                format!(
+                    "frames must be at most {MAX_FRAMES}, got {}; for a longer video chain clips, each starting from the last frame",
+                    self.num_frames
+                ),
+            ));
         }
+        check_steps(self.num_inference_steps)?;
         check_guidance(self.guidance_scale)?;
-        if self.target_fps == 0 {
-            return Err(Error::request("fps", "fps must be at least 1"));
-        }
+        check_fps(self.target_fps)?;
         self.sampling.validate()
     }
 }
@@ -266,15 +302,7 @@ impl I2VGenXLPipeline {
         device: &Device,
     ) -> Result<Generation> {
         request.validate(self.vae_scale_factor())?;
-        if image.width < MIN_IMAGE_SIDE || image.height < MIN_IMAGE_SIDE {
-            return Err(Error::request(
-                "image",
-                format!(
-                    "the image is {}×{} pixels; use one at least {MIN_IMAGE_SIDE} pixels on each side (ideally near the output size)",
-                    image.width, image.height
-                ),
-            ));
-        }
+        check_image(image)?;
         let shape = self.latent_shape(&request);
         let expect = |name: &str, got: &[usize], want: &[usize]| {
             if got == want {

@@ -17,7 +17,7 @@ use crate::models::vae::AutoencoderKL;
 use crate::pipelines::noise::Draws;
 use crate::pipelines::sampling::Sampling;
 use crate::pipelines::stage::{Denoising, Stage};
-use crate::pipelines::{check_guidance, check_size, guidance_prompts};
+use crate::pipelines::{check_guidance, check_size, check_steps, guidance_prompts};
 use crate::schedulers::SchedulerConfig;
 use crate::{Error, Result};
 
@@ -59,9 +59,7 @@ impl RefineRequest {
         if !(self.strength > 0.0 && self.strength <= 1.0) {
             return Err(Error::request("strength", format!("strength must be in (0, 1], got {}", self.strength)));
         }
-        if self.num_inference_steps == 0 {
-            return Err(Error::request("steps", "steps must be at least 1"));
-        }
+        check_steps(self.num_inference_steps)?;
         if self.steps_to_run() == 0 {
             return Err(Error::request(
                 "steps",

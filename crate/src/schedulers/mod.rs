@@ -17,7 +17,7 @@ use self::scheduling_ddim::{DDIMScheduler, DDIMSchedulerConfig};
 use self::scheduling_dpmsolver_multistep::{DPMSolverMultistepScheduler, DPMSolverMultistepSchedulerConfig};
 use self::scheduling_unipc_multistep::{UniPCMultistepScheduler, UniPCMultistepSchedulerConfig};
 use self::scheduling_utils::{Sample, TimestepSpacing};
-use crate::loading::config::{ConfigFile, expect_class_name};
+use crate::loading::config::{ConfigFile, check_range, expect_class_name, invalid};
 use crate::{Error, Result};
 
 /// A scheduler with its timesteps set: the pipelines call `step` once per timestep, in order.
@@ -79,6 +79,14 @@ impl ConfigFile for SchedulerConfig {
     ];
     fn check_class(json: &BTreeMap<String, Value>) -> Result<()> {
         expect_class_name(Self::FILE, json, &SCHEDULER_CLASSES)
+    }
+
+    fn validate(&self) -> Result<()> {
+        match self {
+            Self::Ddim(c) => c.validate(),
+            Self::DpmSolverMultistep(c) => c.validate(),
+            Self::UniPCMultistep(c) => c.validate(),
+        }
     }
 }
 
@@ -152,10 +160,28 @@ fn check_common(file: &str, trained_betas: bool, thresholding: bool, num_train_t
     if thresholding {
         return bad("thresholding = true is not supported (latent diffusion models use false)");
     }
-    if num_train_timesteps < 2 {
-        return bad("num_train_timesteps must be at least 2");
+    check_range(file, "num_train_timesteps", num_train_timesteps, 2..=MAX_TRAIN_TIMESTEPS)
+}
+
+/// The most training timesteps a schedule may have: real ones have 1000, and each costs a few
+/// bytes per table, so a hostile count cannot ask for terabytes.
+const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
+/// Betas that are probabilities, and an offset that keeps the timesteps countable (the
+/// "leading" spacing adds it to every timestep).
+fn check_betas(
+    file: &str,
+    beta_start: f64,
+    beta_end: f64,
+    steps_offset: usize,
+    num_train_timesteps: usize,
+) -> Result<()> {
+    for (key, beta) in [("beta_start", beta_start), ("beta_end", beta_end)] {
+        if !(beta > 0.0 && beta < 1.0) {
+            return Err(invalid(file, key, beta, "it must be a number between 0 and 1 (a noise variance per step)"));
+        }
     }
-    Ok(())
+    check_range(file, "steps_offset", steps_offset, 0..=num_train_timesteps - 1)
 }
 
 /// A step count the schedule can take.

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 pub use super::scheduling_utils::{BetaSchedule, PredictionType, TimestepSpacing};
 use super::scheduling_utils::{Sample, alphas_cumprod_f32, numpy_arange, numpy_linspace};
-use super::{Scheduler, check_common, check_step_count, check_timesteps};
+use super::{Scheduler, check_betas, check_common, check_step_count, check_timesteps};
 use crate::loading::config::{ConfigFile, expect_class_name};
 use crate::{Error, Result};
 
@@ -71,12 +71,11 @@ impl ConfigFile for DDIMSchedulerConfig {
     fn check_class(json: &BTreeMap<String, Value>) -> Result<()> {
         expect_class_name(Self::FILE, json, &["DDIMScheduler"])
     }
-}
 
-impl DDIMSchedulerConfig {
     /// Options that would change the numbers but are not ported are refused, not ignored.
     fn validate(&self) -> Result<()> {
         check_common(Self::FILE, self.trained_betas.is_some(), self.thresholding, self.num_train_timesteps)?;
+        check_betas(Self::FILE, self.beta_start, self.beta_end, self.steps_offset, self.num_train_timesteps)?;
         if self.clip_sample {
             let message = "clip_sample = true is not supported (latent diffusion models use false)";
             return Err(Error::Config { file: Self::FILE.into(), message: message.into() });

@@ -12,7 +12,7 @@ use super::scheduling_utils::{
     FinalSigmasType, MultistepNoiseSchedule, PredictionType, Sample, alpha_sigma_lambda, data_prediction,
     index_for_timestep,
 };
-use super::{FILE, Scheduler, check_common, strength_tail};
+use super::{FILE, Scheduler, check_betas, check_common, strength_tail};
 use crate::{Error, Result};
 
 /// `solver_type` of the second-order update.
@@ -90,8 +90,10 @@ impl Default for DPMSolverMultistepSchedulerConfig {
 }
 
 impl DPMSolverMultistepSchedulerConfig {
-    fn validate(&self) -> Result<()> {
-        check_common(FILE, self.trained_betas.is_some(), self.thresholding, self.schedule.num_train_timesteps)?;
+    pub(super) fn validate(&self) -> Result<()> {
+        let s = &self.schedule;
+        check_common(FILE, self.trained_betas.is_some(), self.thresholding, s.num_train_timesteps)?;
+        check_betas(FILE, s.beta_start, s.beta_end, s.steps_offset, s.num_train_timesteps)?;
         let bad = |message: String| Err(Error::Config { file: FILE.into(), message });
         if !matches!(self.algorithm_type.as_str(), "dpmsolver++" | "deis") {
             return bad(format!("algorithm_type {:?} is not supported; use \"dpmsolver++\"", self.algorithm_type));

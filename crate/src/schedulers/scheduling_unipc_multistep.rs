@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::scheduling_utils::{
     MultistepNoiseSchedule, PredictionType, Sample, alpha_sigma_lambda, data_prediction, index_for_timestep,
 };
-use super::{FILE, Scheduler, check_common, strength_tail};
+use super::{FILE, Scheduler, check_betas, check_common, strength_tail};
 use crate::{Error, Result};
 
 /// `solver_type`: the B(h) of the update.
@@ -83,8 +83,10 @@ impl Default for UniPCMultistepSchedulerConfig {
 }
 
 impl UniPCMultistepSchedulerConfig {
-    fn validate(&self) -> Result<()> {
-        check_common(FILE, self.trained_betas.is_some(), self.thresholding, self.schedule.num_train_timesteps)?;
+    pub(super) fn validate(&self) -> Result<()> {
+        let s = &self.schedule;
+        check_common(FILE, self.trained_betas.is_some(), self.thresholding, s.num_train_timesteps)?;
+        check_betas(FILE, s.beta_start, s.beta_end, s.steps_offset, s.num_train_timesteps)?;
         let bad = |message: String| Err(Error::Config { file: FILE.into(), message });
         if !(1..=2).contains(&self.solver_order) {
             return bad(format!("solver_order {} is not supported; use 1 or 2", self.solver_order));

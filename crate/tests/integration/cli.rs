@@ -469,3 +469,122 @@ fn bench_pipeline_measures_each_stage_next_to_the_plan() {
         }
     }
 }
+
+/// `generate` with the fixture model, the golden image and a small request writing `output`;
+/// `changes` (flag, value pairs) replace those flags or add others.
+fn generate_args(output: &str, changes: &[&str]) -> Vec<String> {
+    let (m, image) = (model(), golden("image.png"));
+    let mut args: Vec<[&str; 2]> = vec![
+        ["--model", &m],
+        ["--image", &image],
+        ["--prompt", "a cat"],
+        ["--frames", "3"],
+        ["--height", "24"],
+        ["--width", "40"],
+        ["--steps", "2"],
+        ["--backend", "cpu"],
+        ["--output", output],
+    ];
+    for change in changes.chunks(2) {
+        match args.iter_mut().find(|[flag, _]| *flag == change[0]) {
+            Some(arg) => arg[1] = change[1],
+            None => args.push([change[0], change[1]]),
+        }
+    }
+    std::iter::once("generate").chain(args.concat()).map(String::from).collect()
+}
+
+/// Every argument, the output path, the image and the refiner folder are refused before the model
+/// loads: the one error line, and no "encoding the prompt" line (the first thing after loading).
+#[test]
+fn bad_arguments_are_refused_before_the_model_loads() {
+    let dir = scratch("up-front");
+    let path = |name: &str| dir.join(name).display().to_string();
+    let gif = path("out.gif");
+    let mut one_pixel = Vec::new();
+    image::RgbImage::new(1, 1).write_to(&mut std::io::Cursor::new(&mut one_pixel), image::ImageFormat::Png).unwrap();
+    std::fs::write(path("one.png"), one_pixel).unwrap();
+    std::fs::create_dir_all(path("folder.gif")).unwrap();
+    let mut strip = Vec::new();
+    image::GrayImage::new(16, 100_000)
+        .write_to(&mut std::io::Cursor::new(&mut strip), image::ImageFormat::Png)
+        .unwrap();
+    std::fs::write(path("strip.png"), strip).unwrap();
+    let jpeg = std::fs::read(golden("image.png")).map(|png| image::load_from_memory(&png).unwrap()).unwrap();
+    let mut jpeg_bytes = Vec::new();
+    jpeg.to_rgb8().write_to(&mut std::io::Cursor::new(&mut jpeg_bytes), image::ImageFormat::Jpeg).unwrap();
+    std::fs::write(path("half.jpg"), &jpeg_bytes[..jpeg_bytes.len() / 2]).unwrap();
+    let vid2vid = Path::new(common::FIXTURES).join("tiny-vid2vid").display().to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--output", "/nonexistent-dir/x.gif"], "the folder /nonexistent-dir does not exist"),
+        (&["--output", &path("folder.gif")], "is a folder; --output must be a file name"),
+        (&["--output", &path("x.avi")], "must end in .webm, .mp4, .gif or .safetensors"),
+        (&["--fps", "1000000", "--output", &path("x.mp4")], "fps must be between 1 and 60, got 1000000"),
+        (&["--frames", "1000"], "frames must be at most 64, got 1000"),
+        (&["--width", "12800"], "the size 12800×24 is too large: width and height must be at most 2048"),
+        (&["--steps", "5000"], "steps must be between 1 and 1000, got 5000"),
+        (&["--image", &path("one.png")], "the image is 1×1 pixels; use one at least 16 pixels"),
+        (&["--image", &path("strip.png")], "16×100000 pixels, too long and thin"),
+        (&["--image", &path("half.jpg")], "cut short (truncated)"),
+        (&["--refine-model", "/nonexistent-refiner"], "/nonexistent-refiner is not a folder"),
+        // The base model given as the refiner: its UNet is of the other class.
+        (&["--refine-model", &model()], "UNet3DConditionModel"),
+        (&["--refine-model", &vid2vid, "--refine-width", "30"], "multiples of 8"),
+    ];
+    for (extra, expect) in cases {
+        let args = generate_args(&gif, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = i2vgen(&args);
+        common::assert_clear_error(&format!("{extra:?}"), &out, expect);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("encoding the prompt"), "{extra:?}: checked only after loading: {stderr}");
+    }
+    assert!(!Path::new(&gif).exists());
+    // `refine` checks its output, rate and model folder before reading the video.
+    let refine = ["refine", "--model", &vid2vid, "--video", "/nonexistent.gif", "--prompt", "a cat"];
+    assert_clear_error(&[&refine[..], &["--output", "/nonexistent-dir/x.gif"]].concat(), "does not exist");
+    assert_clear_error(&[&refine[..], &["--output", &gif, "--fps", "0"]].concat(), "fps must be between 1 and 60");
+    let (mut wrong_model, base) = (refine, model());
+    wrong_model[2] = &base;
+    assert_clear_error(&[&wrong_model[..], &["--output", &gif]].concat(), "UNet3DConditionModel");
+}
+
+/// A refiner whose configs are sound but whose UNet weights are missing passes the up-front
+/// checks and fails only when it loads, after the base video is made: the base video is written
+/// to the output and the error names the cause.
+#[test]
+fn a_failed_refinement_keeps_the_base_video() {
+    let dir = scratch("refine-fails");
+    let refiner = dir.join("refiner");
+    let source = Path::new(common::FIXTURES).join("tiny-vid2vid");
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let from = entry.unwrap().path();
+        let to = refiner.join(from.file_name().unwrap());
+        if from.is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+            for file in std::fs::read_dir(&from).unwrap() {
+                let file = file.unwrap().path();
+                if file.file_name().unwrap() != "diffusion_pytorch_model.safetensors" || !to.ends_with("unet") {
+                    std::fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
+                }
+            }
+        } else {
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
+    let output = dir.join("video.safetensors");
+    let refiner = refiner.display().to_string();
+    let args = generate_args(&output.display().to_string(), &["--refine-model", &refiner, "--refine-steps", "2"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = i2vgen(&args);
+    common::assert_clear_error("missing refiner weights", &out, "the refinement failed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unet: no diffusion_pytorch_model.safetensors")
+            && stderr.contains("the base video (3 frames, 40×24) was written to"),
+        "{stderr}"
+    );
+    let (shape, values) = common::read_f32(&output).remove("frames").expect("frames");
+    assert_eq!(shape, [3, 24, 40, 3]);
+    assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
+}

@@ -8,6 +8,8 @@ mod cli;
 mod config;
 mod device_check;
 mod encoders;
+mod fuzz;
+mod media;
 mod multistep;
 mod pipeline;
 mod refine;

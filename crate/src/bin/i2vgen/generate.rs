@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::{Tensor, TensorData};
 use i2vgen::pipelines::chain;
+use i2vgen::pipelines::check_size;
 use i2vgen::pipelines::noise::Draws;
-use i2vgen::pipelines::pipeline_i2vgen_xl::GenerationRequest;
+use i2vgen::pipelines::pipeline_i2vgen_xl::{GenerationRequest, check_image};
 use i2vgen::pipelines::pipeline_video_to_video::RefineRequest;
 
 use crate::{inputs, model, stage, video};
@@ -76,7 +77,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    video::Format::of(&args.run.output)?;
+    // Every argument, the output path and the model folders' configs are checked before anything
+    // loads, so a mistake costs seconds, not a generation.
+    video::check_output(&args.run.output)?;
     let (num_inference_steps, sampling) = args.sampling.resolve();
     let request = GenerationRequest {
         prompt: args.prompt.clone(),
@@ -89,6 +92,7 @@ pub fn run(args: Args) -> Result<()> {
         guidance_scale: args.guidance,
         sampling,
     };
+    request.validate(model::vae_scale_factor(&args.model)?)?;
     let refine_request = args.refine_model.as_ref().map(|_| RefineRequest {
         prompt: args.refine_prompt.clone().unwrap_or_else(|| args.prompt.clone()),
         negative_prompt: args.negative_prompt.clone(),
@@ -98,18 +102,19 @@ pub fn run(args: Args) -> Result<()> {
         height: args.refine_height,
         width: args.refine_width,
     });
-    if let Some(r) = &refine_request {
+    if let (Some(model), Some(r)) = (&args.refine_model, &refine_request) {
         r.validate()?;
+        check_size(r.width, r.height, model::check_refiner(model)?)?;
     }
     if args.clips == 0 {
         anyhow::bail!("--clips must be at least 1");
     }
     let mut image = inputs::load_image(&args.image)?;
+    check_image(&image).with_context(|| args.image.display().to_string())?;
     let noise_file = inputs::noise_file(args.noise.as_deref())?;
     let device = crate::devices::device(args.run.backend, args.run.dtype)?;
     let started = Instant::now();
     let pipeline = model::base(&args.model, &device)?;
-    request.validate(pipeline.vae_scale_factor())?;
 
     let mut trace = Vec::new();
     let mut frames: Vec<TensorData> = Vec::new();
@@ -163,9 +168,24 @@ pub fn run(args: Args) -> Result<()> {
     }
     let frames = match (&args.refine_model, refine_request) {
         (Some(model), Some(request)) => {
-            let base: Vec<Tensor<3>> = frames.into_iter().map(|f| Tensor::from_data(f, &device)).collect();
+            let base: Vec<Tensor<3>> = frames.iter().map(|f| Tensor::from_data(f.clone(), &device)).collect();
             // The refiner's draws come from the seed after the clips', so a run is one seed end to end.
-            stage::refine(model, request, base, chain::clip_seed(args.run.seed, args.clips), None, &device)?
+            match stage::refine(model, request, base, chain::clip_seed(args.run.seed, args.clips), None, &device) {
+                Ok(refined) => refined,
+                // The base video is a result: write it, then report why the refinement failed.
+                Err(err) => {
+                    video::write(&args.run.output, &frames, args.fps).with_context(|| {
+                        format!("the refinement failed ({err:#}), then writing the base video failed")
+                    })?;
+                    bail!(
+                        "the refinement failed: {err:#}; the base video ({} frames, {}×{}) was written to {} instead",
+                        frames.len(),
+                        args.width,
+                        args.height,
+                        args.run.output.display()
+                    );
+                }
+            }
         }
         _ => frames,
     };

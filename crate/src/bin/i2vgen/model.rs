@@ -7,8 +7,12 @@ use std::rc::Rc;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use i2vgen::loading::folder::{self, Files, TensorSource};
+use i2vgen::models::clip::CLIPTextConfig;
+use i2vgen::models::unet_3d_condition::UNet3DConditionModelConfig;
+use i2vgen::models::vae::AutoencoderKLConfig;
 use i2vgen::pipelines::pipeline_i2vgen_xl::I2VGenXLPipeline;
 use i2vgen::pipelines::pipeline_video_to_video::VideoToVideoSDPipeline;
+use i2vgen::schedulers::SchedulerConfig;
 
 /// A folder on disk, read by relative path.
 struct Disk(PathBuf);
@@ -57,6 +61,31 @@ fn load<P>(
         .with_context(|| format!("loading {} (--model must be a diffusers pipeline folder)", model.display()))?;
     print_notes(model, &notes);
     Ok(Rc::new(pipeline))
+}
+
+/// The VAE's down-sampling factor of a base model folder, from its config alone (no weights are
+/// read): what the request is checked against before the model loads.
+pub fn vae_scale_factor(model: &Path) -> Result<usize> {
+    let vae: AutoencoderKLConfig = folder::config(open(model)?.as_mut(), &mut Vec::new())
+        .with_context(|| format!("{} (--model must be a diffusers I2VGenXLPipeline folder)", model.display()))?;
+    Ok(vae.downscale())
+}
+
+/// Check a refiner folder from its configs and tokenizer alone (no weights are read), so a wrong
+/// `--refine-model` is refused before the base run; returns its VAE's down-sampling factor.
+pub fn check_refiner(model: &Path) -> Result<usize> {
+    let mut source = open(model)?;
+    let (source, notes) = (source.as_mut(), &mut Vec::new());
+    let mut check = || -> i2vgen::Result<usize> {
+        folder::config::<UNet3DConditionModelConfig>(source, notes)?;
+        folder::config::<CLIPTextConfig>(source, notes)?;
+        folder::config::<SchedulerConfig>(source, notes)?;
+        folder::tokenizer(source)?;
+        Ok(folder::config::<AutoencoderKLConfig>(source, notes)?.downscale())
+    };
+    check().with_context(|| {
+        format!("{}: refine needs a VideoToVideoSDPipeline folder (e.g. zeroscope_v2_XL)", model.display())
+    })
 }
 
 pub fn base(model: &Path, device: &Device) -> Result<Rc<I2VGenXLPipeline>> {

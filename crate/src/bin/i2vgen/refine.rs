@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use i2vgen::pipelines::pipeline_video_to_video::RefineRequest;
+use i2vgen::pipelines::{check_fps, check_size};
 
 use crate::{inputs, stage, video};
 
@@ -47,7 +48,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    video::Format::of(&args.run.output)?;
+    // The output path, the rate and the refiner's configs are checked before anything loads.
+    video::check_output(&args.run.output)?;
+    check_fps(args.fps)?;
+    let vae_scale_factor = crate::model::check_refiner(&args.model)?;
     let device = crate::devices::device(args.run.backend, args.run.dtype)?;
     let started = Instant::now();
     let frames = inputs::read_video(&args.video, &device)?;
@@ -63,6 +67,7 @@ pub fn run(args: Args) -> Result<()> {
         width: args.width.unwrap_or(w),
     };
     request.validate()?;
+    check_size(request.width, request.height, vae_scale_factor)?;
     let noise_file = inputs::noise_file(args.noise.as_deref())?;
     let out = stage::refine(&args.model, request, frames, args.run.seed, noise_file.as_deref(), &device)?;
     video::write(&args.run.output, &out, args.fps)?;

@@ -29,6 +29,30 @@ impl Format {
     }
 }
 
+/// Check before any work that `path` can be written: a known extension, an existing folder, and
+/// permission to write there (a probe file created next to it and removed at once; an existing
+/// file opened for writing without truncating it).
+pub fn check_output(path: &Path) -> Result<Format> {
+    let format = Format::of(path)?;
+    if path.is_dir() {
+        bail!("{} is a folder; --output must be a file name such as {}/video.webm", path.display(), path.display());
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        bail!("{}: the folder {} does not exist; create it or choose another --output", path.display(), dir.display());
+    }
+    let cannot_write =
+        || format!("cannot write to {}; choose an --output in a folder you can write to", path.display());
+    if path.exists() {
+        std::fs::OpenOptions::new().write(true).open(path).with_context(cannot_write)?;
+    } else {
+        let probe = dir.join(format!(".i2vgen-write-check-{}", std::process::id()));
+        std::fs::File::create(&probe).with_context(cannot_write)?;
+        std::fs::remove_file(&probe).ok();
+    }
+    Ok(format)
+}
+
 /// `frames`: each `[H, W, 3]` in [0, 1].
 pub fn write(path: &Path, frames: &[TensorData], fps: usize) -> Result<()> {
     let format = Format::of(path)?;
