@@ -2,7 +2,10 @@
 // WebAssembly streaming needs, Range requests (resumable weight downloads), the page's strict
 // Content-Security-Policy as a header (it binds the worker too), and a hub mirror:
 // /hub/<owner>/<name>/resolve/<revision>/<path> serves tests/fixtures/<name>/<path> the way
-// huggingface.co serves a repo (the bundled demo model).
+// huggingface.co serves a repo (the bundled demo model), with the hub's integrity headers:
+// `X-Repo-Commit` (a hash of the folder's contents, standing in for the git commit), and for
+// LFS-like files (weights) `X-Linked-Etag`/`ETag` carrying their sha256; and the hub's revision
+// API, /hub/api/models/<owner>/<name>/revision/<revision> → {"sha": <that commit>}.
 //
 // Only what the app needs is served (PUBLIC), never a dotfile (.git) or the rest of the checkout;
 // CORS only on what a page on another site loads (the widget's scripts, the wasm module, weights).
@@ -10,8 +13,9 @@
 // an exception, and the app cannot be framed; only the embed page can.
 // Usage: node web/serve.mjs [--port 8080] [--root DIR]
 import { createServer } from 'node:http';
-import { createReadStream, realpathSync, statSync } from 'node:fs';
-import { extname, join, resolve, sep } from 'node:path';
+import { createHash } from 'node:crypto';
+import { createReadStream, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { extname, join, relative as relativePath, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const TYPES = {
@@ -51,6 +55,32 @@ const PUBLIC = [
 const CROSS_ORIGIN = ['/web/js/', '/web/pkg/', '/web/node_modules/mediabunny/', '/tests/fixtures/', '/models/'];
 
 const HUB = /^\/hub\/[^/]+\/([^/]+)\/resolve\/[^/]+\/(.+)$/;
+const HUB_REVISION = /^\/hub\/api\/models\/[^/]+\/([^/]+)\/revision\/[^/]+$/;
+/** The files the hub stores in LFS, whose sha256 it publishes. */
+const LFS = ['.safetensors', '.bin', '.pt', '.onnx'];
+
+const digests = new Map(); // `${path} ${size} ${mtime}` → sha256, so each file is hashed once
+
+function fileSha256(path) {
+  const stat = statSync(path);
+  const id = `${path} ${stat.size} ${stat.mtimeMs}`;
+  if (!digests.has(id)) digests.set(id, createHash('sha256').update(readFileSync(path)).digest('hex'));
+  return digests.get(id);
+}
+
+/** A demo folder's "commit": a sha1 over its files' paths and sha256s, as a git commit names its tree. */
+export function folderCommit(dir) {
+  const hash = createHash('sha1');
+  const walk = (folder) => {
+    for (const entry of readdirSync(folder, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const path = join(folder, entry.name);
+      if (entry.isDirectory()) walk(path);
+      else if (entry.isFile()) hash.update(`${relativePath(dir, path)} ${fileSha256(path)}\n`);
+    }
+  };
+  walk(dir);
+  return hash.digest('hex');
+}
 
 const under = (list, path) => list.some((p) => (p.endsWith('/') ? path.startsWith(p) : path === p));
 
@@ -69,22 +99,25 @@ function requestPath(rawUrl) {
   if (path.includes('\0')) return { status: 400 };
   if (path.split(/[\\/]/).some((segment) => segment.startsWith('.'))) return { status: 404 };
   if (path === '/') return { path: '/index.html' };
+  const revision = HUB_REVISION.exec(path);
+  if (revision) return { path: `/tests/fixtures/${revision[1]}/`, hub: 'revision' };
   const hub = HUB.exec(path);
-  return { path: hub ? `/tests/fixtures/${hub[1]}/${hub[2]}` : path };
+  return hub ? { path: `/tests/fixtures/${hub[1]}/${hub[2]}`, hub: 'file' } : { path };
 }
 
 /**
  * Start serving `root`; resolves to the listening server. Port 0 picks a free port.
  * `intercept(req, res, path)` (tests) may answer a request itself by returning true; it sees
  * every request whose URL is well formed, `path` being the file it would name under `root`.
+ * `hubCommit(folder)` names the commit the hub mirror reports for a demo folder (tests move it).
  */
-export function serve({ root, port = 8080, host = '127.0.0.1', intercept = () => false }) {
+export function serve({ root, port = 8080, host = '127.0.0.1', intercept = () => false, hubCommit = folderCommit }) {
   const base = resolve(root);
   const realBase = realpathSync(base);
   const notFound = (res) => res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found');
   const server = createServer((req, res) => {
     res.setHeader('x-content-type-options', 'nosniff');
-    const { path: relative, status } = requestPath(req.url);
+    const { path: relative, status, hub } = requestPath(req.url);
     if (status === 400) {
       res.writeHead(400, { 'content-type': 'text/plain; charset=utf-8' }).end('bad request: not a valid URL path');
       return;
@@ -96,7 +129,7 @@ export function serve({ root, port = 8080, host = '127.0.0.1', intercept = () =>
     if (under(CROSS_ORIGIN, relative)) {
       res.setHeader('access-control-allow-origin', '*');
       res.setHeader('access-control-allow-headers', 'range');
-      res.setHeader('access-control-expose-headers', 'content-range, content-length');
+      res.setHeader('access-control-expose-headers', 'content-range, content-length, x-repo-commit, x-linked-etag, etag');
     }
     let path = join(base, relative);
     if (intercept(req, res, path)) return;
@@ -113,6 +146,21 @@ export function serve({ root, port = 8080, host = '127.0.0.1', intercept = () =>
       return;
     }
     res.setHeader('content-security-policy', relative === EMBED ? EMBED_CSP : CSP);
+    if (hub) {
+      const folder = join(base, relative.split('/').slice(0, 4).join('/'));
+      let commit;
+      try {
+        commit = hubCommit(folder);
+      } catch {
+        notFound(res);
+        return;
+      }
+      if (hub === 'revision') {
+        res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-cache' }).end(JSON.stringify({ sha: commit }));
+        return;
+      }
+      res.setHeader('x-repo-commit', commit);
+    }
     let stat;
     try {
       stat = statSync(path);
@@ -128,6 +176,11 @@ export function serve({ root, port = 8080, host = '127.0.0.1', intercept = () =>
       return;
     }
     const type = TYPES[extname(path)] ?? 'application/octet-stream';
+    if (hub && LFS.includes(extname(path))) {
+      const sha = fileSha256(path);
+      res.setHeader('x-linked-etag', `"${sha}"`);
+      res.setHeader('etag', `"${sha}"`);
+    }
     const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
     let start = 0;
     let end = stat.size - 1;

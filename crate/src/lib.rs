@@ -8,7 +8,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`models`] | every network, one file per diffusers file: CLIP text and vision, the VAE, both 3D UNets and their blocks |
-//! | [`pipelines`] | `I2VGenXLPipeline` (base stage) and `VideoToVideoSDPipeline` (refinement), seeded noise, sampling knobs and presets, chained clips |
+//! | [`pipelines`] | `I2VGenXLPipeline` (base stage) and `VideoToVideoSDPipeline` (refinement), seeded noise, sampling knobs and presets, chained clips, the GPU memory plan (`memory_plan`) and the parameter counts of configs (`model_sizes`) |
 //! | [`schedulers`] | `DDIMScheduler`, `DPMSolverMultistepScheduler`, `UniPCMultistepScheduler` (one `Scheduler` trait) |
 //! | [`loading`] | configs, strict weights, converted shards (`manifest.json`), the CLIP tokenizer's files |
 //! | [`media`] | image decoding and Pillow-exact resizing, GIF encoding, video quality metrics (PSNR, SSIM) |

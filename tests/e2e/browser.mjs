@@ -33,9 +33,9 @@ export async function launch({ webgpu = true } = {}) {
   });
 }
 
-/** Serve the repository root on a free port; returns { url, close }. */
-export async function startServer({ intercept } = {}) {
-  const server = await serve({ root: ROOT, port: 0, intercept });
+/** Serve the repository root on a free port; returns { url, close }. `hubCommit`: see serve.mjs. */
+export async function startServer({ intercept, hubCommit } = {}) {
+  const server = await serve({ root: ROOT, port: 0, intercept, ...(hubCommit ? { hubCommit } : {}) });
   const { port } = server.address();
   return { url: `http://127.0.0.1:${port}/`, close: () => new Promise((ok) => server.close(ok)) };
 }
@@ -70,7 +70,8 @@ export async function openApp(context, url, log) {
 
 /**
  * Run a worker request from the page through the app's own client: `{kind, payload}` → result
- * (blobs turned into byte arrays, typed arrays into plain arrays).
+ * (blobs turned into byte arrays, typed arrays into plain arrays), with `retries`: the messages
+ * of the download retries it reported.
  */
 export async function workerRequest(page, kind, payload) {
   return page.evaluate(async ({ kind, payload }) => {
@@ -80,16 +81,18 @@ export async function workerRequest(page, kind, payload) {
     if (payload.noiseUrl) payload.noise = await (await fetch(payload.noiseUrl)).arrayBuffer();
     delete payload.imageUrl;
     delete payload.noiseUrl;
+    const retries = [];
+    const onProgress = (p) => p.stage === 'retrying' && retries.push(p.message);
     try {
-      const r = await window.testClient.request(kind, payload).promise;
-      const out = { ...r };
+      const r = await window.testClient.request(kind, payload, { onProgress }).promise;
+      const out = { ...r, retries };
       for (const [k, v] of Object.entries(r)) {
         if (v instanceof Blob) out[k] = { type: v.type, size: v.size };
         if (v instanceof Float32Array) out[k] = Array.from(v);
       }
       return out;
     } catch (err) {
-      return { error: err.message };
+      return { error: err.message, retries };
     }
   }, { kind, payload });
 }

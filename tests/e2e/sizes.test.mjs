@@ -1,12 +1,13 @@
 // Size tiers and the GPU memory budget: with `?budget=` set small (a small GPU, faked), the sizes
-// the memory plan says cannot fit are offered disabled with the plan's sentence, choosing a size
+// the memory plan says cannot fit are offered disabled with the plan's sentence (a run over it is
+// refused from the configs, before any weight is downloaded), choosing a size
 // sets the width and height, a run at a size over the budget is refused with that sentence before
 // anything runs, and the page goes on working; the widget's `budget` does the same. The demo model
 // stands in for the real one.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { launch, startServer, openApp, workerRequest, ROOT } from './browser.mjs';
+import { launch, startServer, openApp, recordRequests, workerRequest, ROOT } from './browser.mjs';
 
 let server;
 before(async () => { server = await startServer(); });
@@ -29,7 +30,20 @@ test('sizes over the memory budget are offered disabled with the reason, and a r
     // The demo model's peaks at the form's settings (its defaults), no budget. The budget is the
     // smallest 16:9 tier's peak (rounded up to 0.1 MB): that tier fits; 1280×704 has 8 times the
     // pixels and stays above it even with the guidance halves run apart (which a budget allows).
+    // First visit, nothing cached: a run over the budget is refused with the plan's sentence
+    // from the configs alone, before a single weight byte is requested.
+    const requests = recordRequests(context);
     let page = await openApp(context, server.url, log);
+    const early = await workerRequest(page, 'generate', {
+      source: SOURCE(server.url), imageUrl: '/tests/fixtures/golden/image.png', defaults: 'demo',
+      request: { prompt: 'a cat', frames: 2, steps: 1, budgetBytes: 1000 },
+    });
+    assert.match(early.error ?? '', /^2 frames at 40×24 .*memory budget/, JSON.stringify(early));
+    // (Resolving the files probes each with a one-byte Range request: not a download.)
+    const weights = requests.filter((r) => /\.safetensors$/.test(r.url) && r.headers.range !== 'bytes=0-0');
+    assert.deepEqual(weights.map((r) => r.url), [], 'weights were requested before the plan refused the run');
+    assert.ok(requests.some((r) => r.url.endsWith('unet/config.json')), 'the configs were read');
+
     const free = await workerRequest(page, 'sizes', { source: SOURCE(server.url), request: { prompt: '' }, defaults: 'demo', load: true });
     assert.equal(free.error, undefined, free.error);
     const tiers = Object.values(free);
@@ -85,6 +99,17 @@ test('sizes over the memory budget are offered disabled with the reason, and a r
     await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.run), null, { timeout: 300_000 });
     assert.equal(await page.getAttribute('body', 'data-run'), 'done', `${await page.textContent('#message')}\n${log.join('\n')}`);
     assert.match(await page.textContent('#message'), /40×24/);
+
+    // A run that fails keeps the previous video shown and downloadable.
+    const video = await page.getAttribute('#result-video', 'src');
+    await page.fill('#width', '1280');
+    await page.fill('#height', '704');
+    await page.click('#generate');
+    await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.run), null, { timeout: 300_000 });
+    assert.equal(await page.getAttribute('body', 'data-run'), 'error');
+    assert.ok(await page.isVisible('#result-video'));
+    assert.equal(await page.getAttribute('#result-video', 'src'), video);
+    await page.selectOption('#size', '24x40');
 
     // The widget with the same budget refuses a size over it with the sentence, shown as its
     // status. Without a size it takes the demo model's own: a budget nothing fits names it.

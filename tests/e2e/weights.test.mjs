@@ -25,7 +25,7 @@ function unetBytesServed(req) {
   return end - Number(range[1]);
 }
 
-test('a second visit loads from the cache with zero weight requests and computes the same', { timeout: 900_000 }, async () => {
+test('a second visit loads from the cache with zero weight requests (one revision lookup) and computes the same', { timeout: 900_000 }, async () => {
   const server = await startServer();
   const context = await launch();
   const requests = recordRequests(context);
@@ -40,8 +40,9 @@ test('a second visit loads from the cache with zero weight requests and computes
     page = await openApp(context, server.url);
     const second = await generate(page, server.url);
     assert.equal(second.error, undefined, second.error);
-    const weightRequests = requests.slice(before).filter((r) => r.url.includes('/hub/'));
+    const weightRequests = requests.slice(before).filter((r) => r.url.includes('/resolve/'));
     assert.deepEqual(weightRequests.map((r) => r.url), [], 'the second visit asked the network for weights');
+    assert.deepEqual(requests.slice(before).filter((r) => r.url.includes('/hub/api/')).length, 1, 'one lookup of the commit main names');
     assert.equal(second.load.network, 0);
     assert.deepEqual(second.rawFrames, first.rawFrames);
     const mbps = second.load.bytes / 1e6 / second.load.seconds;
@@ -50,7 +51,7 @@ test('a second visit loads from the cache with zero weight requests and computes
     // Settings lists the cached model with its size and deletes it.
     await page.click('#settings summary');
     await page.click('#refresh-cache');
-    await page.waitForFunction(() => /demo\/tiny-i2vgen \(main\): [\d.]+ MB/.test(document.querySelector('#cached-models').textContent));
+    await page.waitForFunction(() => /demo\/tiny-i2vgen \(main, commit [0-9a-f]{7}\): [\d.]+ MB/.test(document.querySelector('#cached-models').textContent));
     await page.click('#cached-models button');
     await page.waitForFunction(() => /No models are cached/.test(document.querySelector('#cached-models').textContent));
     const left = await page.evaluate(async () => (await (await caches.open('i2vgen-weights-v1')).keys()).length);
@@ -120,7 +121,7 @@ test('a damaged cached chunk is detected and fetched again, alone', { timeout: 9
     page = await openApp(context, server.url);
     const second = await generate(page, server.url);
     assert.equal(second.error, undefined, second.error);
-    const weightRequests = requests.slice(before).filter((r) => r.url.includes('/hub/'));
+    const weightRequests = requests.slice(before).filter((r) => r.url.includes('/resolve/'));
     assert.equal(weightRequests.length, 1, weightRequests.map((r) => r.url).join('\n'));
     assert.equal(weightRequests[0].headers.range, `bytes=${3 * CHUNK}-${4 * CHUNK - 1}`);
     assert.deepEqual(second.rawFrames, first.rawFrames);

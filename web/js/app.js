@@ -1,7 +1,8 @@
 // The page: checks WebGPU, shows the adapter, runs the device check, and drives the worker that
 // generates videos. Everything long runs in the worker; this file only talks to it.
 import init, { choosePrecision, defaults, deviceCheck, precision, sizeTiers } from '../pkg/i2vgen_web.js';
-import { Client, aspect, budgetBytes, demoSource, largestFit } from './client.js';
+import { aspect, budgetBytes, demoSource, largestFit, sharedClient } from './client.js';
+import { FATAL_CODES } from './protocol.js';
 import { DEFAULT_HUB } from './model-source.js';
 import { deleteModel, listModels, mb } from './weight-store.js';
 
@@ -160,11 +161,16 @@ function startRun(payload, label) {
 function show(result, clips) {
   if (shown) for (const url of shown.urls) URL.revokeObjectURL(url);
   const { rgba, width, height, frames, fps, request: used, unetEquivalents } = result;
-  const urls = [URL.createObjectURL(result.webm), URL.createObjectURL(result.gif)];
-  shown = { rgba, width, height, frames, fps, clips, request: used, urls };
-  $('result-video').src = urls[0];
-  $('download-webm').href = urls[0];
-  $('download-gif').href = urls[1];
+  // Either encoding may have failed (the result's videoNote says why): show what exists.
+  const [webm, gif] = [result.webm, result.gif].map((blob) => (blob ? URL.createObjectURL(blob) : null));
+  shown = { rgba, width, height, frames, fps, clips, request: used, urls: [webm, gif].filter(Boolean) };
+  if (webm) $('result-video').src = webm;
+  else $('result-video').removeAttribute('src');
+  $('result-video').hidden = !webm;
+  $('download-webm').hidden = !webm;
+  $('download-webm').href = webm ?? '';
+  $('download-gif').hidden = !gif;
+  $('download-gif').href = gif ?? '';
   $('result-settings').textContent = `${clips > 1 ? `${clips} clips; the last: ` : ''}${describeSettings(used, unetEquivalents)}`;
   $('result').hidden = false;
 }
@@ -176,13 +182,13 @@ async function generate(event) {
     setRun('error', 'Choose an image first (PNG, JPEG or WebP).');
     return;
   }
-  $('result').hidden = true;
+  // The previous video stays visible (and downloadable) until the new one replaces it.
   try {
     const result = await startRun({ source: source(), image: imageBytes.slice(0), request: request(), refine: refinement() });
     show(result, 1);
-    setRun('done', `Done: ${result.frames} frames of ${result.width}×${result.height} at ${result.fps} fps. The video is below.`);
+    setRun('done', `Done: ${result.frames} frames of ${result.width}×${result.height} at ${result.fps} fps. The video is below.${notes(result)}`);
   } catch (err) {
-    setRun(err.cancelled ? 'cancelled' : 'error', err.cancelled ? 'Cancelled.' : err.message);
+    setRun(err.code === 'cancelled' ? 'cancelled' : 'error', err.code === 'cancelled' ? 'Cancelled.' : err.message);
   }
 }
 
@@ -199,13 +205,18 @@ async function extend() {
   try {
     const result = await startRun(payload, `Clip ${clips} of ${clips}`);
     show(result, clips);
-    setRun('done', `Done: ${clips} clips, ${result.frames} frames of ${result.width}×${result.height} at ${result.fps} fps. The video is below.`);
+    setRun('done', `Done: ${clips} clips, ${result.frames} frames of ${result.width}×${result.height} at ${result.fps} fps. The video is below.${notes(result)}`);
   } catch (err) {
-    setRun(err.cancelled ? 'cancelled' : 'error', err.cancelled
+    setRun(err.code === 'cancelled' ? 'cancelled' : 'error', err.code === 'cancelled'
       ? 'The extension was cancelled; the previous video is kept below.'
-      : `Could not extend the video (${err.message.replace(/\.$/, '')}); the previous video is kept below.`);
+      : FATAL_CODES.has(err.code)
+        ? `${err.message} The previous video is kept below.`
+        : `Could not extend the video (${err.message.replace(/\.$/, '')}); the previous video is kept below.`);
   }
 }
+
+/** What a result says besides "done": why the refinement or one of the encodings is missing. */
+const notes = ({ refineError, videoNote }) => [refineError, videoNote].filter(Boolean).map((n) => ` ${n}`).join('');
 
 function setRun(run, message) {
   document.body.dataset.run = run;
@@ -219,6 +230,7 @@ async function setImage(file) {
   try {
     const { width, height } = await client.request('check-image', { image: bytes.slice(0) }).promise;
     imageBytes = bytes;
+    if ($('image-preview').src.startsWith('blob:')) URL.revokeObjectURL($('image-preview').src);
     $('image-preview').src = URL.createObjectURL(file);
     $('image-preview').hidden = false;
     setRun('ready', `Image: ${file.name || 'pasted'}, ${width}×${height} pixels.`);
@@ -237,7 +249,9 @@ async function refreshCache() {
     button.textContent = 'Delete';
     button.setAttribute('aria-label', `Delete ${model.label}`);
     button.onclick = async () => { await deleteModel(model.id); refreshCache(); };
-    item.append(`${model.label}: ${mb(model.bytes)} `, button);
+    // A partial download is listed as such, with the bytes actually stored, never as cached.
+    const size = model.complete ? mb(model.bytes) : `partly downloaded, ${mb(model.stored)} of ${mb(model.bytes)} (a run resumes it)`;
+    item.append(`${model.label}: ${size} `, button);
     list.append(item);
   }
   if (!list.children.length) list.append('No models are cached.');
@@ -459,7 +473,7 @@ async function main() {
   $('precision').textContent = await precision() === 'f16'
     ? 'Precision: f16 weights and compute (this GPU has shader-f16: half the memory; add ?precision=f32 to the address for f32).'
     : `Precision: f32 weights and compute (${chosen === 'f32' ? 'chosen with ?precision=f32' : 'this GPU has no shader-f16'}).`;
-  client = new Client({ precision: chosen });
+  client = sharedClient({ precision: chosen });
   wireForm();
   setState('ready', 'WebGPU works: burn ran the device check on your GPU. Choose an image and a prompt.');
 }

@@ -12,13 +12,14 @@
 // (space-separated) turns on the postMessage API for those origins (`generate`, `extend`,
 // `cancel`). Without `width` and `height` the demo model runs at its own size and a real model
 // at the largest size that fits (16:9 first).
-// API: `el.generate({image, prompt, ...})` → Promise<{video, gif, width, height, frames, fps,
-// request, unetEquivalents}> (`request`: what the worker ran); `el.extend({prompt?, ...})`: the
+// API: `el.generate({image, prompt, ...})` → Promise<{video, gif, note, width, height, frames,
+// fps, request, unetEquivalents}> (`request`: what the worker ran; `video` or `gif` null when its
+// encoder failed, `note` says why); errors carry a `code` (protocol.js); `el.extend({prompt?, ...})`: the
 // next clip from the last frame, appended (the repeated frame once), same result shape, clip i
 // of N in `progress` events (`detail.clip`, `detail.clips`); events `progress`, `preview`,
 // `done`, `error`; `el.cancel()`. Theme with CSS custom properties `--i2v-accent`,
 // `--i2v-radius`, `--i2v-font` or `::part(button|video|status)`.
-import { Client, budgetBytes, demoSource, largestFit } from './client.js';
+import { budgetBytes, demoSource, largestFit, sharedClient } from './client.js';
 
 const STYLE = `
 :host { display: block; font: var(--i2v-font, inherit); }
@@ -27,6 +28,10 @@ button { background: var(--i2v-accent, #3557d4); color: white; border: 0; border
 video { max-width: 100%; border-radius: var(--i2v-radius, 0.4rem); }
 progress { width: 100%; }
 `;
+// A constructed stylesheet, not a <style> element: a page whose CSP has a strict `style-src`
+// (ours does) refuses inline styles, but not stylesheets made by script.
+const SHEET = new CSSStyleSheet();
+SHEET.replaceSync(STYLE);
 
 // What a request may set; the worker fills in the rest from the library's defaults.
 const NUMBERS = ['width', 'height', 'frames', 'fps', 'steps', 'guidance', 'seed'];
@@ -35,7 +40,8 @@ export class I2VGenerator extends HTMLElement {
   constructor() {
     super();
     const root = this.attachShadow({ mode: 'open' });
-    root.innerHTML = `<style>${STYLE}</style>
+    root.adoptedStyleSheets = [SHEET];
+    root.innerHTML = `
       <form part="form">
         <label>Image <input type="file" name="image" accept="image/png,image/jpeg,image/webp"></label>
         <label>Prompt <input type="text" name="prompt"></label>
@@ -106,7 +112,8 @@ export class I2VGenerator extends HTMLElement {
    * without a size takes the demo model's own, or the largest that fits a real model.
    */
   async run(payload, clip) {
-    this.client ??= new Client({ precision: this.getAttribute('precision') ?? 'auto' });
+    // One worker per page: every widget (and the app) with this precision shares it.
+    this.client ??= sharedClient({ precision: this.getAttribute('precision') ?? 'auto' });
     const status = this.$('p');
     const bar = this.$('progress');
     bar.hidden = false;
@@ -131,18 +138,21 @@ export class I2VGenerator extends HTMLElement {
         if (best) payload = { ...payload, request: { ...request, width: best.width, height: best.height } };
       }
       const r = await send('generate', payload);
-      const result = { video: r.webm, gif: r.gif, width: r.width, height: r.height, frames: r.frames, fps: r.fps, request: r.request, unetEquivalents: r.unetEquivalents };
+      const note = [r.refineError, r.videoNote].filter(Boolean).join(' ') || null;
+      const result = { video: r.webm, gif: r.gif, note, width: r.width, height: r.height, frames: r.frames, fps: r.fps, request: r.request, unetEquivalents: r.unetEquivalents };
       this.last = { video: { rgba: r.rgba, width: r.width, height: r.height, frames: r.frames, fps: r.fps }, request: r.request, clips: clip };
       const video = this.$('video');
       if (video.src) URL.revokeObjectURL(video.src);
-      video.src = URL.createObjectURL(r.webm);
-      video.hidden = false;
-      status.textContent = clip > 1 ? `Done: ${clip} clips, ${r.frames} frames.` : 'Done.';
+      // Without a WebM (its encoder failed; `note` says why) the GIF is the result.
+      if (r.webm) video.src = URL.createObjectURL(r.webm);
+      else video.removeAttribute('src');
+      video.hidden = !r.webm;
+      status.textContent = `${clip > 1 ? `Done: ${clip} clips, ${r.frames} frames.` : 'Done.'}${note ? ` ${note}` : ''}`;
       this.dispatchEvent(new CustomEvent('done', { detail: result }));
       return result;
     } catch (err) {
       status.textContent = clip > 1 ? `${err.message} The previous video is kept.` : err.message;
-      this.dispatchEvent(new CustomEvent('error', { detail: { message: err.message, cancelled: !!err.cancelled } }));
+      this.dispatchEvent(new CustomEvent('error', { detail: { message: err.message, code: err.code, cancelled: err.code === 'cancelled' } }));
       throw err;
     } finally {
       this.running = null;
@@ -166,7 +176,7 @@ export class I2VGenerator extends HTMLElement {
     try {
       reply('result', await (kind === 'extend' ? this.extend(payload ?? {}) : this.generate(payload)));
     } catch (err) {
-      reply('error', { message: err.message });
+      reply('error', { message: err.message, code: err.code });
     } finally {
       this.removeEventListener('progress', progress);
     }

@@ -97,3 +97,10 @@ pub async fn device_check() -> Result<f64, JsError> {
     let values = readback::Readback::from(i2vgen::diagnostics::device_check::checksum(&device)).read().await?;
     Ok(f64::from(values[0]))
 }
+
+/// Panic on purpose: the fault tests (the worker's `?faults=1`) check that a wasm panic, which
+/// leaves the instance unusable, is reported and the worker restarted.
+#[wasm_bindgen(js_name = panicForTests)]
+pub fn panic_for_tests() {
+    panic!("a panic injected by the fault tests");
+}

@@ -5,10 +5,12 @@ use wasm_bindgen::prelude::*;
 use crate::IntoJs;
 
 /// Decode an image file only to check it (before any model is loaded): `[width, height]`, or
-/// the sentence that says what is wrong with it.
+/// the sentence that says what is wrong with it (not an image, cut short, too large, too
+/// elongated, too small to animate).
 #[wasm_bindgen(js_name = checkImage)]
 pub fn check_image(bytes: &[u8]) -> Result<Vec<u32>, JsError> {
     let image = i2vgen::media::image::decode(bytes).js()?;
+    i2vgen::pipelines::pipeline_i2vgen_xl::check_image(&image).js()?;
     Ok(vec![image.width as u32, image.height as u32])
 }
 

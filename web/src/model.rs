@@ -10,6 +10,7 @@ use i2vgen::loading::folder::{PipelineKind, StreamedModel};
 use i2vgen::media::image::RgbImage;
 use i2vgen::models::unet_3d_backbone::UNet3DConfig;
 use i2vgen::pipelines::memory_plan::{self, Configs, DeviceLimits, MemoryPlan, Parameters, Precision, TIERS, Video};
+use i2vgen::pipelines::model_sizes::{ConfigTexts, ModelSizes};
 use i2vgen::pipelines::noise::Draws;
 use i2vgen::pipelines::pipeline_i2vgen_xl::{GenerationRequest, I2VGenXLPipeline};
 use i2vgen::pipelines::pipeline_video_to_video::{RefineRequest, VideoToVideoSDPipeline};
@@ -88,6 +89,25 @@ impl ModelLoader {
             self.params.add(component, key, &shape);
         }
         self.model.add_shard_tensor(name, dtype(dtype_name)?, &shape, bytes).js()
+    }
+
+    /// The memory plan of a `generate` request (JSON, with the adapter's limits) from the base
+    /// pipeline's configs alone, once they are added and before any weight: a run that cannot fit
+    /// this GPU is refused with the plan's sentence before the download starts.
+    #[wasm_bindgen(js_name = checkPlan)]
+    pub fn check_plan(&self, request: &str) -> Result<(), JsError> {
+        let r: GenerateRequest = parse(request, "generate")?;
+        let file = |path: &str| {
+            self.model.file(path).ok_or_else(|| JsError::new(&format!("{path} must be loaded before the weights")))
+        };
+        let texts = ConfigTexts {
+            text_encoder: file("text_encoder/config.json")?,
+            image_encoder: Some(file("image_encoder/config.json")?),
+            vae: file("vae/config.json")?,
+            unet: file("unet/config.json")?,
+        };
+        let sizes = ModelSizes::new(&texts, &self.device).js()?;
+        sizes.plan(video(&r.request()), precision(&self.device), r.limits()).js().map(drop)
     }
 
     /// Build every network of the pipeline `kind` (`"i2vgen"` or `"refiner"`); each checks that
@@ -180,7 +200,17 @@ struct RefineOptions {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(json: &str, what: &str) -> Result<T, JsError> {
-    serde_json::from_str(json).map_err(|e| JsError::new(&format!("invalid {what} request: {e}")))
+    serde_json::from_str(json).map_err(|e| {
+        JsError::new(&format!("The {what} request is invalid ({e}); send the fields the worker protocol lists."))
+    })
+}
+
+/// Check a `generate` request (JSON, as [`Model::generate`] takes it) before any model loads: its
+/// field types and the library's checks, so a bad request costs no download. The size is checked
+/// against the smallest VAE factor here and against the model's own once it is loaded.
+#[wasm_bindgen(js_name = checkRequest)]
+pub fn check_request(request: &str) -> Result<(), JsError> {
+    parse::<GenerateRequest>(request, "generate")?.checked(1).map(drop)
 }
 
 impl GenerateRequest {
@@ -343,8 +373,7 @@ impl Model {
             vae: &pipeline.vae.config,
             unet: &pipeline.unet.config,
         };
-        let precision = if computes_in_f16(&self.device) { Precision::F16 } else { Precision::F32 };
-        memory_plan::plan(&configs, &self.params, video, precision, limits)
+        memory_plan::plan(&configs, &self.params, video, precision(&self.device), limits)
     }
 
     fn base(&self) -> Result<&Rc<I2VGenXLPipeline>, JsError> {
@@ -374,6 +403,11 @@ pub fn size_tiers() -> String {
     let tiers: Vec<_> =
         TIERS.iter().map(|&(width, height)| serde_json::json!({"width": width, "height": height})).collect();
     serde_json::Value::from(tiers).to_string()
+}
+
+/// The weights' precision on this device, as the memory plan counts it.
+fn precision(device: &Device) -> Precision {
+    if computes_in_f16(device) { Precision::F16 } else { Precision::F32 }
 }
 
 /// What the memory plan needs of a request: its size and how it is sampled.

@@ -256,6 +256,11 @@ impl StreamedModel {
         self.files.insert(path.to_string(), text);
     }
 
+    /// A text file added so far (e.g. a config, before any weight arrives).
+    pub fn file(&self, path: &str) -> Option<&str> {
+        self.files.get(path).map(String::as_str)
+    }
+
     /// One tensor of a component, from its little-endian safetensors bytes.
     pub fn add_tensor(
         &mut self,

@@ -3,6 +3,7 @@
 
 pub mod chain;
 pub mod memory_plan;
+pub mod model_sizes;
 pub mod noise;
 pub mod pipeline_i2vgen_xl;
 pub mod pipeline_video_to_video;

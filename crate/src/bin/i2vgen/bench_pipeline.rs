@@ -16,8 +16,6 @@ use i2vgen::pipelines::pipeline_i2vgen_xl::GenerationRequest;
 use i2vgen::pipelines::sampling::Sampling;
 use i2vgen::pipelines::stage::Stage;
 
-use crate::plan::ModelSizes;
-
 #[derive(Clone, Copy)]
 pub struct Size {
     pub frames: usize,
@@ -33,7 +31,7 @@ struct Measured {
 }
 
 pub fn run(model: &Path, size: Size, precision: Precision, device: &Device, json: bool) -> Result<()> {
-    let sizes = ModelSizes::base(model)?;
+    let sizes = crate::plan::base(model)?;
     let video = Video {
         frames: size.frames as u64,
         height: size.height as u64,

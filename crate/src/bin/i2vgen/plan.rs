@@ -6,14 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use i2vgen::loading::config::{ConfigFile, parse};
-use i2vgen::loading::weights::Weights;
-use i2vgen::models::clip::{CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection};
-use i2vgen::models::unet_3d_backbone::UNet3DConfig;
-use i2vgen::models::unet_3d_condition::{REFINER_CONFIG, UNet3DConditionModel, UNet3DConditionModelConfig};
-use i2vgen::models::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetConfig};
-use i2vgen::models::vae::{AutoencoderKL, AutoencoderKLConfig};
-use i2vgen::pipelines::memory_plan::{self, Configs, DeviceLimits, MemoryPlan, Parameters, Precision, Video};
+use i2vgen::loading::config::ConfigFile;
+use i2vgen::models::clip::{CLIPTextConfig, CLIPVisionConfig};
+use i2vgen::models::unet_3d_condition::REFINER_CONFIG;
+use i2vgen::models::unet_i2vgen_xl::I2VGenXLUNetConfig;
+use i2vgen::models::vae::AutoencoderKLConfig;
+use i2vgen::pipelines::memory_plan::{DeviceLimits, MemoryPlan, Parameters, Precision, Video};
+use i2vgen::pipelines::model_sizes::{ConfigTexts, ModelSizes};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Stage {
@@ -107,73 +106,26 @@ fn texts(args: &Args) -> Result<Texts> {
     }
 }
 
-/// Build one network with `Weights::shapes` and count its tensors into `params`.
-fn count(
-    params: &mut Parameters,
-    component: &str,
-    device: &Device,
-    build: impl FnOnce(&mut Weights) -> i2vgen::Result<()>,
-) -> Result<()> {
-    let mut weights = Weights::shapes(device);
-    build(&mut weights).with_context(|| format!("cannot build the {component} from its config"))?;
-    for (key, shape) in weights.recorded() {
-        params.add(component, &key, &shape);
-    }
-    Ok(())
+/// Parse a pipeline's configs and count the parameters of the networks they build.
+fn sizes(t: &Texts) -> Result<ModelSizes> {
+    let texts = ConfigTexts {
+        text_encoder: &t.text_encoder,
+        image_encoder: t.image_encoder.as_deref(),
+        vae: &t.vae,
+        unet: &t.unet,
+    };
+    #[allow(deprecated)] // NdArray: placeholders only, nothing is computed.
+    let device = Device::ndarray();
+    Ok(ModelSizes::new(&texts, &device)?)
 }
 
-/// The configs of one pipeline and its parameter counts, ready to plan.
-pub struct ModelSizes {
-    text: CLIPTextConfig,
-    vision: Option<CLIPVisionConfig>,
-    vae: AutoencoderKLConfig,
-    unet: UNet3DConfig,
-    pub params: Parameters,
-}
-
-impl ModelSizes {
-    /// Parse the configs and count the parameters of the networks they build.
-    fn new(t: &Texts, stage: Stage) -> Result<Self> {
-        let text: CLIPTextConfig = parse(&t.text_encoder)?.config;
-        let vision: Option<CLIPVisionConfig> = t.image_encoder.as_deref().map(parse).transpose()?.map(|p| p.config);
-        let vae: AutoencoderKLConfig = parse(&t.vae)?.config;
-        #[allow(deprecated)] // NdArray: placeholders only, nothing is computed.
-        let device = Device::ndarray();
-        let mut params = Parameters::default();
-        count(&mut params, "text_encoder", &device, |w| CLIPTextModel::load(w, &text).map(drop))?;
-        if let Some(vision) = &vision {
-            count(&mut params, "image_encoder", &device, |w| CLIPVisionModelWithProjection::load(w, vision).map(drop))?;
-        }
-        count(&mut params, "vae", &device, |w| AutoencoderKL::load(w, &vae).map(drop))?;
-        let unet: UNet3DConfig = match stage {
-            Stage::Base => {
-                let c: I2VGenXLUNetConfig = parse(&t.unet)?.config;
-                count(&mut params, "unet", &device, |w| I2VGenXLUNet::load(w, &c).map(drop))?;
-                c.unet
-            }
-            Stage::Refine => {
-                let c: UNet3DConditionModelConfig = parse(&t.unet)?.config;
-                count(&mut params, "unet", &device, |w| UNet3DConditionModel::load(w, &c).map(drop))?;
-                c.unet
-            }
-        };
-        Ok(Self { text, vision, vae, unet, params })
-    }
-
-    /// The base pipeline of a model folder.
-    pub fn base(dir: &Path) -> Result<Self> {
-        Self::new(&folder_texts(dir, Stage::Base)?, Stage::Base)
-    }
-
-    pub fn plan(&self, video: Video, precision: Precision, limits: DeviceLimits) -> Result<MemoryPlan> {
-        let configs =
-            Configs { text_encoder: &self.text, image_encoder: self.vision.as_ref(), vae: &self.vae, unet: &self.unet };
-        Ok(memory_plan::plan(&configs, &self.params, video, precision, limits)?)
-    }
+/// The base pipeline of a model folder.
+pub fn base(dir: &Path) -> Result<ModelSizes> {
+    sizes(&folder_texts(dir, Stage::Base)?)
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let sizes = ModelSizes::new(&texts(&args)?, args.stage)?;
+    let sizes = sizes(&texts(&args)?)?;
     let video = Video {
         frames: args.frames,
         height: args.height,
