@@ -1,7 +1,6 @@
 //! Analytic cost of one UNet forward: the multiply-adds of convolutions, linear layers and
 //! attention (QKᵀ and AV), two FLOPs each, for the shapes our implementation runs (the
-//! cross-attention keys and values are computed for every frame, as the context is repeated per
-//! frame). Norms, activations and element-wise ops are left out: together they are well under 1%.
+//! cross-attention keys and values once per video, shared by its frames). Norms, activations and element-wise ops are left out: together they are well under 1%.
 //! Each UNet also has the cost of a DeepCache shallow step (`forward_cached` with cached deep
 //! features) and the size of those features.
 
@@ -21,13 +20,14 @@ fn attention(seqs: u64, tq: u64, tk: u64, inner: usize) -> u64 {
     4 * seqs * tq * tk * inner as u64
 }
 
-/// `BasicTransformerBlock` (self-attention, attention on `context` (tokens, width), GEGLU).
-fn basic_block(seqs: u64, t: u64, dim: usize, context: (u64, usize)) -> u64 {
+/// `BasicTransformerBlock` (self-attention, attention on `context` (tokens, width) of
+/// `ctx_seqs` sequences, GEGLU).
+fn basic_block(seqs: u64, t: u64, dim: usize, context: (u64, usize), ctx_seqs: u64) -> u64 {
     let tokens = seqs * t;
     let (ctx_tokens, ctx_dim) = context;
     let attn1 = 4 * linear(tokens, dim, dim) + attention(seqs, t, t, dim);
     let attn2 = 2 * linear(tokens, dim, dim)
-        + 2 * linear(seqs * ctx_tokens, ctx_dim, dim)
+        + 2 * linear(ctx_seqs * ctx_tokens, ctx_dim, dim)
         + attention(seqs, t, ctx_tokens, dim);
     let ff = linear(tokens, dim, 8 * dim) + linear(tokens, 4 * dim, dim);
     attn1 + attn2 + ff
@@ -56,13 +56,13 @@ impl Shape {
     }
 
     fn transformer_2d(&self, pixels: u64, c: usize) -> u64 {
-        2 * linear(self.images() * pixels, c, c) + basic_block(self.images(), pixels, c, self.context)
+        2 * linear(self.images() * pixels, c, c) + basic_block(self.images(), pixels, c, self.context, self.batch)
     }
 
     /// `TransformerTemporalModel` (`double_self_attention`), `inner` wide inside.
     fn transformer_temporal(&self, pixels: u64, c: usize, inner: usize) -> u64 {
         let seqs = self.batch * pixels;
-        2 * linear(seqs * self.frames, c, inner) + basic_block(seqs, self.frames, inner, (self.frames, inner))
+        2 * linear(seqs * self.frames, c, inner) + basic_block(seqs, self.frames, inner, (self.frames, inner), seqs)
     }
 
     /// One layer of a 3D block: resnet, temporal conv, and optionally both transformers.

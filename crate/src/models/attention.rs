@@ -84,14 +84,23 @@ impl Attention {
         })
     }
 
+    /// A context row may serve several consecutive rows of `x` (a video's frames, each its own
+    /// row): its keys and values are computed once, and those rows' queries attend to them as
+    /// one longer sequence, which changes no result (each query's softmax is its own).
+    ///
     /// # Shapes
-    /// x `[B, T, query_dim]`, context `[B, S, context_dim]` → `[B, T, query_dim]`
+    /// x `[B·n, T, query_dim]`, context `[B, S, context_dim]` → `[B·n, T, query_dim]`
     pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
         let context = context.unwrap_or_else(|| x.clone());
+        let [rows, t, _] = x.dims();
+        let b = context.dims()[0];
+        debug_assert_eq!(rows % b, 0, "each context row serves whole rows of x");
         let q = self.to_q.forward(x);
+        let inner = q.dims()[2];
+        let q = q.reshape([b, rows / b * t, inner]);
         let k = self.to_k.forward(context.clone());
         let v = self.to_v.forward(context);
-        self.to_out.forward(multi_head(q, k, v, self.heads, false))
+        self.to_out.forward(multi_head(q, k, v, self.heads, false).reshape([rows, t, inner]))
     }
 }
 
@@ -182,7 +191,7 @@ impl BasicTransformerBlock {
     }
 
     /// # Shapes
-    /// x `[B, T, dim]`, context `[B, S, cross_attention_dim]` → `[B, T, dim]`
+    /// x `[B·n, T, dim]`, context `[B, S, cross_attention_dim]` → `[B·n, T, dim]` (see [`Attention::forward`])
     pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
         let x = x.clone() + self.attn1.forward(self.norm1.forward(x), None);
         let context = if self.double_self_attention { None } else { context };

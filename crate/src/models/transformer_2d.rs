@@ -59,7 +59,7 @@ impl Transformer2DModel {
     /// Attention over the H·W positions of each frame.
     ///
     /// # Shapes
-    /// x `[B*F, C, H, W]`, context `[B*F, S, cross_attention_dim]` → `[B*F, C, H, W]`
+    /// x `[B*F, C, H, W]`, context `[B, S, cross_attention_dim]` (one per video) → `[B*F, C, H, W]`
     pub fn forward(&self, x: Tensor<4>, context: Tensor<3>) -> Tensor<4> {
         let [n, c, h, w] = x.dims();
         let residual = x.clone();

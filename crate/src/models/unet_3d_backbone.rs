@@ -218,7 +218,7 @@ impl UNet3DBackbone {
     }
 
     /// # Shapes
-    /// x `[B*F, conv_in_channels, h, w]`, emb `[B*F, time_embed_dim]`, context `[B*F, S, D]`
+    /// x `[B*F, conv_in_channels, h, w]`, emb `[B*F, time_embed_dim]`, context `[B, S, D]` (one per video)
     /// → `[B*F, out_channels, h, w]`
     pub fn forward(&self, x: Tensor<4>, emb: &Tensor<2>, context: &Tensor<3>, frames: usize) -> Tensor<4> {
         self.forward_cached(x, emb, context, frames, None).0
@@ -235,7 +235,7 @@ impl UNet3DBackbone {
     /// the mid block and the other up blocks are skipped; `features` come back unchanged.
     ///
     /// # Shapes
-    /// x `[B*F, conv_in_channels, h, w]`, emb `[B*F, time_embed_dim]`, context `[B*F, S, D]`,
+    /// x `[B*F, conv_in_channels, h, w]`, emb `[B*F, time_embed_dim]`, context `[B, S, D]` (one per video),
     /// deep `[B*F, deep_features_channels, h, w]` (see [`UNet3DConfig::deep_features_channels`])
     /// → (`[B*F, out_channels, h, w]`, deep `[B*F, deep_features_channels, h, w]`)
     pub fn forward_cached(

@@ -128,13 +128,13 @@ impl UNet3DConditionModel {
     ) -> (Tensor<5>, Tensor<4>) {
         let [b, c, f, h, w] = sample.dims();
         let c0 = self.config.block_out_channels[0];
-        // 1. time, one embedding per frame; the text per frame
+        // 1. time, one embedding per frame; the text once per video (diffusers repeats it per
+        //    frame; the cross-attention shares it instead)
         let t = timestep_embedding(timesteps, c0, true, 0.0, &sample.device());
         let emb = repeat_interleave(self.backbone.time_embedding.forward(t), f);
-        let context = repeat_interleave(encoder_hidden_states, f);
         // 2.–6. the shared backbone
         let x = sample.swap_dims(1, 2).reshape([b * f, c, h, w]);
-        let (x, deep) = self.backbone.forward_cached(x, &emb, &context, f, deep);
+        let (x, deep) = self.backbone.forward_cached(x, &emb, &encoder_hidden_states, f, deep);
         (x.reshape([b, f, self.config.out_channels, h, w]).swap_dims(1, 2), deep)
     }
 }

@@ -198,8 +198,9 @@ impl I2VGenXLUNet {
         // 3. time + FPS embeddings, one per frame
         let emb = repeat_interleave(t_emb + fps_emb, f);
 
-        // 4. context embeddings: text + image-latent + image-embedding tokens, per frame
-        let context = repeat_interleave(self.context(encoder_hidden_states, &image_latents, image_embeddings), f);
+        // 4. context embeddings: text + image-latent + image-embedding tokens, one per video
+        //    (diffusers repeats them per frame; the cross-attention shares them instead)
+        let context = self.context(encoder_hidden_states, &image_latents, image_embeddings);
 
         // 5.–9. the image latents beside the sample, then the shared backbone
         let x = Tensor::cat(vec![sample, self.image_path(image_latents)], 1);
