@@ -96,3 +96,19 @@ export async function workerRequest(page, kind, payload) {
     }
   }, { kind, payload });
 }
+
+/** The cached weight chunks whose bytes fail the sha256 stored with them (their URLs). */
+export async function damagedChunks(page) {
+  return page.evaluate(async () => {
+    const cache = await caches.open('i2vgen-weights-v1');
+    const damaged = [];
+    for (const key of await cache.keys()) {
+      const response = await cache.match(key);
+      const expected = response.headers.get('x-sha256');
+      if (!expected) continue;
+      const digest = [...new Uint8Array(await crypto.subtle.digest('SHA-256', await response.arrayBuffer()))].map((b) => b.toString(16).padStart(2, '0')).join('');
+      if (digest !== expected) damaged.push(key.url);
+    }
+    return damaged;
+  });
+}

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { launch, startServer, openApp, workerRequest, ROOT } from './browser.mjs';
+import { launch, startServer, openApp, workerRequest, ROOT, damagedChunks } from './browser.mjs';
 
 const CHUNK = 256 * 1024;
 const UNET = 'tiny-i2vgen/unet/diffusion_pytorch_model.safetensors';
@@ -193,19 +193,7 @@ test('storage running out mid-download: a sentence naming storage, no half chunk
     const chunks = await unetChunks(page);
     assert.ok(chunks >= stored && chunks < Math.ceil(UNET_BYTES / CHUNK), `${chunks} UNet chunks stored`);
     // Every chunk that was stored is whole and passes its sha256.
-    const bad = await page.evaluate(async () => {
-      const cache = await caches.open('i2vgen-weights-v1');
-      const damaged = [];
-      for (const key of await cache.keys()) {
-        const response = await cache.match(key);
-        const expected = response.headers.get('x-sha256');
-        if (!expected) continue;
-        const digest = [...new Uint8Array(await crypto.subtle.digest('SHA-256', await response.arrayBuffer()))].map((b) => b.toString(16).padStart(2, '0')).join('');
-        if (digest !== expected) damaged.push(key.url);
-      }
-      return damaged;
-    });
-    assert.deepEqual(bad, []);
+    assert.deepEqual(await damagedChunks(page), []);
 
     await cdp.send('Storage.overrideQuotaForOrigin', { origin });
     const resumed = await load(page, server.url);

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { launch, startServer, openApp, recordRequests, workerRequest, ROOT } from './browser.mjs';
+import { launch, startServer, openApp, recordRequests, workerRequest, ROOT, damagedChunks } from './browser.mjs';
 
 const CHUNK = 256 * 1024;
 const UNET = 'tiny-i2vgen/unet/diffusion_pytorch_model.safetensors';
@@ -143,19 +143,7 @@ test('too little storage: a clear message, nothing half-written, and it works on
     const QUOTA = /needs [\d.]+ MB of browser storage but (only [\d.]+ MB is free|the browser refused to store more)/;
     assert.match(refused.error ?? '', QUOTA);
     // Consistent: every chunk that was stored is whole and passes its sha256.
-    const bad = await page.evaluate(async () => {
-      const cache = await caches.open('i2vgen-weights-v1');
-      const damaged = [];
-      for (const key of await cache.keys()) {
-        const response = await cache.match(key);
-        const expected = response.headers.get('x-sha256');
-        if (!expected) continue;
-        const digest = [...new Uint8Array(await crypto.subtle.digest('SHA-256', await response.arrayBuffer()))].map((b) => b.toString(16).padStart(2, '0')).join('');
-        if (digest !== expected) damaged.push(key.url);
-      }
-      return damaged;
-    });
-    assert.deepEqual(bad, []);
+    assert.deepEqual(await damagedChunks(page), []);
 
     // The page shows the same sentence to a user.
     await page.check('#model-demo');
