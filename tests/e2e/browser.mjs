@@ -71,7 +71,7 @@ export async function openApp(context, url, log) {
 /**
  * Run a worker request from the page through the app's own client: `{kind, payload}` → result
  * (blobs turned into byte arrays, typed arrays into plain arrays), with `retries`: the messages
- * of the download retries it reported.
+ * of the download retries it reported; a failure is `{error, code, retries}`.
  */
 export async function workerRequest(page, kind, payload) {
   return page.evaluate(async ({ kind, payload }) => {
@@ -92,7 +92,7 @@ export async function workerRequest(page, kind, payload) {
       }
       return out;
     } catch (err) {
-      return { error: err.message, retries };
+      return { error: err.message, code: err.code, retries };
     }
   }, { kind, payload });
 }

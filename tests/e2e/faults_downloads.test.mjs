@@ -67,6 +67,7 @@ test('bytes that differ from the published sha256 are refused with a sentence an
   await withBrowser(server, async (context, page) => {
     const result = await load(page, server.url);
     assert.match(result.error ?? '', /is not the file that was published: its sha256 is [0-9a-f]{64}, not [0-9a-f]{64}\. It was not kept/);
+    assert.equal(result.code, 'download');
     assert.equal(await unetChunks(page), 0, 'chunks of the refused file stayed in the cache');
   });
 });
@@ -190,6 +191,7 @@ test('storage running out mid-download: a sentence naming storage, no half chunk
     release();
     const refused = await running;
     assert.match(refused.error ?? '', /needs [\d.]+ MB of browser storage but the browser refused to store more \(its quota is reached\)/);
+    assert.equal(refused.code, 'storage');
     const chunks = await unetChunks(page);
     assert.ok(chunks >= stored && chunks < Math.ceil(UNET_BYTES / CHUNK), `${chunks} UNet chunks stored`);
     // Every chunk that was stored is whole and passes its sha256.

@@ -39,6 +39,7 @@ test('sizes over the memory budget are offered disabled with the reason, and a r
       request: { prompt: 'a cat', frames: 2, steps: 1, budgetBytes: 1000 },
     });
     assert.match(early.error ?? '', /^2 frames at 40×24 .*memory budget/, JSON.stringify(early));
+    assert.equal(early.code, 'too-large');
     // (Resolving the files probes each with a one-byte Range request: not a download.)
     const weights = requests.filter((r) => /\.safetensors$/.test(r.url) && r.headers.range !== 'bytes=0-0');
     assert.deepEqual(weights.map((r) => r.url), [], 'weights were requested before the plan refused the run');

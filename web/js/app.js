@@ -167,6 +167,10 @@ function show(result, clips) {
   if (webm) $('result-video').src = webm;
   else $('result-video').removeAttribute('src');
   $('result-video').hidden = !webm;
+  // Without a WebM the GIF is the video shown.
+  if (!webm && gif) $('result-gif').src = gif;
+  else $('result-gif').removeAttribute('src');
+  $('result-gif').hidden = !(gif && !webm);
   $('download-webm').hidden = !webm;
   $('download-webm').href = webm ?? '';
   $('download-gif').hidden = !gif;

@@ -8,6 +8,7 @@
 
 import { SafetensorsStream } from './safetensors-stream.js';
 import { QuotaError, checkQuota, mb } from './weight-store.js';
+import { DownloadFailed } from './protocol.js';
 import { checkManifest, indexShards, modelFiles, weightFileCandidates } from '../pkg/i2vgen_web.js';
 
 export const DEFAULT_HUB = { type: 'hub', base: 'https://huggingface.co', repo: 'ali-vilab/i2vgen-xl', revision: 'main' };
@@ -24,16 +25,25 @@ function publishedSha256(response) {
 
 const COMMIT = /^[0-9a-f]{40}$/;
 
+/** `fetch` of a small file (a probe, a manifest, an index), its network failure as a sentence. */
+async function reach(store, url, init) {
+  try {
+    return await store.fetch(url, init);
+  } catch (err) {
+    throw new DownloadFailed(`Could not reach ${url} (${err.message}); check the connection and try again.`);
+  }
+}
+
 /** Whether `url` exists, with one small Range request: null, or `{size, sha256, commit}` from its headers. */
 async function probe(store, url) {
   store.stats.requests += 1;
-  const response = await store.fetch(url, { headers: { Range: 'bytes=0-0' }, cache: 'no-store' });
+  const response = await reach(store, url, { headers: { Range: 'bytes=0-0' }, cache: 'no-store' });
   if (response.status === 404) return null;
-  if (!response.ok) throw new Error(`${url} answered HTTP ${response.status}`);
+  if (!response.ok) throw new DownloadFailed(`${url} answered HTTP ${response.status}; try again later, or check the model's address.`);
   const range = response.status === 206 ? response.headers.get('content-range') : null;
   await response.body?.cancel();
   const size = range ? Number(range.split('/')[1]) : Number(response.headers.get('content-length'));
-  if (!Number.isSafeInteger(size) || size < 0) throw new Error(`${url} did not say how large it is (Content-Range "${range}"); the server cannot serve model files`);
+  if (!Number.isSafeInteger(size) || size < 0) throw new DownloadFailed(`${url} did not say how large it is (Content-Range "${range}"); the server cannot serve model files`);
   const commit = response.headers.get('x-repo-commit');
   return { size, sha256: publishedSha256(response), commit: COMMIT.test(commit ?? '') ? commit : null };
 }
@@ -54,7 +64,7 @@ async function pinCommit(store, source, probePath) {
   } catch (err) {
     const last = await store.lastSaved(`${sourceId(source)}@`);
     if (last) return last.slice(last.lastIndexOf('@') + 1);
-    throw new Error(`Could not ask ${base} which commit "${source.revision}" of ${source.repo} is (${err.message}); check the connection and try again.`);
+    throw new DownloadFailed(`Could not ask ${base} which commit "${source.revision}" of ${source.repo} is (${err.message}); check the connection and try again.`);
   }
   const sha = response.ok ? (await response.json().catch(() => ({}))).sha : null;
   const commit = COMMIT.test(sha ?? '') ? sha : (await probe(store, `${base}/${source.repo}/resolve/${source.revision}/${probePath}`))?.commit ?? null;
@@ -100,8 +110,8 @@ export async function resolve(store, source, kind = 'i2vgen') {
 /** The files a `weights-tools convert` manifest lists: `{bytes, files}`, each with its sha256. */
 async function manifestFiles(store, url, textFiles) {
   store.stats.requests += 1;
-  const response = await store.fetch(url, { cache: 'no-store' });
-  if (!response.ok) throw new Error(`${url} answered HTTP ${response.status}; is it a folder written by weights-tools convert?`);
+  const response = await reach(store, url, { cache: 'no-store' });
+  if (!response.ok) throw new DownloadFailed(`${url} answered HTTP ${response.status}; is it a folder written by weights-tools convert?`);
   const text = await response.text();
   checkManifest(text);
   const manifest = JSON.parse(text);
@@ -122,8 +132,8 @@ async function weightFiles(store, root, component, candidates, hash, repo) {
     if (found === null) continue;
     if (!index) return [{ kind: 'weights', component, url, hash, sha256: found.sha256, size: found.size }];
     store.stats.requests += 1;
-    const response = await store.fetch(url, { cache: 'no-store' });
-    if (!response.ok) throw new Error(`${url} answered HTTP ${response.status}`);
+    const response = await reach(store, url, { cache: 'no-store' });
+    if (!response.ok) throw new DownloadFailed(`${url} answered HTTP ${response.status}; try again later, or check the model's address.`);
     const shards = indexShards(await response.text(), `${component}/${path}`);
     const out = [];
     for (const shard of shards) {
@@ -139,7 +149,8 @@ async function weightFiles(store, root, component, candidates, hash, repo) {
 
 /**
  * Stream every file of `model` into `loader` (the wasm ModelLoader). `onProgress({file, done,
- * total, fileDone, fileTotal, rate, eta})` reports every chunk; `signal` cancels.
+ * total, fileDone, fileTotal, rate, eta})` reports every chunk; `signal` cancels; `wants(component)`
+ * says whose tensors the loader takes (the others are only made sure of in the cache).
  */
 export async function load(store, model, loader, options = {}) {
   let needed = 0;
@@ -164,7 +175,7 @@ export async function load(store, model, loader, options = {}) {
   }
 }
 
-async function stream(store, model, loader, { signal, onProgress = () => {}, beforeWeights }) {
+async function stream(store, model, loader, { signal, onProgress = () => {}, beforeWeights, wants = () => true }) {
   const total = model.files.reduce((n, f) => n + f.size, 0);
   let done = 0;
   let network = 0;
@@ -193,13 +204,18 @@ async function stream(store, model, loader, { signal, onProgress = () => {}, bef
       await beforeWeights();
       beforeWeights = null;
     }
-    const add = file.kind === 'shard'
-      ? (key, dtype, shape, bytes) => loader.addShardTensor(key, dtype, shape, bytes)
-      : (key, dtype, shape, bytes) => loader.addTensor(file.component, key, dtype, shape, bytes);
-    const reader = new SafetensorsStream(add, name);
-    for await (const chunk of store.chunks(file.url, { hash: file.hash, sha256: file.sha256, size: file.size, signal, onBytes, onRetry })) {
-      reader.push(chunk);
+    const chunks = store.chunks(file.url, { hash: file.hash, sha256: file.sha256, size: file.size, signal, onBytes, onRetry });
+    if (file.kind === 'weights' && !wants(file.component)) {
+      // Another phase's network: it must be in the cache, not on the GPU.
+      if (await store.cachedBytes(file.url, file.hash, file.size) === file.size) onBytes(file.size, true);
+      else for await (const _ of chunks) { /* each chunk is stored and checked as it comes */ }
+      continue;
     }
+    const add = file.kind === 'shard'
+      ? (key, dtype, shape, bytes) => wants(key.split('/')[0]) && loader.addShardTensor(key, dtype, shape, bytes)
+      : (key, dtype, shape, bytes) => loader.addTensor(file.component, key, dtype, shape, bytes);
+    const reader = new SafetensorsStream(add, name, file.size);
+    for await (const chunk of chunks) reader.push(chunk);
     reader.finish();
   }
   return { bytes: total, network, seconds: (performance.now() - started) / 1000 };

@@ -20,7 +20,7 @@ export const Kind = Object.freeze({
 });
 
 /** The faults a `fault` request can arm (see worker.js). */
-export const FAULTS = Object.freeze(['destroy-device', 'panic', 'webm-fails', 'refine-fails']);
+export const FAULTS = Object.freeze(['destroy-device', 'gpu-error', 'panic', 'webm-fails', 'refine-fails']);
 
 /** Anything that went wrong, as a sentence; `code` says what kind of thing. */
 export class WorkerError extends Error {
@@ -56,7 +56,20 @@ export class StorageFull extends WorkerError {
   static code = 'storage';
 }
 
-const CLASSES = new Map([WorkerError, Cancelled, BadRequest, GpuLost, Panic, StorageFull].map((c) => [c.code, c]));
+/**
+ * A model file could not be downloaded whole and right: the network failed after every retry,
+ * the server refused (HTTP errors), or the bytes were cut short or are not those published.
+ */
+export class DownloadFailed extends WorkerError {
+  static code = 'download';
+}
+
+/** The memory plan refuses the request on this GPU (or within the page's budget). */
+export class TooLarge extends WorkerError {
+  static code = 'too-large';
+}
+
+const CLASSES = new Map([WorkerError, Cancelled, BadRequest, GpuLost, Panic, StorageFull, DownloadFailed, TooLarge].map((c) => [c.code, c]));
 
 /** Codes after which the worker is unusable and is restarted. */
 export const FATAL_CODES = new Set([GpuLost.code, Panic.code]);

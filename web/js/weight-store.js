@@ -17,6 +17,7 @@
 // download resumed after a reload continues the hash without reading the earlier chunks twice.
 // A file whose bytes do not give the published sha256 is refused and its chunks are deleted.
 import { Sha256 } from './sha256.js';
+import { DownloadFailed } from './protocol.js';
 
 export const CACHE_NAME = 'i2vgen-weights-v1';
 export const CHUNK_BYTES = 16 * 2 ** 20;
@@ -31,9 +32,9 @@ const READ_AHEAD_BYTES = 4 * CHUNK_BYTES;
 
 export class QuotaError extends Error {}
 /** A file whose bytes are not those its manifest or hub published: never retried, never kept. */
-export class IntegrityError extends Error {}
+export class IntegrityError extends DownloadFailed {}
 /** An answer that another try will not change (404, 403, a bad Content-Range). */
-class Refused extends Error {}
+class Refused extends DownloadFailed {}
 
 const hex = (buffer) => [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, '0')).join('');
 export const sha256 = async (bytes) => hex(await crypto.subtle.digest('SHA-256', bytes));
@@ -352,7 +353,7 @@ class WeightStore {
           ? `the body was truncated: the connection broke after ${received} of ${wanted} bytes (${err.message})`
           : err.message;
       attempts += 1;
-      if (attempts > RETRIES) throw new Error(`Downloading ${url} failed ${attempts} times in a row (the last time: ${reason}); check the connection and try again — what was downloaded is kept.`);
+      if (attempts > RETRIES) throw new DownloadFailed(`Downloading ${url} failed ${attempts} times in a row (the last time: ${reason}); check the connection and try again — what was downloaded is kept.`);
       const delay = Math.min(this.retryMs * 2 ** (attempts - 1), RETRY_CAP_MS) * (0.5 + Math.random() / 2);
       onRetry({ attempt: attempts, of: RETRIES, reason, seconds: delay / 1000 });
       await sleep(delay, signal);

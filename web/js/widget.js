@@ -18,14 +18,14 @@
 // next clip from the last frame, appended (the repeated frame once), same result shape, clip i
 // of N in `progress` events (`detail.clip`, `detail.clips`); events `progress`, `preview`,
 // `done`, `error`; `el.cancel()`. Theme with CSS custom properties `--i2v-accent`,
-// `--i2v-radius`, `--i2v-font` or `::part(button|video|status)`.
+// `--i2v-radius`, `--i2v-font` or `::part(button|video|gif|status)`.
 import { budgetBytes, demoSource, largestFit, sharedClient } from './client.js';
 
 const STYLE = `
 :host { display: block; font: var(--i2v-font, inherit); }
 form { display: grid; gap: 0.5rem; }
 button { background: var(--i2v-accent, #3557d4); color: white; border: 0; border-radius: var(--i2v-radius, 0.4rem); padding: 0.5rem 1rem; }
-video { max-width: 100%; border-radius: var(--i2v-radius, 0.4rem); }
+video, img { max-width: 100%; border-radius: var(--i2v-radius, 0.4rem); }
 progress { width: 100%; }
 `;
 // A constructed stylesheet, not a <style> element: a page whose CSP has a strict `style-src`
@@ -49,6 +49,7 @@ export class I2VGenerator extends HTMLElement {
         <progress max="1" value="0" hidden></progress>
         <p part="status" role="status" aria-live="polite"></p>
         <video part="video" controls loop autoplay muted playsinline hidden></video>
+        <img part="gif" alt="The generated video (GIF)" hidden>
       </form>`;
     this.$ = (sel) => root.querySelector(sel);
     this.$('form').addEventListener('submit', async (e) => {
@@ -141,12 +142,7 @@ export class I2VGenerator extends HTMLElement {
       const note = [r.refineError, r.videoNote].filter(Boolean).join(' ') || null;
       const result = { video: r.webm, gif: r.gif, note, width: r.width, height: r.height, frames: r.frames, fps: r.fps, request: r.request, unetEquivalents: r.unetEquivalents };
       this.last = { video: { rgba: r.rgba, width: r.width, height: r.height, frames: r.frames, fps: r.fps }, request: r.request, clips: clip };
-      const video = this.$('video');
-      if (video.src) URL.revokeObjectURL(video.src);
-      // Without a WebM (its encoder failed; `note` says why) the GIF is the result.
-      if (r.webm) video.src = URL.createObjectURL(r.webm);
-      else video.removeAttribute('src');
-      video.hidden = !r.webm;
+      this.show(r);
       status.textContent = `${clip > 1 ? `Done: ${clip} clips, ${r.frames} frames.` : 'Done.'}${note ? ` ${note}` : ''}`;
       this.dispatchEvent(new CustomEvent('done', { detail: result }));
       return result;
@@ -158,6 +154,23 @@ export class I2VGenerator extends HTMLElement {
       this.running = null;
       bar.hidden = true;
     }
+  }
+
+  /**
+   * Show a result in place of the one shown: the WebM, or the GIF when its encoder failed (`note`
+   * says why). The blob URLs of the one replaced are revoked.
+   */
+  show({ webm, gif }) {
+    const video = this.$('video');
+    const img = this.$('img');
+    for (const el of [video, img]) {
+      if (el.src) URL.revokeObjectURL(el.src);
+      el.removeAttribute('src');
+    }
+    const shown = webm ? video : gif ? img : null;
+    if (shown) shown.src = URL.createObjectURL(webm ?? gif);
+    video.hidden = shown !== video;
+    img.hidden = shown !== img;
   }
 
   cancel() {

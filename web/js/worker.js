@@ -16,9 +16,10 @@
 //   `refine` = {source, prompt, negativePrompt?, strength, steps, guidance, width, height} runs
 //   the refinement stage on the base video (the base model is unloaded first to free the GPU);
 //   if it fails or is cancelled the result is the base video with `refineError` (a sentence).
-//   `continues` = {rgba, width, height, frames, fps}: a video (8-bit RGBA frames) to extend; its
-//   last frame is the image, the new clip runs at its fps, and the result is the video then the
-//   new clip without its first frame (the repeat). check-image is answered at once (it needs no
+//   `continues` = {rgba, width, height, frames, fps}: a video (8-bit RGBA frames, at most
+//   MAX_VIDEO_FRAMES with the new clip) to extend; its last frame is the image, the new clip
+//   runs at its fps, and the result is the video then the new clip without its first frame (the
+//   repeat). check-image is answered at once (it needs no
 //   GPU); the other requests run one at a time. An unknown kind or a payload of the wrong shape
 //   is answered with a `bad-request` error.
 //   worker → page: progress {stage, …; `encoding` carries the run's unetEquivalents} | preview
@@ -30,13 +31,13 @@
 // The worker's URL may carry `?precision=f32` (see `choosePrecision`); the default is "auto".
 // `?faults=1` turns on the test faults (see `arm`), never set in normal use.
 import init, {
-  ModelLoader, checkImage, checkRequest, choosePrecision, defaults, encodeGif, panicForTests, precision, toRgba,
+  ModelLoader, checkImage, checkRequest, choosePrecision, defaults, encodeGif, panicForTests, phaseComponents, precision, toRgba,
 } from '../pkg/i2vgen_web.js';
 import { QuotaError, openStore } from './weight-store.js';
 import { load, resolve, sourceId } from './model-source.js';
 import { encodeWebm } from './webm.js';
 import {
-  BadRequest, Cancelled, FAULTS, FATAL_CODES, GPU_LOST_SENTENCE, GpuLost, Kind, StorageFull, errorPayload,
+  BadRequest, Cancelled, FAULTS, FATAL_CODES, GPU_LOST_SENTENCE, GpuLost, Kind, StorageFull, TooLarge, errorPayload,
 } from './protocol.js';
 
 const PREVIEW_EVERY = 2;
@@ -105,9 +106,14 @@ function arm(id, { fault }) {
   return { armed: fault };
 }
 
-/** The faults that strike at a denoising step: the GPU device destroyed, or a wasm panic. */
+/**
+ * The faults that strike at a denoising step: the GPU device destroyed, a validation error
+ * outside any error scope (a buffer both mapped for reading and writing, which WebGPU forbids;
+ * it reaches `uncapturederror`), or a wasm panic.
+ */
 function stepFaults() {
   if (take('destroy-device')) gpuDevice?.destroy();
+  if (take('gpu-error')) gpuDevice?.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.MAP_WRITE });
   if (take('panic')) panicForTests();
 }
 
@@ -129,15 +135,50 @@ async function loadModel(id, { source, chunkBytes, stallMs, plan, kind = 'i2vgen
   current = null;
   // `stallMs` (tests: a stall found without waiting the real 15 s) only ever shortens the timeout.
   const store = await openStore({ ...(chunkBytes ? { chunkBytes } : {}), ...(stallMs ? { stallMs: Math.min(Math.max(stallMs, 500), 15_000) } : {}) });
+  post(Kind.PROGRESS, id, { stage: 'resolving', message: 'Looking up the model files…' });
+  const model = await resolve(store, source, kind);
+  // The base pipeline's UNet comes onto the GPU when its phase does (`restore`), after the
+  // encoders have done their work: the two need not fit together.
+  const later = kind === 'i2vgen' ? phaseComponents('denoise') : [];
+  const { loader, stats } = await streamModel(id, store, model, {
+    wants: (component) => !later.includes(component),
+    beforeWeights: (l) => {
+      l.checkFiles(kind);
+      if (plan && kind === 'i2vgen') checkPlan(l, plan);
+    },
+  });
+  post(Kind.PROGRESS, id, { stage: 'building', message: 'Building the networks on the GPU…' });
+  current = { id: key, model: loader.build(kind, kind === 'i2vgen' ? ['encode'] : []), store, files: model };
+  for (const note of current.model.notes) console.warn(note);
+  return { ...stats, requests: store.stats.requests, model: { id: model.id, label: model.label, bytes: model.bytes } };
+}
+
+/**
+ * The networks of `phase` (`encode`, `denoise`) of the loaded base model, streamed back in from
+ * the cache when the model let them go after their last use (the memory plan frees them).
+ */
+async function restore(id, phase) {
+  const missing = current.model.missing(phase);
+  if (missing.length === 0) return;
+  post(Kind.PROGRESS, id, { stage: 'restoring', message: `Loading the ${missing.join(' and ')} from this browser's cache…` });
+  const { loader } = await streamModel(id, current.store, current.files, { wants: (component) => missing.includes(component) });
+  current.model.loadPhase(phase, loader);
+}
+
+/**
+ * Stream the files of a resolved model from `store` (the cache, else the network) into a new
+ * ModelLoader, which takes the tensors of the components `wants` accepts. `beforeWeights(loader)`
+ * runs once the configs are in. A cancel takes effect at the next chunk.
+ */
+async function streamModel(id, store, model, { wants, beforeWeights }) {
   const controller = new AbortController();
   const timer = setInterval(() => cancelled.has(id) && controller.abort(), 100);
+  const loader = await ModelLoader.create();
   try {
-    post(Kind.PROGRESS, id, { stage: 'resolving', message: 'Looking up the model files…' });
-    const model = await resolve(store, source, kind);
-    const loader = await ModelLoader.create();
     const stats = await load(store, model, loader, {
       signal: controller.signal,
-      beforeWeights: plan && kind === 'i2vgen' ? () => loader.checkPlan(plan) : undefined,
+      wants,
+      beforeWeights: beforeWeights ? () => beforeWeights(loader) : undefined,
       // Every chunk, from the cache too, reports here: a cancel takes effect at the next one.
       onProgress: (p) => {
         checkCancel(id);
@@ -145,11 +186,9 @@ async function loadModel(id, { source, chunkBytes, stallMs, plan, kind = 'i2vgen
       },
     });
     checkCancel(id);
-    post(Kind.PROGRESS, id, { stage: 'building', message: 'Building the networks on the GPU…' });
-    current = { id: key, model: loader.build(kind) };
-    for (const note of current.model.notes) console.warn(note);
-    return { ...stats, requests: store.stats.requests, model: { id: model.id, label: model.label, bytes: model.bytes } };
+    return { loader, stats };
   } catch (err) {
+    loader.free();
     if (controller.signal.aborted || err instanceof Cancelled) throw new Cancelled('Cancelled; what was downloaded is kept.');
     if (err instanceof QuotaError) throw new StorageFull(err.message);
     throw err;
@@ -235,6 +274,18 @@ function checkSource(source, what = 'source') {
   if (!ok) throw new BadRequest(`The ${what} must be {type: "hub", base, repo, revision} or {type: "converted", url}.`);
 }
 
+/**
+ * The memory plan of `plan` (a request from `withLimits`) from the loader's configs: a refusal is
+ * `too-large`, its sentence the plan's.
+ */
+function checkPlan(loader, plan) {
+  try {
+    loader.checkPlan(plan);
+  } catch (err) {
+    throw trapped(err) ? err : new TooLarge(err.message);
+  }
+}
+
 /** A request as JSON for the memory plan: with the adapter's buffer limits. */
 async function withLimits(request) {
   const limits = (await adapterLimits()) ?? {};
@@ -256,13 +307,25 @@ async function loadRequest(id, payload) {
   return loadModel(id, payload);
 }
 
+/** The most frames a video made by extending one may have (the page holds them all as RGBA). */
+const MAX_VIDEO_FRAMES = 1024;
+
+/** A `continues` video: whole (its bytes fill its frames) and within MAX_VIDEO_FRAMES. */
+function checkContinues(continues) {
+  const count = (n) => Number.isSafeInteger(n) && n >= 1;
+  const { rgba, width, height, frames, fps } = isObject(continues) ? continues : {};
+  if (!(rgba instanceof Uint8Array) || ![width, height, frames, fps].every(count)) {
+    throw new BadRequest('The video to extend must be {rgba: Uint8Array, width, height, frames, fps} with whole numbers of at least 1.');
+  }
+  if (frames > MAX_VIDEO_FRAMES) throw new BadRequest(`The video to extend has ${frames} frames, more than the ${MAX_VIDEO_FRAMES} a video may have; download it and start a new one from its last frame.`);
+  if (rgba.length !== frames * width * height * 4) throw new BadRequest(`The video to extend is incomplete: ${frames} frames of ${width}×${height} RGBA are ${frames * width * height * 4} bytes, not ${rgba.length}; generate it again.`);
+}
+
 /** The payload of a `generate` request, checked before anything loads. */
 function checkGenerate({ source, image, continues, noise, refine }) {
   checkSource(source);
   if (continues === undefined && !isBytes(image)) throw new BadRequest('The image must be the bytes of a PNG, JPEG or WebP file (an ArrayBuffer).');
-  if (continues !== undefined && !(isObject(continues) && continues.rgba instanceof Uint8Array)) {
-    throw new BadRequest('The video to extend must be {rgba: Uint8Array, width, height, frames, fps}.');
-  }
+  if (continues !== undefined) checkContinues(continues);
   if (noise !== undefined && noise !== null && !isBytes(noise)) throw new BadRequest('The noise must be the bytes of a safetensors file (an ArrayBuffer).');
   if (refine !== undefined && refine !== null) {
     if (!isObject(refine)) throw new BadRequest('The refinement must be an object ({source, prompt, strength, steps, guidance, width, height}).');
@@ -280,8 +343,8 @@ async function generate(id, payload) {
     if (width !== continues.width || height !== continues.height) {
       throw new BadRequest(`The new clip would be ${width}×${height} but the video is ${continues.width}×${continues.height}; extend it at the size (and refinement) it was made with.`);
     }
-    if (!(continues.frames >= 1) || continues.rgba.length !== continues.frames * width * height * 4) {
-      throw new BadRequest('The video to extend is incomplete; generate it again.');
+    if (continues.frames + request.frames - 1 > MAX_VIDEO_FRAMES) {
+      throw new BadRequest(`The video would be ${continues.frames + request.frames - 1} frames long, more than the ${MAX_VIDEO_FRAMES} a video may have; download it and start a new one from its last frame.`);
     }
   } else {
     post(Kind.PROGRESS, id, { stage: 'checking', message: 'Reading the image…' });
@@ -290,14 +353,25 @@ async function generate(id, payload) {
   const json = await withLimits(request);
   const loaded = await loadModel(id, { source, chunkBytes, plan: json });
   const unetEquivalents = current.model.unetEquivalents(JSON.stringify(request));
+  await restore(id, 'encode');
   post(Kind.PROGRESS, id, { stage: 'encoding', message: 'Encoding the prompt and the image…', unetEquivalents });
   const noiseBytes = noise ? new Uint8Array(noise) : undefined;
-  // Preparing (text and image encoders, VAE encode) is one synchronous call: a cancel is
-  // honoured just before it and at the first step after it.
+  // Encoding (text and image encoders, VAE encode) is one synchronous call: a cancel is
+  // honoured just before it and at the first step after it. The encoders are let go after it
+  // unless the memory plan keeps every network, and the UNet comes in.
   checkCancel(id);
-  const stage = continues
-    ? current.model.generateFromPixels(json, lastFrame(continues), continues.width, continues.height, noiseBytes)
-    : current.model.generate(json, new Uint8Array(image), noiseBytes);
+  const encoded = continues
+    ? current.model.encodeFromPixels(json, lastFrame(continues), continues.width, continues.height, noiseBytes)
+    : current.model.encode(json, new Uint8Array(image), noiseBytes);
+  let stage;
+  try {
+    await restore(id, 'denoise');
+    checkCancel(id);
+    stage = current.model.denoise(encoded);
+  } catch (err) {
+    if (!trapped(err)) encoded.free();
+    throw err;
+  }
   let video = await runStage(id, stage, { denoising: 'denoising', decoding: 'decoding' });
   let refineError = null;
   if (refine) {
@@ -356,6 +430,7 @@ async function encode(id, rgba, width, height, count, fps) {
   const size = width * height * 4;
   const notes = [];
   const attempt = async (name, make) => {
+    checkCancel(id); // a cancel that came during the step before takes effect before this encoder
     try {
       return await make();
     } catch (err) {

@@ -9,10 +9,11 @@ use i2vgen::diagnostics::flops;
 use i2vgen::loading::folder::{PipelineKind, StreamedModel};
 use i2vgen::media::image::RgbImage;
 use i2vgen::models::unet_3d_backbone::UNet3DConfig;
+use i2vgen::pipelines::consistency;
 use i2vgen::pipelines::memory_plan::{self, Configs, DeviceLimits, MemoryPlan, Parameters, Precision, TIERS, Video};
 use i2vgen::pipelines::model_sizes::{ConfigTexts, ModelSizes};
 use i2vgen::pipelines::noise::Draws;
-use i2vgen::pipelines::pipeline_i2vgen_xl::{GenerationRequest, I2VGenXLPipeline};
+use i2vgen::pipelines::pipeline_i2vgen_xl::{Conditioning, GenerationRequest, I2VGenXLPipeline, Phase};
 use i2vgen::pipelines::pipeline_video_to_video::{RefineRequest, VideoToVideoSDPipeline};
 use i2vgen::pipelines::sampling::Sampling;
 use safetensors::Dtype;
@@ -91,6 +92,13 @@ impl ModelLoader {
         self.model.add_shard_tensor(name, dtype(dtype_name)?, &shape, bytes).js()
     }
 
+    /// Refuse text files of the pipeline `kind` that disagree (a folder mixing two models): once
+    /// they are added and before any weight, so it costs no download.
+    #[wasm_bindgen(js_name = checkFiles)]
+    pub fn check_files(&mut self, kind: &str) -> Result<(), JsError> {
+        consistency::check_folder(&mut self.model, PipelineKind::parse(kind).js()?).js().map(drop)
+    }
+
     /// The memory plan of a `generate` request (JSON, with the adapter's limits) from the base
     /// pipeline's configs alone, once they are added and before any weight: a run that cannot fit
     /// this GPU is refused with the plan's sentence before the download starts.
@@ -110,13 +118,17 @@ impl ModelLoader {
         sizes.plan(video(&r.request()), precision(&self.device), r.limits()).js().map(drop)
     }
 
-    /// Build every network of the pipeline `kind` (`"i2vgen"` or `"refiner"`); each checks that
-    /// it used every tensor.
-    pub fn build(mut self, kind: &str) -> Result<Model, JsError> {
+    /// Build the networks of the pipeline `kind` (`"i2vgen"` or `"refiner"`); each checks that
+    /// it used every tensor. For `"i2vgen"`, `phases` (`"encode"`, `"denoise"`) says which
+    /// networks besides the VAE were streamed in; the others load later ([`Model::load_phase`]).
+    pub fn build(mut self, kind: &str, phases: Vec<String>) -> Result<Model, JsError> {
         let mut notes = Vec::new();
         let pipeline = match PipelineKind::parse(kind).js()? {
             PipelineKind::I2VGenXL => {
-                Pipeline::Base(Rc::new(I2VGenXLPipeline::load(&mut self.model, &self.device, &mut notes).js()?))
+                let phases = phases.iter().map(|p| Phase::parse(p)).collect::<i2vgen::Result<Vec<_>>>().js()?;
+                Pipeline::Base(Box::new(
+                    I2VGenXLPipeline::load_phases(&mut self.model, &self.device, &mut notes, &phases).js()?,
+                ))
             }
             PipelineKind::VideoToVideoSD => Pipeline::Refiner(Rc::new(
                 VideoToVideoSDPipeline::load(&mut self.model, &self.device, &mut notes).js()?,
@@ -127,7 +139,7 @@ impl ModelLoader {
 }
 
 enum Pipeline {
-    Base(Rc<I2VGenXLPipeline>),
+    Base(Box<I2VGenXLPipeline>),
     Refiner(Rc<VideoToVideoSDPipeline>),
 }
 
@@ -263,26 +275,27 @@ impl Model {
         self.notes.clone()
     }
 
-    /// Check the request and the image, encode prompt and image, and set up the denoising loop.
-    /// `request` is JSON (`prompt`, `negativePrompt`, `width`, `height`, `frames`, `fps`, `steps`,
+    /// Check the request and the image, and encode prompt and image ([`Model::denoise`] starts
+    /// the run from what this returns). The encoders are freed after, unless the memory plan
+    /// keeps every network on this GPU. `request` is JSON (`prompt`, `negativePrompt`, `width`, `height`, `frames`, `fps`, `steps`,
     /// `guidance`, `seed`, optionally `sampling`); `image` the bytes of a PNG, JPEG or WebP file;
     /// `noise` optionally a safetensors file with `latents` [1,4,F,h,w] and/or `vae_sample_noise`
     /// [1,4,h,w], the same as `i2vgen generate --noise`.
-    pub fn generate(&self, request: &str, image: &[u8], noise: Option<Vec<u8>>) -> Result<Stage, JsError> {
+    pub fn encode(&mut self, request: &str, image: &[u8], noise: Option<Vec<u8>>) -> Result<Encoded, JsError> {
         self.start(request, i2vgen::media::image::decode(image).js(), noise)
     }
 
-    /// [`Model::generate`] from `width`×`height` 8-bit RGBA pixels (alpha is dropped): the last
+    /// [`Model::encode`] from `width`×`height` 8-bit RGBA pixels (alpha is dropped): the last
     /// frame of a video, to continue it.
-    #[wasm_bindgen(js_name = generateFromPixels)]
-    pub fn generate_from_pixels(
-        &self,
+    #[wasm_bindgen(js_name = encodeFromPixels)]
+    pub fn encode_from_pixels(
+        &mut self,
         request: &str,
         rgba: &[u8],
         width: usize,
         height: usize,
         noise: Option<Vec<u8>>,
-    ) -> Result<Stage, JsError> {
+    ) -> Result<Encoded, JsError> {
         let image = if rgba.len() == width * height * 4 {
             RgbImage::new(width, height, rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect()).js()
         } else {
@@ -301,7 +314,35 @@ impl Model {
     pub fn unet_equivalents(&self, request: &str) -> Result<f64, JsError> {
         let pipeline = self.base()?;
         let request = parse::<GenerateRequest>(request, "generate")?.checked(pipeline.vae_scale_factor())?;
-        Ok(unet_equivalents(&pipeline.unet.config, &request, pipeline.vae_scale_factor()))
+        Ok(unet_equivalents(&pipeline.configs.unet, &request, pipeline.vae_scale_factor()))
+    }
+
+    /// The components to stream in before `phase` (`"encode"` or `"denoise"`) can run: none
+    /// when its networks are loaded.
+    pub fn missing(&self, phase: &str) -> Result<Vec<String>, JsError> {
+        let (pipeline, phase) = (self.base()?, Phase::parse(phase).js()?);
+        let missing = if pipeline.has(phase) { &[][..] } else { phase.components() };
+        Ok(missing.iter().map(|c| c.to_string()).collect())
+    }
+
+    /// Build the networks of `phase` from `loader`, into which the worker streamed the
+    /// components [`Model::missing`] named (from the cache).
+    #[wasm_bindgen(js_name = loadPhase)]
+    pub fn load_phase(&mut self, phase: &str, mut loader: ModelLoader) -> Result<(), JsError> {
+        let phase = Phase::parse(phase).js()?;
+        let pipeline = self.base_mut()?;
+        pipeline.load_phase(phase, &mut loader.model, &loader.device).js()
+    }
+
+    /// Start the denoising loop of an encoded request. The model lets go of its UNet when the
+    /// plan said not to keep it: the run holds it, so it is freed when the run is.
+    pub fn denoise(&mut self, encoded: Encoded) -> Result<Stage, JsError> {
+        let pipeline = self.base_mut()?;
+        let stage = pipeline.denoise(encoded.conditioning).js()?;
+        if !encoded.keep {
+            pipeline.free(Phase::Denoise);
+        }
+        Ok(Stage::new(stage, &self.device))
     }
 
     /// The sizes the page offers (`memory_plan::TIERS`) for a `generate` request (JSON, its size
@@ -360,7 +401,7 @@ impl Model {
             .map(|f| Tensor::from_data(TensorData::new(f.to_vec(), [height, width, 3]), &self.device))
             .collect();
         let noise = pipeline.draw_noise(&request, count, &mut Draws::new(r.seed, None, &self.device).js()?).js()?;
-        Ok(Stage::new(pipeline.prepare(request, video, noise, &self.device).js()?))
+        Ok(Stage::new(pipeline.prepare(request, video, noise, &self.device).js()?, &self.device))
     }
 }
 
@@ -368,32 +409,61 @@ impl Model {
     /// The memory plan of a base-pipeline run on this device; refuses what cannot fit.
     fn plan(&self, pipeline: &I2VGenXLPipeline, video: Video, limits: DeviceLimits) -> i2vgen::Result<MemoryPlan> {
         let configs = Configs {
-            text_encoder: &pipeline.text_encoder.config,
-            image_encoder: Some(&pipeline.image_encoder.config),
+            text_encoder: &pipeline.configs.text_encoder,
+            image_encoder: Some(&pipeline.configs.image_encoder),
             vae: &pipeline.vae.config,
-            unet: &pipeline.unet.config,
+            unet: &pipeline.configs.unet,
         };
         memory_plan::plan(&configs, &self.params, video, precision(&self.device), limits)
     }
 
-    fn base(&self) -> Result<&Rc<I2VGenXLPipeline>, JsError> {
+    fn base(&self) -> Result<&I2VGenXLPipeline, JsError> {
         match &self.pipeline {
             Pipeline::Base(pipeline) => Ok(pipeline),
-            Pipeline::Refiner(_) => Err(JsError::new("this model is a refiner; load an I2VGenXLPipeline to generate")),
+            Pipeline::Refiner(_) => Err(not_base()),
         }
     }
 
-    /// Check the request, then the image, and start the run.
-    fn start(&self, request: &str, image: Result<RgbImage, JsError>, noise: Option<Vec<u8>>) -> Result<Stage, JsError> {
+    fn base_mut(&mut self) -> Result<&mut I2VGenXLPipeline, JsError> {
+        match &mut self.pipeline {
+            Pipeline::Base(pipeline) => Ok(pipeline),
+            Pipeline::Refiner(_) => Err(not_base()),
+        }
+    }
+
+    /// Check the request, then the image, and encode them.
+    fn start(
+        &mut self,
+        request: &str,
+        image: Result<RgbImage, JsError>,
+        noise: Option<Vec<u8>>,
+    ) -> Result<Encoded, JsError> {
         let pipeline = self.base()?;
         let r: GenerateRequest = parse(request, "generate")?;
         let request = r.checked(pipeline.vae_scale_factor())?;
-        self.plan(pipeline, video(&request), r.limits()).js()?;
+        let keep = self.plan(pipeline, video(&request), r.limits()).js()?.keep_encoders;
         let image = image?;
         let noise =
             pipeline.draw_noise(&request, &mut Draws::new(r.seed, noise.as_deref(), &self.device).js()?).js()?;
-        Ok(Stage::new(pipeline.prepare(request, &image, noise, &self.device).js()?))
+        let conditioning = pipeline.encode(request, &image, noise, &self.device).js()?;
+        if !keep {
+            self.base_mut()?.free(Phase::Encode);
+            self.device.memory_cleanup();
+        }
+        Ok(Encoded { conditioning, keep })
     }
+}
+
+fn not_base() -> JsError {
+    JsError::new("this model is a refiner; load an I2VGenXLPipeline to generate")
+}
+
+/// A request encoded by [`Model::encode`], for [`Model::denoise`].
+#[wasm_bindgen]
+pub struct Encoded {
+    conditioning: Conditioning,
+    /// The memory plan keeps every network on the GPU between runs.
+    keep: bool,
 }
 
 /// The sizes the page offers (`memory_plan::TIERS`), JSON `[{width, height}]`, for the form
@@ -403,6 +473,13 @@ pub fn size_tiers() -> String {
     let tiers: Vec<_> =
         TIERS.iter().map(|&(width, height)| serde_json::json!({"width": width, "height": height})).collect();
     serde_json::Value::from(tiers).to_string()
+}
+
+/// The components whose weights `phase` (`"encode"`, `"denoise"`) of the base pipeline needs
+/// besides the VAE: the worker streams the others in first and these when the phase comes.
+#[wasm_bindgen(js_name = phaseComponents)]
+pub fn phase_components(phase: &str) -> Result<Vec<String>, JsError> {
+    Ok(Phase::parse(phase).js()?.components().iter().map(|c| c.to_string()).collect())
 }
 
 /// The weights' precision on this device, as the memory plan counts it.

@@ -3,6 +3,7 @@
 //! awaits a [`Readback`] between calls, which is where progress is reported and a cancel takes
 //! effect. Freeing the stage returns its GPU memory to the pool.
 
+use burn::tensor::Device;
 use i2vgen::pipelines::stage::Stage as PipelineStage;
 use wasm_bindgen::prelude::*;
 
@@ -12,11 +13,20 @@ use crate::readback::Readback;
 #[wasm_bindgen]
 pub struct Stage {
     run: Box<dyn PipelineStage>,
+    device: Device,
 }
 
 impl Stage {
-    pub fn new(run: impl PipelineStage + 'static) -> Self {
-        Self { run: Box::new(run) }
+    pub fn new(run: impl PipelineStage + 'static, device: &Device) -> Self {
+        Self { run: Box::new(run), device: device.clone() }
+    }
+}
+
+/// A finished run may hold the last reference to a network the model let go of (the UNet when
+/// the memory plan frees it): its pages go back to the device, not only to burn's pool.
+impl Drop for Stage {
+    fn drop(&mut self) {
+        self.device.memory_cleanup();
     }
 }
 

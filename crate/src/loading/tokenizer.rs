@@ -148,7 +148,9 @@ impl CLIPTokenizer {
             if let Some(token) = added_tokens.iter().find(|t| t.content == content) {
                 return Ok(token.id);
             }
-            let next_id = added_tokens.iter().map(|t| t.id + 1).fold(vocab.len() as u32, u32::max);
+            // Saturating: a damaged `added_tokens_decoder` may hold id 4294967295; the text
+            // encoder's `vocab_size` refuses such ids before any lookup (`consistency::check`).
+            let next_id = added_tokens.iter().map(|t| t.id.saturating_add(1)).fold(vocab.len() as u32, u32::max);
             let id = vocab.get(&content).copied().unwrap_or(next_id);
             added_tokens.push(AddedToken { content, id, normalized });
             Ok(id)
@@ -244,6 +246,12 @@ impl CLIPTokenizer {
     /// Length of every [`encode`](Self::encode) output (77 for CLIP).
     pub fn model_max_length(&self) -> usize {
         self.model_max_length
+    }
+
+    /// The largest id [`encode`](Self::encode) can give (vocabulary and added tokens): the text
+    /// encoder needs an embedding row for it.
+    pub fn max_token_id(&self) -> u32 {
+        self.vocab.values().chain(self.added_tokens.iter().map(|t| &t.id)).copied().max().unwrap_or(0)
     }
 
     /// Id that pads a prompt to `model_max_length` (`!`, id 0, for SD 2.x and I2VGen-XL).

@@ -1,9 +1,34 @@
 //! Longer videos by chaining clips: clip k+1 starts from clip k's last frame as its image, and
 //! the video is the clips end to end without the repeated frame.
 
-use crate::Result;
 use crate::media::image::RgbImage;
 use crate::media::video::to_u8;
+use crate::pipelines::pipeline_i2vgen_xl::MAX_FRAMES;
+use crate::{Error, Result};
+
+/// The most clips one run chains. With the model's 16-frame clips that is 121 frames, 7.5 s at
+/// 16 fps; with the longest clips ([`MAX_FRAMES`], 64) 505 frames, which the CLI holds as f32
+/// (5.5 GB at the model's 1280×704) and the refiner refines in one piece. Each clip also starts
+/// from the last one's 8-bit frame, so the drift from the first image grows with every clip: past
+/// 8, a longer video wants a new first image, not more clips.
+pub const MAX_CLIPS: usize = 8;
+
+/// A clip count a run can chain: 1 to [`MAX_CLIPS`] (`frames`: per clip, for the sentence).
+pub fn check_clips(clips: usize, frames: usize) -> Result<()> {
+    if (1..=MAX_CLIPS).contains(&clips) {
+        return Ok(());
+    }
+    let mut message = format!("clips must be between 1 and {MAX_CLIPS}, got {clips}");
+    if clips > MAX_CLIPS {
+        // u128: a count typed at the CLI can be usize::MAX.
+        let video = (clips as u128 * frames as u128).saturating_sub(clips as u128 - 1);
+        message += &format!(" (a {video}-frame video)");
+        if frames < MAX_FRAMES {
+            message += &format!("; for a longer video make each clip longer, up to {MAX_FRAMES} frames");
+        }
+    }
+    Err(Error::request("clips", message))
+}
 
 /// The image the next clip starts from: a decoded frame (`[H, W, 3]` in [0, 1], row-major) as the
 /// 8-bit picture a written video would hold.
@@ -35,6 +60,19 @@ mod tests {
         append_clip(&mut video, vec![4, 5, 6, 7]);
         append_clip(&mut video, vec![7, 8, 9, 10]);
         assert_eq!(video, (1..=10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn clip_counts_are_bounded() {
+        assert!(check_clips(1, 16).is_ok() && check_clips(MAX_CLIPS, MAX_FRAMES).is_ok());
+        let refused = |clips, frames| check_clips(clips, frames).unwrap_err().to_string();
+        assert_eq!(refused(0, 16), "clips must be between 1 and 8, got 0");
+        assert_eq!(
+            refused(9, 16),
+            "clips must be between 1 and 8, got 9 (a 136-frame video); for a longer video make each clip longer, up to 64 frames"
+        );
+        assert_eq!(refused(1_000_000, 64), "clips must be between 1 and 8, got 1000000 (a 63000001-frame video)");
+        assert!(refused(usize::MAX, 16).contains("got 18446744073709551615"));
     }
 
     #[test]

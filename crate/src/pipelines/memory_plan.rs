@@ -135,7 +135,9 @@ pub struct MemoryPlan {
     pub max_tensor_bytes: u64,
     /// Every network's weights together.
     pub weights_bytes: u64,
-    /// The encoders stay on the GPU between runs (else each is loaded for its stage and freed).
+    /// Every network stays on the GPU between runs. Else the base pipeline holds one phase at a
+    /// time: the CLIP encoders are freed after encoding and the UNet after the run, each streamed
+    /// back in from the cache when its phase comes again.
     pub keep_encoders: bool,
     /// The guidance halves run one after the other (batch 1 per UNet call).
     pub split_guidance: bool,
@@ -147,8 +149,9 @@ pub struct MemoryPlan {
 
 /// Plan a run of the base pipeline (`configs.image_encoder` set) or the refiner.
 ///
-/// With a budget the encoders stay resident when everything fits, else they are freed after use;
-/// without one the plan reports the smaller, freeing figure. A run that cannot fit is an error
+/// With a budget every network stays resident when everything fits, else the base pipeline's
+/// phases take turns (see [`MemoryPlan::keep_encoders`]); without one the plan reports the
+/// smaller, turn-taking figure. A run that cannot fit is an error
 /// whose sentence names the budget and a size that fits.
 pub fn plan(
     configs: &Configs,
@@ -228,11 +231,16 @@ fn plan_with(
     let decode = 4 * vae_widest_channels(configs.vae) * video.height * video.width * ab;
 
     let largest_weight = params.largest_tensor * wb;
-    let image_encoder_w = params.image_encoder * wb;
     let weights = [params.text_encoder, params.image_encoder, params.vae_encoder, params.vae_decoder, params.unet];
     let weights_bytes = weights.iter().sum::<u64>() * wb;
+    // What the page holds in each phase: the encoders and the VAE while encoding, the UNet and
+    // the VAE while denoising and decoding (`I2VGenXLPipeline`'s `Phase`); the refiner loads whole.
     let vae_w = (params.vae_encoder + params.vae_decoder) * wb;
-    let denoise_w = (params.unet + params.vae_decoder) * wb;
+    let (encode_w, denoise_w) = if configs.image_encoder.is_some() {
+        ((params.text_encoder + params.image_encoder) * wb + vae_w, params.unet * wb + vae_w)
+    } else {
+        (weights_bytes, weights_bytes)
+    };
 
     // Chunks hold at most `chunk_elements`, and no more than the level-0 attention scores or
     // feed-forward hidden state would whole.
@@ -241,11 +249,11 @@ fn plan_with(
     let unet_chunk = (unet_rows * video.frames * tokens * (heads * tokens).max(8 * c0)).min(chunk_elements) * ab;
     let unet_tensor = unet_largest_tensor(configs, video, split_guidance, precision).max(unet_chunk);
     let encode_tensor = vae_widest_encoder_tensor(configs.vae, video.height, video.width) * ab;
-    let mut stages = vec![stage("text_encoder", params.text_encoder * wb, text, chunk.min(text))];
+    let mut stages = vec![stage("text_encoder", encode_w, text, chunk.min(text))];
     if let Some(vision) = vision {
-        stages.push(stage("image_encoder", image_encoder_w, vision, chunk.min(vision)));
+        stages.push(stage("image_encoder", encode_w, vision, chunk.min(vision)));
     }
-    stages.push(stage("vae_encoder", vae_w, encode, encode_tensor));
+    stages.push(stage("vae_encoder", encode_w, encode, encode_tensor));
     stages.push(stage("unet", denoise_w, unet, unet_tensor));
     stages.push(stage("vae_decoder", denoise_w, decode, bands.max_tensor_bytes));
 
@@ -476,9 +484,9 @@ mod tests {
         assert!(!f32.keep_encoders && !f32.split_guidance);
         assert!(f32.peak_bytes <= 7_500_000_000, "{}", f32.peak_bytes);
         assert!(f16.peak_bytes <= 4_000_000_000, "{}", f16.peak_bytes);
-        // Packed f16 weights save the UNet's f32 weights' half: 2.84 GB.
-        assert_eq!(f32.peak_bytes - packed.peak_bytes, 2 * (BASE.unet + BASE.vae_decoder));
-        // The peak is the UNet step: its weights and the VAE decoder's, plus about 1.1 GB.
+        // Packed f16 weights save half the f32 weights of the denoise phase (UNet and VAE): 3.0 GB.
+        assert_eq!(f32.peak_bytes - packed.peak_bytes, 2 * (BASE.unet + BASE.vae_encoder + BASE.vae_decoder));
+        // The peak is the UNet step: its weights and the VAE's, plus about 1.1 GB.
         let unet = f32.stages.iter().find(|s| s.stage == "unet").unwrap();
         assert_eq!(unet.peak_bytes, f32.peak_bytes);
         assert!((0.9e9..1.5e9).contains(&(unet.activation_bytes as f64)), "{}", unet.activation_bytes);

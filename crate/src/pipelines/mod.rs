@@ -2,6 +2,7 @@
 //! decode frame × F, through one [`stage::Stage`] shape so a caller writes its loop once.
 
 pub mod chain;
+pub mod consistency;
 pub mod memory_plan;
 pub mod model_sizes;
 pub mod noise;

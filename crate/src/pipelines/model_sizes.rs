@@ -13,6 +13,7 @@ use crate::models::unet_3d_backbone::UNet3DConfig;
 use crate::models::unet_3d_condition::{UNet3DConditionModel, UNet3DConditionModelConfig};
 use crate::models::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetConfig};
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
+use crate::pipelines::consistency;
 use crate::pipelines::memory_plan::{self, Configs, DeviceLimits, MemoryPlan, Parameters, Precision, Video};
 
 /// The config texts of one pipeline: the base model's (with an image encoder and an
@@ -34,27 +35,31 @@ pub struct ModelSizes {
 }
 
 impl ModelSizes {
-    /// Parse the configs and count what their networks take. `device` only holds one-element
-    /// placeholders; nothing is computed on it.
+    /// Parse the configs, check that they agree ([`consistency::check`]) and count what their
+    /// networks take. `device` only holds one-element placeholders; nothing is computed on it.
     pub fn new(texts: &ConfigTexts, device: &Device) -> Result<Self> {
         let text: CLIPTextConfig = parse(texts.text_encoder)?.config;
         let vision: Option<CLIPVisionConfig> = texts.image_encoder.map(parse).transpose()?.map(|p| p.config);
         let vae: AutoencoderKLConfig = parse(texts.vae)?.config;
+        let unet = match vision {
+            Some(_) => UNetConfig::Base(parse(texts.unet)?.config),
+            None => UNetConfig::Refiner(parse(texts.unet)?.config),
+        };
+        let configs = Configs { text_encoder: &text, image_encoder: vision.as_ref(), vae: &vae, unet: unet.shared() };
+        consistency::check(&configs, None, None)?;
         let mut params = Parameters::default();
         count(&mut params, "text_encoder", device, |w| CLIPTextModel::load(w, &text).map(drop))?;
         if let Some(vision) = &vision {
             count(&mut params, "image_encoder", device, |w| CLIPVisionModelWithProjection::load(w, vision).map(drop))?;
         }
         count(&mut params, "vae", device, |w| AutoencoderKL::load(w, &vae).map(drop))?;
-        let unet = if vision.is_some() {
-            let c: I2VGenXLUNetConfig = parse(texts.unet)?.config;
-            count(&mut params, "unet", device, |w| I2VGenXLUNet::load(w, &c).map(drop))?;
-            c.unet
-        } else {
-            let c: UNet3DConditionModelConfig = parse(texts.unet)?.config;
-            count(&mut params, "unet", device, |w| UNet3DConditionModel::load(w, &c).map(drop))?;
-            c.unet
-        };
+        match &unet {
+            UNetConfig::Base(c) => count(&mut params, "unet", device, |w| I2VGenXLUNet::load(w, c).map(drop))?,
+            UNetConfig::Refiner(c) => {
+                count(&mut params, "unet", device, |w| UNet3DConditionModel::load(w, c).map(drop))?
+            }
+        }
+        let unet = unet.shared().clone();
         Ok(Self { text, vision, vae, unet, params })
     }
 
@@ -63,6 +68,22 @@ impl ModelSizes {
         let configs =
             Configs { text_encoder: &self.text, image_encoder: self.vision.as_ref(), vae: &self.vae, unet: &self.unet };
         memory_plan::plan(&configs, &self.params, video, precision, limits)
+    }
+}
+
+/// `unet/config.json` of either pipeline.
+enum UNetConfig {
+    Base(I2VGenXLUNetConfig),
+    Refiner(UNet3DConditionModelConfig),
+}
+
+impl UNetConfig {
+    /// The keys both UNets read.
+    fn shared(&self) -> &UNet3DConfig {
+        match self {
+            Self::Base(c) => &c.unet,
+            Self::Refiner(c) => &c.unet,
+        }
     }
 }
 

@@ -11,12 +11,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::loading::config::ConfigFile;
-use crate::loading::folder::{self, TensorSource};
+use crate::loading::folder::{self, PipelineKind, TensorSource};
 use crate::loading::tokenizer::{CLIPTokenizer, check_prompt};
 use crate::media::image::{Filter, RgbImage};
-use crate::models::clip::{CLIPTextModel, CLIPVisionModelWithProjection};
-use crate::models::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetInput};
+use crate::models::clip::{CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection};
+use crate::models::unet_3d_backbone::UNet3DConfig;
+use crate::models::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetConfig, I2VGenXLUNetInput};
 use crate::models::vae::AutoencoderKL;
+use crate::pipelines::consistency;
 use crate::pipelines::noise::Draws;
 use crate::pipelines::sampling::Sampling;
 use crate::pipelines::stage::{Denoising, Stage};
@@ -183,9 +185,10 @@ pub struct Noise {
     pub vae_sample_noise: Tensor<4>,
 }
 
-/// A generation in progress: the pipeline, the conditioning, and the denoising state.
-pub struct Generation {
-    pipeline: Rc<I2VGenXLPipeline>,
+/// What the encoders make of a request: the conditioning of every UNet call and the start of
+/// the loop. [`I2VGenXLPipeline::encode`] makes it, [`I2VGenXLPipeline::denoise`] starts the run
+/// from it: the encoders and the UNet need not be on the GPU at the same time.
+pub struct Conditioning {
     target_fps: usize,
     /// `[B, 77, D]`, B = 2 ([uncond, cond]) with guidance, else 1.
     prompt_embeds: Tensor<3>,
@@ -196,36 +199,44 @@ pub struct Generation {
     denoising: Denoising,
 }
 
+/// A generation in progress: the UNet and VAE it runs, the conditioning, the denoising state.
+pub struct Generation {
+    unet: Rc<I2VGenXLUNet>,
+    vae: Rc<AutoencoderKL>,
+    conditioning: Conditioning,
+}
+
 impl Generation {
     /// The text conditioning, `[B, 77, D]` ([uncond, cond] with guidance).
     pub fn prompt_embeds(&self) -> &Tensor<3> {
-        &self.prompt_embeds
+        &self.conditioning.prompt_embeds
     }
 
     /// The CLIP image conditioning, `[B, D]` (zeros for uncond).
     pub fn image_embeddings(&self) -> &Tensor<2> {
-        &self.image_embeddings
+        &self.conditioning.image_embeddings
     }
 
     /// The first-frame latent and mask frames, `[B, 4, F, h, w]`.
     pub fn image_latents(&self) -> &Tensor<5> {
-        &self.image_latents
+        &self.conditioning.image_latents
     }
 }
 
 impl Stage for Generation {
     fn denoising(&self) -> &Denoising {
-        &self.denoising
+        &self.conditioning.denoising
     }
 
     /// The UNet on [uncond, cond], guidance, and the DDIM update.
     fn step(&mut self) -> Result<Tensor<5>> {
-        let unet = &self.pipeline.unet;
-        let [_, _, f, h, w] = self.denoising.latents().dims();
+        let unet = &self.unet;
+        let c = &mut self.conditioning;
+        let [_, _, f, h, w] = c.denoising.latents().dims();
         let split = unet.config.split_guidance(f, h, w);
-        let fps = self.target_fps as f32;
-        let (text, image_latents, image) = (&self.prompt_embeds, &self.image_latents, &self.image_embeddings);
-        self.denoising.step(split, &|sample, t, start, batch, deep| {
+        let fps = c.target_fps as f32;
+        let (text, image_latents, image) = (&c.prompt_embeds, &c.image_latents, &c.image_embeddings);
+        c.denoising.step(split, &|sample, t, start, batch, deep| {
             let input = I2VGenXLUNetInput {
                 sample,
                 timesteps: vec![t; batch],
@@ -239,17 +250,59 @@ impl Stage for Generation {
     }
 
     fn vae(&self) -> &AutoencoderKL {
-        &self.pipeline.vae
+        &self.vae
     }
 }
 
-/// The loaded networks and configs of an `I2VGenXLPipeline` folder.
-pub struct I2VGenXLPipeline {
-    pub tokenizer: CLIPTokenizer,
+/// The two CLIP encoders: needed only to encode a request, so a GPU short of memory frees them
+/// before the UNet runs (the memory plan's `keep_encoders`).
+pub struct Encoders {
     pub text_encoder: CLIPTextModel,
     pub image_encoder: CLIPVisionModelWithProjection,
-    pub vae: AutoencoderKL,
-    pub unet: I2VGenXLUNet,
+}
+
+/// The networks a run needs at one time: [`Phase::Encode`] the encoders and the VAE,
+/// [`Phase::Denoise`] the UNet and the VAE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Encode,
+    Denoise,
+}
+
+impl Phase {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "encode" => Ok(Self::Encode),
+            "denoise" => Ok(Self::Denoise),
+            other => Err(Error::request("phase", format!("unknown phase {other:?}; use \"encode\" or \"denoise\""))),
+        }
+    }
+
+    /// The weight-carrying components this phase needs besides the VAE.
+    pub fn components(self) -> &'static [&'static str] {
+        match self {
+            Self::Encode => &["text_encoder", "image_encoder"],
+            Self::Denoise => &["unet"],
+        }
+    }
+}
+
+/// The configs of every network, kept while a network is freed (plans and costs read them).
+pub struct NetworkConfigs {
+    pub text_encoder: CLIPTextConfig,
+    pub image_encoder: CLIPVisionConfig,
+    pub unet: UNet3DConfig,
+}
+
+/// The loaded networks and configs of an `I2VGenXLPipeline` folder. The encoders and the UNet
+/// are optional: a caller short of GPU memory loads each for its [`Phase`] and frees it after;
+/// the VAE (small; it encodes the image and decodes the video) stays.
+pub struct I2VGenXLPipeline {
+    pub tokenizer: CLIPTokenizer,
+    pub encoders: Option<Encoders>,
+    pub vae: Rc<AutoencoderKL>,
+    pub unet: Option<Rc<I2VGenXLUNet>>,
+    pub configs: NetworkConfigs,
     pub scheduler: SchedulerConfig,
     pub feature_extractor: CLIPImageProcessorConfig,
 }
@@ -258,21 +311,77 @@ impl I2VGenXLPipeline {
     /// Build every network of an `I2VGenXLPipeline` folder; config keys this version ignores
     /// are added to `notes`.
     pub fn load(source: &mut dyn TensorSource, device: &Device, notes: &mut Vec<String>) -> Result<Self> {
-        Ok(Self {
-            tokenizer: folder::tokenizer(source)?,
-            text_encoder: folder::network(source, "text_encoder", device, notes, CLIPTextModel::load)?,
-            image_encoder: folder::network(
-                source,
-                "image_encoder",
-                device,
-                notes,
-                CLIPVisionModelWithProjection::load,
-            )?,
-            vae: folder::network(source, "vae", device, notes, AutoencoderKL::load)?,
-            unet: folder::network(source, "unet", device, notes, I2VGenXLUNet::load)?,
+        Self::load_phases(source, device, notes, &[Phase::Encode, Phase::Denoise])
+    }
+
+    /// Build the VAE and the networks of `phases` (the source need hold no other weights), once
+    /// every config is read and the files are known to agree ([`consistency::check_folder`]).
+    pub fn load_phases(
+        source: &mut dyn TensorSource,
+        device: &Device,
+        notes: &mut Vec<String>,
+        phases: &[Phase],
+    ) -> Result<Self> {
+        let tokenizer = consistency::check_folder(source, PipelineKind::I2VGenXL)?;
+        let configs = NetworkConfigs {
+            text_encoder: folder::config(source, notes)?,
+            image_encoder: folder::config(source, notes)?,
+            unet: folder::config::<I2VGenXLUNetConfig>(source, notes)?.unet,
+        };
+        let mut pipeline = Self {
+            tokenizer,
+            encoders: None,
+            vae: Rc::new(folder::network(source, "vae", device, notes, AutoencoderKL::load)?),
+            unet: None,
+            configs,
             scheduler: folder::config(source, notes)?,
             feature_extractor: folder::config(source, notes)?,
-        })
+        };
+        for &phase in phases {
+            pipeline.load_phase(phase, source, device)?;
+        }
+        Ok(pipeline)
+    }
+
+    /// Build the networks of `phase` from `source` (which need hold only theirs), unless loaded.
+    pub fn load_phase(&mut self, phase: Phase, source: &mut dyn TensorSource, device: &Device) -> Result<()> {
+        // The configs were read (and their notes given) when the pipeline was built.
+        let notes = &mut Vec::new();
+        match phase {
+            Phase::Encode if self.encoders.is_none() => {
+                self.encoders = Some(Encoders {
+                    text_encoder: folder::network(source, "text_encoder", device, notes, CLIPTextModel::load)?,
+                    image_encoder: folder::network(
+                        source,
+                        "image_encoder",
+                        device,
+                        notes,
+                        CLIPVisionModelWithProjection::load,
+                    )?,
+                });
+            }
+            Phase::Denoise if self.unet.is_none() => {
+                self.unet = Some(Rc::new(folder::network(source, "unet", device, notes, I2VGenXLUNet::load)?));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whether the networks of `phase` are loaded.
+    pub fn has(&self, phase: Phase) -> bool {
+        match phase {
+            Phase::Encode => self.encoders.is_some(),
+            Phase::Denoise => self.unet.is_some(),
+        }
+    }
+
+    /// Free the networks of `phase` (a run in progress keeps the UNet it holds until it ends).
+    pub fn free(&mut self, phase: Phase) {
+        match phase {
+            Phase::Encode => self.encoders = None,
+            Phase::Denoise => self.unet = None,
+        }
     }
 
     pub fn vae_scale_factor(&self) -> usize {
@@ -282,7 +391,7 @@ impl I2VGenXLPipeline {
     /// `[1, 4, F, h, w]` for a request: the shape of `Noise::latents`.
     pub fn latent_shape(&self, request: &GenerationRequest) -> [usize; 5] {
         let f = self.vae_scale_factor();
-        [1, self.unet.config.in_channels, request.num_frames, request.height / f, request.width / f]
+        [1, self.configs.unet.in_channels, request.num_frames, request.height / f, request.width / f]
     }
 
     /// The draws a request needs, in diffusers' order: `latents`, then `vae_sample_noise`.
@@ -293,14 +402,32 @@ impl I2VGenXLPipeline {
         Ok(Noise { latents, vae_sample_noise })
     }
 
-    /// Encode the prompts, the image (twice: for CLIP and for the VAE), and set up the loop.
+    /// [`Self::encode`] then [`Self::denoise`]: both phases' networks must be loaded.
     pub fn prepare(
-        self: &Rc<Self>,
+        &self,
         request: GenerationRequest,
         image: &RgbImage,
         noise: Noise,
         device: &Device,
     ) -> Result<Generation> {
+        self.denoise(self.encode(request, image, noise, device)?)
+    }
+
+    /// Start the denoising loop of an encoded request on the UNet.
+    pub fn denoise(&self, conditioning: Conditioning) -> Result<Generation> {
+        let unet = self.unet.clone().ok_or_else(|| not_loaded(Phase::Denoise))?;
+        Ok(Generation { unet, vae: Rc::clone(&self.vae), conditioning })
+    }
+
+    /// Encode the prompts, the image (twice: for CLIP and for the VAE), and set up the loop.
+    pub fn encode(
+        &self,
+        request: GenerationRequest,
+        image: &RgbImage,
+        noise: Noise,
+        device: &Device,
+    ) -> Result<Conditioning> {
+        let encoders = self.encoders.as_ref().ok_or_else(|| not_loaded(Phase::Encode))?;
         request.validate(self.vae_scale_factor())?;
         check_image(image)?;
         let shape = self.latent_shape(&request);
@@ -318,13 +445,13 @@ impl I2VGenXLPipeline {
 
         // 1. prompts → penultimate hidden state, final-normed (clip_skip = 1); [uncond, cond]
         let prompts = guidance_prompts(&request.prompt, &request.negative_prompt, cfg);
-        let prompt_embeds = self.text_encoder.encode_prompts(&self.tokenizer, &prompts, device).penultimate_normed;
+        let prompt_embeds = encoders.text_encoder.encode_prompts(&self.tokenizer, &prompts, device).penultimate_normed;
 
         // 2. CLIP image embedding of the centre square, resized bilinearly; zeros for uncond
         let (cw, ch) = self.feature_extractor.crop_size.width_height();
         let pixels = clip_pixel_values(image, width, &self.feature_extractor);
         let pixels = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, ch, cw]), device);
-        let mut image_embeddings = self.image_encoder.forward(pixels);
+        let mut image_embeddings = encoders.image_encoder.forward(pixels);
         if cfg {
             image_embeddings = Tensor::cat(vec![image_embeddings.zeros_like(), image_embeddings], 0);
         }
@@ -348,8 +475,7 @@ impl I2VGenXLPipeline {
         // 4. timesteps; latents × init_noise_sigma (1 for every scheduler here)
         let scheduler = request.sampling.scheduler_config(&self.scheduler)?.build(request.num_inference_steps)?;
         let timesteps = scheduler.timesteps().to_vec();
-        Ok(Generation {
-            pipeline: Rc::clone(self),
+        Ok(Conditioning {
             target_fps: request.target_fps,
             prompt_embeds,
             image_embeddings,
@@ -357,6 +483,17 @@ impl I2VGenXLPipeline {
             denoising: Denoising::new(noise.latents, scheduler, timesteps, request.guidance_scale, &request.sampling),
         })
     }
+}
+
+/// The sentence for a phase whose networks were freed.
+fn not_loaded(phase: Phase) -> Error {
+    Error::request(
+        "model",
+        format!(
+            "the {} networks are not loaded; load them (load_phase) before this call",
+            phase.components().join(" and ")
+        ),
+    )
 }
 
 /// The image encoder's input: `_center_crop_wide(image, (width, width))`, PIL bilinear resize to

@@ -9,11 +9,12 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
 
-use crate::loading::folder::{self, TensorSource};
+use crate::loading::folder::{self, PipelineKind, TensorSource};
 use crate::loading::tokenizer::{CLIPTokenizer, check_prompt};
 use crate::models::clip::CLIPTextModel;
 use crate::models::unet_3d_condition::UNet3DConditionModel;
 use crate::models::vae::AutoencoderKL;
+use crate::pipelines::consistency;
 use crate::pipelines::noise::Draws;
 use crate::pipelines::sampling::Sampling;
 use crate::pipelines::stage::{Denoising, Stage};
@@ -121,8 +122,8 @@ pub struct VideoToVideoSDPipeline {
 }
 
 impl VideoToVideoSDPipeline {
-    /// Build every network of a `VideoToVideoSDPipeline` folder; config keys this version
-    /// ignores are added to `notes`.
+    /// Build every network of a `VideoToVideoSDPipeline` folder, once its files are known to
+    /// agree ([`consistency::check_folder`]); config keys this version ignores are added to `notes`.
     pub fn load(source: &mut dyn TensorSource, device: &Device, notes: &mut Vec<String>) -> Result<Self> {
         let class = folder::class_name(source, "unet")?;
         if class != "UNet3DConditionModel" {
@@ -133,8 +134,9 @@ impl VideoToVideoSDPipeline {
                 ),
             });
         }
+        let tokenizer = consistency::check_folder(source, PipelineKind::VideoToVideoSD)?;
         Ok(Self {
-            tokenizer: folder::tokenizer(source)?,
+            tokenizer,
             text_encoder: folder::network(source, "text_encoder", device, notes, CLIPTextModel::load)?,
             vae: folder::network(source, "vae", device, notes, AutoencoderKL::load)?,
             unet: folder::network(source, "unet", device, notes, UNet3DConditionModel::load)?,

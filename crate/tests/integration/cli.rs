@@ -523,6 +523,8 @@ fn bad_arguments_are_refused_before_the_model_loads() {
         (&["--frames", "1000"], "frames must be at most 64, got 1000"),
         (&["--width", "12800"], "the size 12800×24 is too large: width and height must be at most 2048"),
         (&["--steps", "5000"], "steps must be between 1 and 1000, got 5000"),
+        (&["--clips", "0"], "clips must be between 1 and 8, got 0"),
+        (&["--clips", "1000000"], "clips must be between 1 and 8, got 1000000 (a 2000001-frame video)"),
         (&["--image", &path("one.png")], "the image is 1×1 pixels; use one at least 16 pixels"),
         (&["--image", &path("strip.png")], "16×100000 pixels, too long and thin"),
         (&["--image", &path("half.jpg")], "cut short (truncated)"),

@@ -1,5 +1,6 @@
 //! Damaged and hostile model files are refused with a sentence, never a panic: random and
-//! boundary values in every config type, damaged manifests, safetensors files and shard indexes.
+//! boundary values in every config type, damaged manifests, safetensors files, shard indexes and
+//! tokenizer files, and random prompts through the tokenizer.
 //! A config that passes validation builds its network (keys and shapes only, no memory).
 //!
 //! proptest runs each property for the case count beside it ([`CASES`], [`BUILD_CASES`]) and
@@ -30,6 +31,9 @@ use crate::common::{FIXTURES, cpu};
 const CASES: u32 = 1024;
 /// Small random configs tried per network type (each valid one is built).
 const BUILD_CASES: u32 = 256;
+/// Damaged variants tried per tokenizer file: each is read and, when accepted, tokenizes six
+/// prompts (about 3 ms of CPU in a debug build).
+const TOKENIZER_CASES: u32 = 256;
 
 fn runner(cases: u32) -> TestRunner {
     // No regression files: a failure prints its smallest input, which the fix's test keeps.
@@ -665,4 +669,185 @@ fn config_values_that_panicked_are_refused_by_name() {
     refused::<SchedulerConfig>(scheduler, json!({"num_train_timesteps": 1_000_000_000_000u64}), "num_train_timesteps");
     refused::<SchedulerConfig>(scheduler, json!({"steps_offset": u64::MAX}), "steps_offset");
     refused::<SchedulerConfig>(scheduler, json!({"beta_end": 1.5}), "beta_end");
+}
+
+/// The fixture's CLIP tokenizer files, cut to a small vocabulary so each damaged variant parses in
+/// about a millisecond: the 512 byte-level symbols (with and without `</w>`), the first 300 merges and
+/// what they make, and the special tokens. Returns (vocab, merges lines, tokenizer_config,
+/// special_tokens_map).
+fn small_tokenizer_files() -> (Value, Vec<String>, Value, Value) {
+    let dir = format!("{FIXTURES}/tiny-i2vgen/tokenizer");
+    let vocab: BTreeMap<String, u64> =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/vocab.json")).unwrap()).unwrap();
+    let merges: Vec<String> =
+        std::fs::read_to_string(format!("{dir}/merges.txt")).unwrap().lines().take(301).map(String::from).collect();
+    let mut kept: Vec<String> = vec!["<|startoftext|>".into(), "<|endoftext|>".into()];
+    for line in &merges[1..] {
+        let (left, right) = line.split_once(' ').unwrap();
+        kept.extend([left.to_string(), right.to_string(), format!("{left}{right}")]);
+    }
+    let small: serde_json::Map<String, Value> = vocab
+        .into_iter()
+        .filter(|(token, id)| *id < 512 || kept.contains(token))
+        .map(|(token, id)| (token, json!(id)))
+        .collect();
+    let special = |content: &str| json!({"content": content, "normalized": true, "special": true});
+    let config = json!({
+        "model_max_length": 77,
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "!",
+        "added_tokens_decoder": {"49406": special("<|startoftext|>"), "49407": special("<|endoftext|>")},
+    });
+    let map = json!({"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "!"});
+    (Value::Object(small), merges, config, map)
+}
+
+/// Prompts that reach every stage of the tokenizer: special tokens whole and cut, case folding
+/// that changes length (`İ`), NFC, unicode spaces, bytes outside the vocabulary.
+const TRICKY_PROMPTS: [&str; 6] = [
+    "a photo of a cat",
+    "<|startoftext|>x<|endoftext|><|ENDOFTEXT|><|endof",
+    "İSTANBUL ΣΊΣΥΦΟΣ straße ﬀ",
+    "e\u{301}\u{301}\u{200b}\u{3000}\t\n 日本語 🦀🦀",
+    "",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+];
+
+/// A tokenizer read from `tokenizer/` files through the library's folder reader: an error with a
+/// message, or one whose every encoding is `model_max_length` ids framed by bos and eos.
+fn tokenizer_from(files: Vec<(&str, Vec<u8>)>) -> Result<(), TestCaseError> {
+    let files = Memory(files.into_iter().map(|(name, bytes)| (format!("tokenizer/{name}"), bytes)).collect());
+    let Some(mut folder) = check_err("the folder", Folder::new(files, false))? else { return Ok(()) };
+    if let Some(tokenizer) = check_err("the tokenizer", i2vgen::loading::folder::tokenizer(&mut folder))? {
+        for prompt in TRICKY_PROMPTS {
+            let ids = tokenizer.encode(prompt);
+            prop_assert_eq!(ids.len(), tokenizer.model_max_length());
+            prop_assert_eq!(ids[0], tokenizer.bos_token_id());
+            prop_assert!(ids.contains(&tokenizer.eos_token_id()));
+            prop_assert!(ids.iter().all(|&id| id <= tokenizer.max_token_id()));
+        }
+    }
+    Ok(())
+}
+
+/// Text that is not the file it should be: random bytes (often not UTF-8) or the file garbled.
+fn damaged_file(text: String) -> BoxedStrategy<Vec<u8>> {
+    prop_oneof![
+        4 => garbled(text).prop_map(String::into_bytes),
+        1 => prop::collection::vec(any::<u8>(), 0..200),
+    ]
+    .boxed()
+}
+
+/// Damaged tokenizer files, one at a time (the others intact): vocab.json, merges.txt,
+/// tokenizer_config.json and special_tokens_map.json with values, entries and lines of any kind,
+/// cut or bit-flipped, or random bytes. Each is refused with a sentence or tokenizes without a
+/// panic.
+#[test]
+fn fuzz_tokenizer_files() {
+    let (vocab, merges, config, map) = small_tokenizer_files();
+    let texts = [vocab.to_string(), merges.join("\n"), config.to_string(), map.to_string()];
+    let names = ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"];
+    let with = |i: usize, bytes: Vec<u8>| {
+        let mut files: Vec<(&str, Vec<u8>)> =
+            names.iter().zip(&texts).map(|(n, t)| (*n, t.clone().into_bytes())).collect();
+        files[i].1 = bytes;
+        files
+    };
+    tokenizer_from(with(0, texts[0].clone().into_bytes())).unwrap();
+
+    let json_keys = |i: usize| -> Vec<String> {
+        let special = ["bos_token", "eos_token", "unk_token", "pad_token"].map(String::from).to_vec();
+        if i == 2 {
+            [special, vec!["model_max_length".into(), "added_tokens_decoder".into()]].concat()
+        } else {
+            special
+        }
+    };
+    for (i, base) in [(0, &vocab), (2, &config), (3, &map)] {
+        let inputs = prop_oneof![
+            4 => damaged(base.clone(), json_keys(i)).prop_map(|json| json.to_string().into_bytes()),
+            1 => damaged_file(texts[i].clone()),
+        ];
+        runner(TOKENIZER_CASES).run(&inputs, |bytes| tokenizer_from(with(i, bytes))).unwrap();
+    }
+
+    // merges.txt: lines replaced, removed or added, with pairs and lines of any shape.
+    let line = prop_oneof![
+        select(merges[1..].to_vec()),
+        select(
+            ["", " ", "a", "a b c", "a  b", "#version: 0.2", "zz qq", "\u{0} \u{0}", "<|endoftext|> a", "i n"]
+                .map(String::from)
+                .to_vec()
+        ),
+        prop::collection::vec(any::<char>(), 0..6).prop_map(|c| c.into_iter().collect::<String>()),
+    ];
+    let edit = (0..merges.len(), 0u8..3, line);
+    let edited = prop::collection::vec(edit, 1..4).prop_map({
+        let merges = merges.clone();
+        move |edits| {
+            let mut lines = merges.clone();
+            for (at, how, line) in edits {
+                let at = at.min(lines.len());
+                match how {
+                    0 if at < lines.len() => drop(lines.remove(at)),
+                    1 => lines.insert(at, line),
+                    _ if at < lines.len() => lines[at] = line,
+                    _ => lines.push(line),
+                }
+            }
+            lines.join("\n").into_bytes()
+        }
+    });
+    let inputs = prop_oneof![4 => edited, 1 => damaged_file(texts[1].clone())];
+    runner(TOKENIZER_CASES).run(&inputs, |bytes| tokenizer_from(with(1, bytes))).unwrap();
+}
+
+/// Random unicode text up to 2,000 characters (the prompt cap) through the real CLIP tokenizer:
+/// always `model_max_length` ids framed by bos and eos, never a panic, in bounded time.
+#[test]
+fn fuzz_tokenizer_prompts() {
+    let mut fixture = crate::common::open_fixture("tiny-i2vgen");
+    let tokenizer = i2vgen::loading::folder::tokenizer(fixture.as_mut()).unwrap();
+    let pieces: Vec<String> = [
+        "<|startoftext|>",
+        "<|endoftext|>",
+        "<|",
+        "|>",
+        " ",
+        "\u{3000}",
+        "\u{301}",
+        "İ",
+        "Σ",
+        "ﬀ",
+        "日本",
+        "🦀",
+        "'s",
+        "'LL",
+        "a",
+        "ab",
+        "1",
+        ",",
+        "\u{0}",
+    ]
+    .map(String::from)
+    .to_vec();
+    let text = prop_oneof![
+        prop::collection::vec(any::<char>(), 0..2_000).prop_map(|c| c.into_iter().collect::<String>()),
+        prop::collection::vec(select(pieces), 0..700).prop_map(|p| p.concat()),
+    ];
+    let start = std::time::Instant::now();
+    runner(CASES / 2)
+        .run(&text, |text| {
+            let text: String = text.chars().take(i2vgen::loading::tokenizer::MAX_PROMPT_CHARS).collect();
+            let ids = tokenizer.encode(&text);
+            prop_assert_eq!(ids.len(), tokenizer.model_max_length());
+            prop_assert_eq!(ids[0], tokenizer.bos_token_id());
+            prop_assert!(ids.contains(&tokenizer.eos_token_id()));
+            Ok(())
+        })
+        .unwrap();
+    println!("{} random prompts tokenized in {:?}", CASES / 2, start.elapsed());
 }

@@ -23,13 +23,13 @@ fn pipeline(device: &Device) -> Rc<I2VGenXLPipeline> {
     Rc::new(I2VGenXLPipeline::load(common::open_fixture("tiny-i2vgen").as_mut(), device, &mut notes).unwrap())
 }
 
-fn image() -> RgbImage {
+pub fn image() -> RgbImage {
     let decoded = image::open(format!("{}/golden/image.png", common::FIXTURES)).unwrap().to_rgb8();
     let (w, h) = decoded.dimensions();
     RgbImage::new(w as usize, h as usize, decoded.into_raw()).unwrap()
 }
 
-fn request(steps: usize, sampling: Sampling) -> GenerationRequest {
+pub fn request(steps: usize, sampling: Sampling) -> GenerationRequest {
     GenerationRequest { prompt: "a red fox in the snow".into(), num_inference_steps: steps, sampling, ..defaults::DEMO }
 }
 
@@ -43,7 +43,7 @@ fn values(t: Tensor<5>) -> Vec<f32> {
 }
 
 /// Run every step; the batch of each step's UNet prediction and the final latents.
-fn run(generation: &mut Generation) -> (Vec<usize>, Vec<f32>) {
+pub fn run(generation: &mut Generation) -> (Vec<usize>, Vec<f32>) {
     let batches = (0..generation.num_steps()).map(|_| generation.step().unwrap().dims()[0]).collect();
     (batches, values(generation.denoising().latents().clone()))
 }
@@ -55,7 +55,7 @@ fn plain_loop(pipeline: &I2VGenXLPipeline, generation: &Generation, steps: usize
     scheduler.set_timesteps(steps).unwrap();
     let mut latents = generation.denoising().latents().clone();
     for &t in scheduler.timesteps() {
-        let noise_pred = pipeline.unet.forward(I2VGenXLUNetInput {
+        let noise_pred = pipeline.unet.as_ref().expect("loaded").forward(I2VGenXLUNetInput {
             sample: Tensor::cat(vec![latents.clone(); 2], 0),
             timesteps: vec![t as f32; 2],
             encoder_hidden_states: generation.prompt_embeds().clone(),

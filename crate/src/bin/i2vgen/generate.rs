@@ -106,9 +106,7 @@ pub fn run(args: Args) -> Result<()> {
         r.validate()?;
         check_size(r.width, r.height, model::check_refiner(model)?)?;
     }
-    if args.clips == 0 {
-        anyhow::bail!("--clips must be at least 1");
-    }
+    chain::check_clips(args.clips, args.frames)?;
     let mut image = inputs::load_image(&args.image)?;
     check_image(&image).with_context(|| args.image.display().to_string())?;
     let noise_file = inputs::noise_file(args.noise.as_deref())?;

@@ -1,6 +1,7 @@
 //! `i2vgen`: the native command-line tool.
 
 mod bench;
+mod bench_count;
 mod bench_pipeline;
 mod compare;
 mod devices;

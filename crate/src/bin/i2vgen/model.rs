@@ -6,10 +6,10 @@ use std::rc::Rc;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use i2vgen::loading::folder::{self, Files, TensorSource};
-use i2vgen::models::clip::CLIPTextConfig;
+use i2vgen::loading::folder::{self, Files, PipelineKind, TensorSource};
 use i2vgen::models::unet_3d_condition::UNet3DConditionModelConfig;
 use i2vgen::models::vae::AutoencoderKLConfig;
+use i2vgen::pipelines::consistency;
 use i2vgen::pipelines::pipeline_i2vgen_xl::I2VGenXLPipeline;
 use i2vgen::pipelines::pipeline_video_to_video::VideoToVideoSDPipeline;
 use i2vgen::schedulers::SchedulerConfig;
@@ -78,9 +78,8 @@ pub fn check_refiner(model: &Path) -> Result<usize> {
     let (source, notes) = (source.as_mut(), &mut Vec::new());
     let mut check = || -> i2vgen::Result<usize> {
         folder::config::<UNet3DConditionModelConfig>(source, notes)?;
-        folder::config::<CLIPTextConfig>(source, notes)?;
         folder::config::<SchedulerConfig>(source, notes)?;
-        folder::tokenizer(source)?;
+        consistency::check_folder(source, PipelineKind::VideoToVideoSD)?;
         Ok(folder::config::<AutoencoderKLConfig>(source, notes)?.downscale())
     };
     check().with_context(|| {

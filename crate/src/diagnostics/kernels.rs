@@ -1,0 +1,721 @@
+//! The kernels one guided UNet step dispatches on burn's WGSL backend (burn 0.22.1, cubecl
+//! 0.11.3, autotune and fusion off), counted from the shapes without running anything: every
+//! burn op our networks call is expanded into the kernels burn-cubecl launches for it, walking the
+//! same structure as [`super::flops`]. The measured twin is [`super::launches`]; the integration
+//! test `counters` checks the two agree launch by launch.
+//!
+//! What each op launches (burn-cubecl unless named):
+//! - elementwise ops one kernel each; SiLU is sigmoid's default `ActivationOps` body (neg, exp,
+//!   +1, log, neg, exp) then a multiply, GELU is ÷√2, erf, +1, ×x, ÷2 (burn-backend
+//!   `activation.rs`); `square` is `x·x`; `clamp_min` is a compare and a mask fill;
+//! - GroupNorm (ours, `models/nn.rs`) and LayerNorm (burn-backend's default `layer_norm`): two
+//!   `Unit` reductions, sub, square, +eps, sqrt, div, ×γ, +β;
+//! - `reshape` copies unless the view it reshapes is in order (`ops/base.rs`, burn-std's
+//!   `reshape_analysis`, which also gives up on a strided [b·f, c, 1, w] split into frames);
+//!   `narrow` and `slice` copy unless both byte offsets are multiples of the device's memory
+//!   alignment (`kernel/index/slice.rs`); `cat` is one slice-assign per input, even a single one;
+//!   `repeat_dim` of a size-1 dim is a broadcast view;
+//! - conv2d is the direct kernel; its input is copied to NHWC when its channel stride is not 1,
+//!   its weight when the kernel is larger than 1×1 (`kernel/conv/direct.rs`); the output is NHWC
+//!   in memory. A binary op writes in place into an operand nothing else holds (lhs first) and
+//!   so keeps that operand's layout (`kernel/binary.rs`), which decides where later reshapes copy;
+//! - matmul is cubek's `SimpleUnit` (no cmma on WGSL); the issued FLOPs pad m and n to a nominal
+//!   128×128 output tile (cubek sizes the stage from the plane size, the operands' layouts and m
+//!   and k, `multi_level/routines/selector/unit.rs`: 128 wide for a plane of 32). An operand
+//!   whose batch stride is below its row stride (the attention heads' views) is made contiguous
+//!   first, in two copy kernels;
+//! - attention is burn-backend's `attention_fallback` (QKᵀ, ×scale, max, clamp, sub, exp, sum,
+//!   clamp, div, ·V) on query chunks of at most `MAX_ELEMENTS` scores.
+//!
+//! Non-GEMM bytes are what every kernel other than matmul and conv reads and writes, each element
+//! once per read and per write (caches ignored); `issued_flops` adds the direct convs' FLOPs
+//! (no padding) to the padded matmuls'.
+
+use std::collections::BTreeMap;
+
+use crate::models::nn::MAX_ELEMENTS;
+use crate::models::unet_3d_backbone::{DownBlockType, UNet3DConfig, UpBlockType};
+
+/// Which UNet class the step runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UNet {
+    I2VGenXL,
+    UNet3DCondition,
+}
+
+/// The nominal output tile of cubek's `SimpleUnit` matmul on WGSL (a 16×16 stage of units).
+const TILE: u64 = 128;
+
+/// Counters of one UNet call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub dispatches: u64,
+    /// Matmul FLOPs with m and n padded to whole tiles, plus the direct convs' FLOPs.
+    pub issued_flops: u64,
+    pub non_gemm_bytes: u64,
+    /// Dispatches per kernel family (see [`family`]).
+    pub by_kernel: BTreeMap<&'static str, u64>,
+    /// Bytes read and written per kernel family.
+    pub bytes_by_kernel: BTreeMap<&'static str, u64>,
+    /// The families of the dispatches in launch order (what a test compares launch by launch).
+    pub sequence: Vec<&'static str>,
+}
+
+/// The family of a kernel as cubecl names it (the measured side), in the words [`Counts`] uses.
+pub fn family(kernel: &str) -> &'static str {
+    match kernel {
+        "MatmulEntry" => "matmul",
+        "DirectConv2dKernel" => "conv",
+        "CopyKernel" | "CopyKernelPack" => "copy",
+        "SliceKernel" => "slice",
+        "SliceAssignKernel" => "slice_assign",
+        "FullKernel" => "fill",
+        "KernelBinop" => "binary",
+        "KernelScalarBinop" => "scalar",
+        "UnaryFloat" => "unary",
+        "ReduceKernel" => "reduce",
+        "KernelScalarCmp" => "compare",
+        "MaskFillKernel" => "mask_fill",
+        "InterpolateTileKernel" => "interpolate",
+        "AdaptiveAvgPool2dDirect" => "pool",
+        _ => "other",
+    }
+}
+
+/// Memory order of an activation: how burn-cubecl lays it out decides which reshapes copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    Contiguous,
+    /// A conv output (or anything elementwise computed from one): NHWC presented as NCHW.
+    ChannelsLast,
+}
+
+/// Whether a view presents its buffer in order: `memory` lists the sizes of its axes in the order
+/// they are laid out, `logical` the order the view presents them in (indices into `memory`).
+/// Axes of size 1 have no order (burn's contiguity check skips them).
+fn in_order(memory: &[u64], logical: &[usize]) -> bool {
+    let kept: Vec<usize> = logical.iter().copied().filter(|&axis| memory[axis] != 1).collect();
+    kept.windows(2).all(|pair| pair[0] < pair[1])
+}
+
+impl Layout {
+    /// Whether [n, c, pixels] laid out so reads as contiguous NCHW (NHWC does at one pixel).
+    fn is_nchw(self, c: u64, pixels: u64) -> bool {
+        self == Self::Contiguous || in_order(&[pixels, c], &[1, 0])
+    }
+
+    /// Whether the 5-D view [b, c, f, pixels] of [b·f, c, pixels] laid out so is contiguous (the
+    /// temporal layers' `reshape([b, f, c, h, w]).swap_dims(1, 2)`).
+    fn frames_first_is_contiguous(self, b: u64, f: u64, c: u64, pixels: u64) -> bool {
+        match self {
+            Self::Contiguous => in_order(&[b, f, c, pixels], &[0, 2, 1, 3]),
+            Self::ChannelsLast => in_order(&[b, f, pixels, c], &[0, 3, 1, 2]),
+        }
+    }
+}
+
+struct Tally {
+    /// Bytes per element.
+    s: u64,
+    alignment: u64,
+    counts: Counts,
+}
+
+impl Tally {
+    fn launch(&mut self, family: &'static str, bytes: u64) {
+        self.counts.dispatches += 1;
+        *self.counts.by_kernel.entry(family).or_default() += 1;
+        *self.counts.bytes_by_kernel.entry(family).or_default() += bytes;
+        self.counts.sequence.push(family);
+        if family != "matmul" && family != "conv" {
+            self.counts.non_gemm_bytes += bytes;
+        }
+    }
+
+    /// A unary or scalar op on `n` elements.
+    fn unary(&mut self, family: &'static str, n: u64) {
+        self.launch(family, 2 * self.s * n);
+    }
+
+    /// A binary op writing `n` elements from an `n`-element and an `other`-element input.
+    fn binary(&mut self, n: u64, other: u64) {
+        self.launch("binary", self.s * (2 * n + other));
+    }
+
+    fn copy(&mut self, n: u64) {
+        self.launch("copy", 2 * self.s * n);
+    }
+
+    /// The temporal layers' `reshape([b, f, c, h, w])` of an `elements`-long [b·f, c, h, w] laid
+    /// out as `layout`: a view, except that burn's reshape analysis gives up on a strided input
+    /// whose height is 1 and width is not, and copies it (contiguous afterwards).
+    fn split_frames(&mut self, layout: Layout, elements: u64, c: u64, (h, w): (u64, u64)) -> Layout {
+        if !layout.is_nchw(c, h * w) && h == 1 && w > 1 {
+            self.copy(elements * h * w);
+            return Layout::Contiguous;
+        }
+        layout
+    }
+
+    /// A `reshape` of a view: a copy unless the view is in order (see [`in_order`]).
+    fn reshape(&mut self, memory: &[u64], logical: &[usize]) {
+        if !in_order(memory, logical) {
+            self.copy(memory.iter().product());
+        }
+    }
+
+    fn reduce(&mut self, rows: u64, len: u64) {
+        self.launch("reduce", self.s * rows * (len + 1));
+    }
+
+    fn fill(&mut self, n: u64) {
+        self.launch("fill", self.s * n);
+    }
+
+    /// `cat` of parts of these sizes.
+    fn cat(&mut self, parts: &[u64]) {
+        for &n in parts {
+            self.launch("slice_assign", 2 * self.s * n);
+        }
+    }
+
+    /// `narrow`/`slice` of `n` elements starting `before` and ending `after` elements from the
+    /// ends of its buffer (burn sums stride × offset over the dims): a view when both are aligned.
+    /// Returns whether it copied.
+    fn slice(&mut self, n: u64, before: u64, after: u64) -> bool {
+        let aligned = |elements: u64| (elements * self.s).is_multiple_of(self.alignment);
+        let copies = !aligned(before) || !aligned(after);
+        if copies {
+            self.launch("slice", 2 * self.s * n);
+        }
+        copies
+    }
+
+    fn matmul(&mut self, batch: u64, m: u64, n: u64, k: u64) {
+        let padded = |x: u64| x.div_ceil(TILE) * TILE;
+        self.counts.issued_flops += 2 * batch * padded(m) * padded(n) * k;
+        self.launch("matmul", self.s * (batch * (m * k + m * n) + k * n));
+    }
+
+    /// `x·sigmoid(x)`.
+    fn silu(&mut self, n: u64) {
+        for family in ["scalar", "unary", "scalar", "unary", "scalar", "unary"] {
+            self.unary(family, n);
+        }
+        self.binary(n, n);
+    }
+
+    fn gelu(&mut self, n: u64) {
+        for family in ["scalar", "unary", "scalar"] {
+            self.unary(family, n);
+        }
+        self.binary(n, n);
+        self.unary("scalar", n);
+    }
+
+    /// The normalisation both norms share: `rows` groups of `len`, then ×γ +β (`affine` wide).
+    fn norm(&mut self, rows: u64, len: u64, affine: u64) {
+        let n = rows * len;
+        self.reduce(rows, len);
+        self.binary(n, rows);
+        self.binary(n, n);
+        self.reduce(rows, len);
+        self.unary("scalar", rows);
+        self.unary("unary", rows);
+        self.binary(n, rows);
+        self.binary(n, affine);
+        self.binary(n, affine);
+    }
+
+    /// `GroupNorm` on `n` samples of `c` channels × `spatial`: its reshape to groups copies
+    /// unless the input is `contiguous`; its output is.
+    fn group_norm(&mut self, n: u64, c: u64, spatial: u64, groups: u64, contiguous: bool) {
+        if !contiguous {
+            self.copy(n * c * spatial);
+        }
+        self.norm(n * groups, c / groups * spatial, c);
+    }
+
+    fn layer_norm(&mut self, rows: u64, d: u64) {
+        self.norm(rows, d, d);
+    }
+
+    /// `Linear` on `rows` contiguous rows.
+    fn linear(&mut self, rows: u64, d_in: u64, d_out: u64, bias: bool) {
+        self.matmul(1, rows, d_out, d_in);
+        if bias {
+            self.binary(rows * d_out, d_out);
+        }
+    }
+
+    /// conv2d on `n` images; returns the output's height and width (its layout is NHWC).
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &mut self,
+        n: u64,
+        c_in: u64,
+        c_out: u64,
+        k: u64,
+        stride: u64,
+        hw: (u64, u64),
+        layout: Layout,
+    ) -> (u64, u64) {
+        let (h, w) = hw;
+        let pad = k / 2;
+        let (ho, wo) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1);
+        // Presented NHWC, a contiguous NCHW input has channel stride h·w.
+        if layout == Layout::Contiguous && h * w != 1 {
+            self.copy(n * c_in * h * w);
+        }
+        if k > 1 {
+            self.copy(c_out * c_in * k * k);
+        }
+        self.counts.issued_flops += 2 * n * c_out * c_in * k * k * ho * wo;
+        self.launch("conv", self.s * (n * c_in * h * w + c_out * c_in * k * k + n * c_out * ho * wo));
+        (ho, wo)
+    }
+
+    /// `multi_head_chunked` with burn's fallback attention: q `[b, tq, heads·d]` over `tk` keys.
+    fn attention(&mut self, b: u64, tq: u64, tk: u64, c: u64, heads: u64) {
+        let d = c / heads;
+        let rows = (MAX_ELEMENTS as u64 / (b * heads * tk).max(1)).max(1);
+        let mut parts = Vec::new();
+        let mut start = 0;
+        while start < tq {
+            let n = rows.min(tq - start);
+            if n < tq {
+                self.slice(b * n * c, start * c, (tq - start - n) * c);
+            }
+            let scores = b * heads * n * tk;
+            let maxima = b * heads * n;
+            // q, k and v as [b, heads, t, d] views of [b, t, heads·d] have a batch stride below
+            // the row stride: cubek's matmul makes each contiguous first, in two copies.
+            let permuted = |t: &mut Self, tokens: u64| {
+                if heads > 1 {
+                    t.copy(b * tokens * c);
+                    t.copy(b * tokens * c);
+                }
+            };
+            permuted(self, n);
+            permuted(self, tk);
+            self.matmul(b * heads, n, tk, d);
+            self.unary("scalar", scores);
+            // The row maxima, clamped, subtracted; exp; the row sums, clamped, divided by.
+            for exp in [true, false] {
+                self.reduce(maxima, tk);
+                self.unary("compare", maxima);
+                self.unary("mask_fill", maxima);
+                self.binary(scores, maxima);
+                if exp {
+                    self.unary("unary", scores);
+                }
+            }
+            permuted(self, tk);
+            self.matmul(b * heads, n, d, tk);
+            // swap_dims(1, 2).reshape: the heads back beside each other.
+            self.reshape(&[b, heads, n, d], &[0, 2, 1, 3]);
+            parts.push(b * n * c);
+            start += n;
+        }
+        if parts.len() > 1 {
+            self.cat(&parts);
+        }
+    }
+
+    /// diffusers `Attention` on `rows` sequences of `t` tokens; `context` is (videos, tokens,
+    /// width) for cross-attention, whose keys and values are computed once per video.
+    fn attention_module(&mut self, rows: u64, t: u64, dim: u64, heads: u64, context: Option<(u64, u64, u64)>) {
+        self.linear(rows * t, dim, dim, false);
+        let (b, tk, ctx_dim) = context.unwrap_or((rows, t, dim));
+        self.linear(b * tk, ctx_dim, dim, false);
+        self.linear(b * tk, ctx_dim, dim, false);
+        self.attention(b, rows / b * t, tk, dim, heads);
+        self.linear(rows * t, dim, dim, true);
+    }
+
+    /// `FeedForward`: GEGLU (or GELU) in row chunks of at most `MAX_ELEMENTS` hidden values.
+    fn feed_forward(&mut self, tokens: u64, dim: u64, geglu: bool) {
+        let inner = 4 * dim;
+        let proj = if geglu { 2 * inner } else { inner };
+        let rows = MAX_ELEMENTS as u64 / proj;
+        let mut parts = Vec::new();
+        let mut start = 0;
+        while start < tokens {
+            let n = rows.min(tokens - start);
+            if n < tokens {
+                self.slice(n * dim, start * dim, (tokens - start - n) * dim);
+            }
+            self.linear(n, dim, proj, true);
+            if geglu {
+                // `chunk(2, 1)`: the value and the gate, views when `inner` is aligned.
+                self.slice(n * inner, 0, n * inner);
+                self.slice(n * inner, inner, 0);
+                self.gelu(n * inner);
+                self.binary(n * inner, n * inner);
+            } else {
+                self.gelu(n * inner);
+            }
+            self.linear(n, inner, dim, true);
+            parts.push(n * dim);
+            start += n;
+        }
+        if parts.len() > 1 {
+            self.cat(&parts);
+        }
+    }
+
+    /// `BasicTransformerBlock` on `rows` sequences of `t` tokens.
+    fn basic_block(&mut self, rows: u64, t: u64, dim: u64, heads: u64, context: Option<(u64, u64, u64)>) {
+        let n = rows * t * dim;
+        self.layer_norm(rows * t, dim);
+        self.attention_module(rows, t, dim, heads, None);
+        self.binary(n, n);
+        self.layer_norm(rows * t, dim);
+        self.attention_module(rows, t, dim, heads, context);
+        self.binary(n, n);
+        self.layer_norm(rows * t, dim);
+        self.feed_forward(rows * t, dim, true);
+        self.binary(n, n);
+    }
+}
+
+/// Sizes every block of one UNet call shares.
+struct Shape {
+    batch: u64,
+    frames: u64,
+    groups: u64,
+    head_dim: u64,
+    temb: u64,
+    /// (videos, tokens, width) of the cross-attention context.
+    context: (u64, u64, u64),
+}
+
+impl Shape {
+    fn images(&self) -> u64 {
+        self.batch * self.frames
+    }
+
+    /// `ResnetBlock2D` (with the time embedding) on an input laid out as `layout`.
+    ///
+    /// Its output, `shortcut + h`, is computed in place into the first operand burn may
+    /// overwrite: the input when it is the shortcut and nothing else holds it (it keeps the
+    /// input's layout), else `h`, a conv output (NHWC).
+    fn resnet(&self, t: &mut Tally, n: u64, c_in: u64, c_out: u64, hw: (u64, u64), layout: Layout) {
+        let pixels = hw.0 * hw.1;
+        t.group_norm(n, c_in, pixels, self.groups, layout.is_nchw(c_in, pixels));
+        t.silu(n * c_in * pixels);
+        // GroupNorm's output is contiguous NCHW: each conv copies it to NHWC.
+        t.conv(n, c_in, c_out, 3, 1, hw, Layout::Contiguous);
+        t.silu(n * self.temb);
+        t.linear(n, self.temb, c_out, true);
+        t.binary(n * c_out * pixels, n * c_out);
+        t.group_norm(n, c_out, pixels, self.groups, Layout::ChannelsLast.is_nchw(c_out, pixels));
+        t.silu(n * c_out * pixels);
+        t.conv(n, c_out, c_out, 3, 1, hw, Layout::Contiguous);
+        if c_in != c_out {
+            t.conv(n, c_in, c_out, 1, 1, hw, layout);
+        }
+        t.binary(n * c_out * pixels, n * c_out * pixels);
+    }
+
+    /// `TemporalConvLayer` on an input laid out as `input`: four (GroupNorm, SiLU, three
+    /// time-shifted matmuls), then the residual, added in place into the input's buffer (nothing
+    /// else holds it by then), so the final swap and reshape copy only an NHWC input.
+    fn temporal_conv(&self, t: &mut Tally, c: u64, hw: (u64, u64), input: Layout) {
+        let pixels = hw.0 * hw.1;
+        let input = t.split_frames(input, self.images() * c, c, hw);
+        let (b, f) = (self.batch, self.frames);
+        let n = b * c * f * pixels;
+        for i in 0..4 {
+            // The first GroupNorm reads the 5-D view of the input, the others a conv's
+            // contiguous output.
+            let contiguous = i > 0 || input.frames_first_is_contiguous(b, f, c, pixels);
+            t.group_norm(b, c, f * pixels, self.groups, contiguous);
+            t.silu(n);
+            t.fill(b * c * pixels);
+            t.cat(&[b * c * pixels, n, b * c * pixels]);
+            // `narrow(2, k, f)` of [b, c, f + 2, h, w]: offsets of k and 2 − k frames of h·w.
+            // A view, it is copied by its reshape to [b, c, f·h·w] instead.
+            for k in 0..3 {
+                if !t.slice(n, k * pixels, (2 - k) * pixels) {
+                    t.copy(n);
+                }
+                t.matmul(b, c, f * pixels, c);
+                if k > 0 {
+                    t.binary(n, n);
+                }
+            }
+            t.binary(n, c);
+        }
+        t.binary(n, n);
+        if !input.is_nchw(c, pixels) {
+            t.copy(n);
+        }
+    }
+
+    /// `Transformer2DModel` on a contiguous input; its output is laid out as proj_out's rows
+    /// (NHWC): the residual is added in place into them.
+    fn transformer_2d(&self, t: &mut Tally, c: u64, pixels: u64) -> Layout {
+        let n = self.images();
+        t.group_norm(n, c, pixels, self.groups, true);
+        // [n, c, h·w] swapped to tokens, reshaped to rows by Linear.
+        t.reshape(&[n, c, pixels], &[0, 2, 1]);
+        t.linear(n * pixels, c, c, true);
+        t.basic_block(n, pixels, c, c / self.head_dim, Some(self.context));
+        t.linear(n * pixels, c, c, true);
+        // Back to [n, c, h, w] (a view: only the last dim splits), plus the residual.
+        t.binary(n * c * pixels, n * c * pixels);
+        Layout::ChannelsLast
+    }
+
+    /// `TransformerTemporalModel` with `heads` heads of `head_dim` (transformer_in: 8 of them)
+    /// on an input laid out as `input`; its output is contiguous.
+    fn transformer_temporal(&self, t: &mut Tally, c: u64, hw: (u64, u64), heads: u64, input: Layout) {
+        let pixels = hw.0 * hw.1;
+        let input = t.split_frames(input, self.images() * c, c, hw);
+        let (b, f) = (self.batch, self.frames);
+        let n = b * f * c * pixels;
+        let inner = heads * self.head_dim;
+        t.group_norm(b, c, f * pixels, self.groups, input.frames_first_is_contiguous(b, f, c, pixels));
+        // [b, c, f, h, w] permuted to [b, h, w, f, c], reshaped to rows.
+        t.reshape(&[b, c, f, pixels], &[0, 3, 2, 1]);
+        t.linear(b * pixels * f, c, inner, true);
+        t.basic_block(b * pixels, f, inner, heads, None);
+        t.linear(b * pixels * f, inner, c, true);
+        // And back to [b·f, c, h, w], plus the residual.
+        t.reshape(&[b, pixels, f, c], &[0, 2, 3, 1]);
+        t.binary(n, n);
+    }
+
+    /// A down block's layer; its output is contiguous.
+    fn layer(&self, t: &mut Tally, hw: (u64, u64), c_in: u64, c_out: u64, attention: bool, layout: Layout) {
+        let pixels = hw.0 * hw.1;
+        self.resnet(t, self.images(), c_in, c_out, hw, layout);
+        // A down layer's input is also a skip connection: the resnet's output is NHWC.
+        self.temporal_conv(t, c_out, hw, Layout::ChannelsLast);
+        if attention {
+            let layout = self.transformer_2d(t, c_out, pixels);
+            self.transformer_temporal(t, c_out, hw, c_out / self.head_dim, layout);
+        }
+    }
+
+    /// An up block's layer: the skip concatenated in chunks of whole images.
+    fn up_layer(&self, t: &mut Tally, hw: (u64, u64), below: u64, skip: u64, c_out: u64, attention: bool) {
+        let pixels = hw.0 * hw.1;
+        let n = self.images();
+        let images = (MAX_ELEMENTS as u64 / ((below + skip) * pixels)).max(1);
+        let mut parts = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let k = images.min(n - start);
+            if k < n {
+                t.slice(k * below * pixels, start * below * pixels, (n - start - k) * below * pixels);
+                t.slice(k * skip * pixels, start * skip * pixels, (n - start - k) * skip * pixels);
+                t.slice(k * self.temb, start * self.temb, (n - start - k) * self.temb);
+            }
+            t.cat(&[k * below * pixels, k * skip * pixels]);
+            self.resnet(t, k, below + skip, c_out, hw, Layout::Contiguous);
+            parts.push(k * c_out * pixels);
+            start += k;
+        }
+        // Even a single chunk goes through `cat` (one slice-assign): the output is contiguous.
+        t.cat(&parts);
+        self.temporal_conv(t, c_out, hw, Layout::Contiguous);
+        if attention {
+            let layout = self.transformer_2d(t, c_out, pixels);
+            self.transformer_temporal(t, c_out, hw, c_out / self.head_dim, layout);
+        }
+    }
+}
+
+/// Latent height and width at each level (stride-2 convs round up).
+fn level_sizes(c: &UNet3DConfig, h: usize, w: usize) -> Vec<(u64, u64)> {
+    let mut size = (h as u64, w as u64);
+    let mut sizes = vec![size];
+    for _ in 1..c.block_out_channels.len() {
+        size = (size.0.div_ceil(2), size.1.div_ceil(2));
+        sizes.push(size);
+    }
+    sizes
+}
+
+/// `UNet3DBackbone::forward` from conv_in to conv_out.
+fn backbone(t: &mut Tally, s: &Shape, c: &UNet3DConfig, sizes: &[(u64, u64)], conv_in_channels: u64) {
+    let ch: Vec<u64> = c.block_out_channels.iter().map(|&c| c as u64).collect();
+    let n = ch.len();
+    let images = s.images();
+    let area = |(h, w): (u64, u64)| h * w;
+    t.conv(images, conv_in_channels, ch[0], 3, 1, sizes[0], Layout::Contiguous);
+    s.transformer_temporal(t, ch[0], sizes[0], 8, Layout::ChannelsLast);
+
+    // The temporal transformer's output, then each layer's, is contiguous; a downsampler's NHWC.
+    let mut skips = vec![ch[0]];
+    let mut c_out = ch[0];
+    let mut layout = Layout::Contiguous;
+    for (i, kind) in c.down_block_types.iter().enumerate() {
+        let c_in = c_out;
+        c_out = ch[i];
+        let attention = *kind == DownBlockType::CrossAttnDownBlock3D;
+        for layer in 0..c.layers_per_block {
+            s.layer(t, sizes[i], if layer == 0 { c_in } else { c_out }, c_out, attention, layout);
+            layout = Layout::Contiguous;
+            skips.push(c_out);
+        }
+        if i + 1 < n {
+            t.conv(images, c_out, c_out, 3, 2, sizes[i], layout);
+            layout = Layout::ChannelsLast;
+            skips.push(c_out);
+        }
+    }
+
+    let deepest = ch[n - 1];
+    let pixels = area(sizes[n - 1]);
+    // The mid block: its first input is a skip too; its second, the temporal transformer's
+    // output, is the resnet's alone, which keeps it contiguous.
+    s.resnet(t, images, deepest, deepest, sizes[n - 1], layout);
+    s.temporal_conv(t, deepest, sizes[n - 1], Layout::ChannelsLast);
+    let mid = s.transformer_2d(t, deepest, pixels);
+    s.transformer_temporal(t, deepest, sizes[n - 1], deepest / s.head_dim, mid);
+    s.resnet(t, images, deepest, deepest, sizes[n - 1], Layout::Contiguous);
+    s.temporal_conv(t, deepest, sizes[n - 1], Layout::Contiguous);
+
+    let reversed: Vec<u64> = ch.iter().rev().copied().collect();
+    let mut c_out = reversed[0];
+    for (i, kind) in c.up_block_types.iter().enumerate() {
+        let level = n - 1 - i;
+        let prev = c_out;
+        c_out = reversed[i];
+        let attention = *kind == UpBlockType::CrossAttnUpBlock3D;
+        for layer in 0..=c.layers_per_block {
+            let below = if layer == 0 { prev } else { c_out };
+            let skip = skips.pop().unwrap_or(c_out);
+            s.up_layer(t, sizes[level], below, skip, c_out, attention);
+        }
+        if i + 1 < n {
+            let (h, w) = sizes[level - 1];
+            // Nearest upsampling runs on an NHWC copy and leaves its output NHWC.
+            t.reshape(&[images, c_out, area(sizes[level])], &[0, 2, 1]);
+            t.launch("interpolate", t.s * images * c_out * (area(sizes[level]) + h * w));
+            t.conv(images, c_out, c_out, 3, 1, (h, w), Layout::ChannelsLast);
+        }
+    }
+    let pixels = area(sizes[0]);
+    t.group_norm(images, ch[0], pixels, s.groups, true);
+    t.silu(images * ch[0] * pixels);
+    t.conv(images, ch[0], c.out_channels as u64, 3, 1, sizes[0], Layout::Contiguous);
+    // Both UNets reshape the (NHWC) output to [b, f, c, h, w].
+    t.split_frames(Layout::ChannelsLast, images * c.out_channels as u64, c.out_channels as u64, sizes[0]);
+}
+
+/// `repeat_interleave` of the [b, temb] embedding over frames: a broadcast view, made real by
+/// its reshape.
+fn repeat_over_frames(t: &mut Tally, s: &Shape) {
+    if s.frames > 1 {
+        t.copy(s.images() * s.temb);
+    }
+}
+
+/// `UNet3DConditionModel::forward`: the time embedding, frames into the batch, the backbone.
+fn unet_3d_condition(t: &mut Tally, s: &Shape, c: &UNet3DConfig, sizes: &[(u64, u64)]) {
+    let (c0, cin) = (c.block_out_channels[0] as u64, c.in_channels as u64);
+    t.linear(s.batch, c0, s.temb, true);
+    t.silu(s.batch * s.temb);
+    t.linear(s.batch, s.temb, s.temb, true);
+    repeat_over_frames(t, s);
+    t.reshape(&[s.batch, cin, s.frames, sizes[0].0 * sizes[0].1], &[0, 2, 1, 3]);
+    backbone(t, s, c, sizes, cin);
+}
+
+/// `I2VGenXLUNet::forward` around the backbone: embeddings, context, the image path.
+fn i2vgen_xl(t: &mut Tally, s: &Shape, c: &UNet3DConfig, sizes: &[(u64, u64)]) {
+    let (b, f) = (s.batch, s.frames);
+    let (c0, cin, temb, dim) =
+        (c.block_out_channels[0] as u64, c.in_channels as u64, s.temb, c.cross_attention_dim as u64);
+    let (h, w) = sizes[0];
+    // 1. time and fps embeddings, repeated over frames.
+    for _ in 0..2 {
+        t.linear(b, c0, temb, true);
+        t.silu(b * temb);
+        t.linear(b, temb, temb, true);
+    }
+    t.binary(b * temb, b * temb);
+    repeat_over_frames(t, s);
+    // 2. context: text, the first frame's latent tokens, the image embedding's tokens.
+    // The first frame of [b, c, f, h, w], then its reshape to [b, c, h, w]: the reshape copies
+    // a view of one frame among several.
+    if !t.slice(b * cin * h * w, 0, (f - 1) * h * w) && f > 1 {
+        t.copy(b * cin * h * w);
+    }
+    t.conv(b, 4, 8 * cin, 3, 1, (h, w), Layout::Contiguous);
+    t.silu(b * 8 * cin * h * w);
+    t.launch("pool", t.s * b * 8 * cin * (h * w + 32 * 32));
+    let hw = t.conv(b, 8 * cin, 16 * cin, 3, 2, (32, 32), Layout::ChannelsLast);
+    t.silu(b * 16 * cin * 16 * 16);
+    let hw = t.conv(b, 16 * cin, dim, 3, 2, hw, Layout::ChannelsLast);
+    let latent_tokens = hw.0 * hw.1;
+    // Its NHWC output reshaped to [b, dim, tokens].
+    t.reshape(&[b, latent_tokens, dim], &[0, 2, 1]);
+    t.linear(b, dim, temb, true);
+    t.silu(b * temb);
+    t.linear(b, temb, dim * cin, true);
+    t.cat(&[b * 77 * dim, b * latent_tokens * dim, b * cin * dim]);
+    // 3. the image path: convs per frame, then attention over frames.
+    let n = b * f;
+    t.reshape(&[b, 4, f, h * w], &[0, 2, 1, 3]);
+    t.conv(n, 4, 4 * cin, 3, 1, (h, w), Layout::Contiguous);
+    t.silu(n * 4 * cin * h * w);
+    t.conv(n, 4 * cin, 4 * cin, 3, 1, (h, w), Layout::ChannelsLast);
+    t.silu(n * 4 * cin * h * w);
+    t.conv(n, 4 * cin, cin, 3, 1, (h, w), Layout::ChannelsLast);
+    let seqs = b * h * w;
+    // The NHWC conv output [b·f, cin, h, w] split into frames, permuted to [b·h·w, f, cin].
+    match t.split_frames(Layout::ChannelsLast, n * cin, cin, (h, w)) {
+        Layout::ChannelsLast => t.reshape(&[b, f, h * w, cin], &[0, 2, 1, 3]),
+        Layout::Contiguous => t.reshape(&[b, f, cin, h * w], &[0, 3, 1, 2]),
+    }
+    t.layer_norm(seqs * f, cin);
+    t.attention_module(seqs, f, cin, 2, None);
+    t.binary(n * cin * h * w, n * cin * h * w);
+    t.feed_forward(seqs * f, cin, false);
+    t.binary(n * cin * h * w, n * cin * h * w);
+    // 4. the sample beside the image path, frames into the batch.
+    t.cat(&[n * cin * h * w, n * cin * h * w]);
+    t.reshape(&[b, 2 * cin, f, h * w], &[0, 2, 1, 3]);
+    backbone(t, s, c, sizes, 2 * cin);
+}
+
+/// The counters of one classifier-free-guided step (batch 2 in one call) of `unet` on `frames`
+/// latents of `h`×`w`, computing in `element_bytes`-wide floats on a device whose memory
+/// alignment is `alignment` bytes (256 on WebGPU).
+pub fn guided_step(
+    unet: UNet,
+    c: &UNet3DConfig,
+    frames: usize,
+    h: usize,
+    w: usize,
+    element_bytes: u64,
+    alignment: u64,
+) -> Counts {
+    let mut t = Tally { s: element_bytes, alignment, counts: Counts::default() };
+    let latent_tokens = 64;
+    let dim = c.cross_attention_dim as u64;
+    let text = 77;
+    let tokens = match unet {
+        UNet::I2VGenXL => text + latent_tokens + c.in_channels as u64,
+        UNet::UNet3DCondition => text,
+    };
+    let s = Shape {
+        batch: 2,
+        frames: frames as u64,
+        groups: c.norm_num_groups as u64,
+        head_dim: c.attention_head_dim as u64,
+        temb: c.time_embed_dim() as u64,
+        context: (2, tokens, dim),
+    };
+    let sizes = level_sizes(c, h, w);
+    match unet {
+        UNet::I2VGenXL => i2vgen_xl(&mut t, &s, c, &sizes),
+        UNet::UNet3DCondition => unet_3d_condition(&mut t, &s, c, &sizes),
+    }
+    t.counts
+}
