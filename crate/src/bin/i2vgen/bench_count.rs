@@ -100,7 +100,9 @@ pub fn run(args: &Args, config: &Config) -> Result<()> {
         if let Some(report) = report.as_object_mut() {
             report.insert("dispatches_per_step".into(), counted.dispatches.into());
             report.insert("adapter".into(), "none (counted)".into());
+            // Neither is counted: peak memory is `i2vgen plan`'s figure.
             report.insert("ms_per_step".into(), serde_json::Value::Null);
+            report.insert("peak_bytes".into(), serde_json::Value::Null);
         }
         println!("{report}");
     }
