@@ -24,8 +24,10 @@
 //   is answered with a `bad-request` error.
 //   worker → page: progress {stage, …; `encoding` carries the run's unetEquivalents} | preview
 //                  {frames, width, height, rgba} | result {webm, gif, videoNote, width, height,
-//                  frames, fps, rgba, request, unetEquivalents, refineError, …} (`webm` or `gif`
-//                  may be null when its encoder failed; `videoNote` says why) | error {code,
+//                  frames, fps, rgba, request, unetEquivalents, refineError, restored, …}
+//                  (`webm` or `gif` may be null when its encoder failed; `videoNote` says why;
+//                  `restored` {encode, denoise}: seconds spent streaming a phase's networks back
+//                  in from the cache, null when they stayed on the GPU) | error {code,
 //                  message} | fatal {code, message} (no id: the GPU device was lost or wasm
 //                  panicked; the worker is unusable and the page replaces it)
 // The worker's URL may carry `?precision=f32` (see `choosePrecision`); the default is "auto".
@@ -156,13 +158,16 @@ async function loadModel(id, { source, chunkBytes, stallMs, plan, kind = 'i2vgen
 /**
  * The networks of `phase` (`encode`, `denoise`) of the loaded base model, streamed back in from
  * the cache when the model let them go after their last use (the memory plan frees them).
+ * Returns the seconds it took, or null when they were loaded.
  */
 async function restore(id, phase) {
   const missing = current.model.missing(phase);
-  if (missing.length === 0) return;
+  if (missing.length === 0) return null;
+  const started = performance.now();
   post(Kind.PROGRESS, id, { stage: 'restoring', message: `Loading the ${missing.join(' and ')} from this browser's cache…` });
   const { loader } = await streamModel(id, current.store, current.files, { wants: (component) => missing.includes(component) });
   current.model.loadPhase(phase, loader);
+  return (performance.now() - started) / 1000;
 }
 
 /**
@@ -353,7 +358,8 @@ async function generate(id, payload) {
   const json = await withLimits(request);
   const loaded = await loadModel(id, { source, chunkBytes, plan: json });
   const unetEquivalents = current.model.unetEquivalents(JSON.stringify(request));
-  await restore(id, 'encode');
+  // Seconds spent streaming each phase's networks back in from the cache (null: they were there).
+  const restored = { encode: await restore(id, 'encode'), denoise: null };
   post(Kind.PROGRESS, id, { stage: 'encoding', message: 'Encoding the prompt and the image…', unetEquivalents });
   const noiseBytes = noise ? new Uint8Array(noise) : undefined;
   // Encoding (text and image encoders, VAE encode) is one synchronous call: a cancel is
@@ -365,7 +371,7 @@ async function generate(id, payload) {
     : current.model.encode(json, new Uint8Array(image), noiseBytes);
   let stage;
   try {
-    await restore(id, 'denoise');
+    restored.denoise = await restore(id, 'denoise');
     checkCancel(id);
     stage = current.model.denoise(encoded);
   } catch (err) {
@@ -399,7 +405,7 @@ async function generate(id, payload) {
   }
   return {
     ...(await encode(id, rgba, width, height, count, request.fps)),
-    rgba, request, unetEquivalents, refineError,
+    rgba, request, unetEquivalents, refineError, restored,
     rawFrames: returnFrames ? video.values : null, load: loaded, precision: await precision(),
   };
 }
