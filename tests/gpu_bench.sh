@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The real-GPU numbers, in one command, for the day a machine with a GPU is at hand (native wgpu
+# on Vulkan, Metal or DX12; not part of CI, which has none). It writes one JSON line per run:
+#   unet.jsonl      the real-size UNet (random weights): ms/step, measured kernel launches, issued
+#                   and analytic FLOPs, non-GEMM bytes, peak memory — 16×256×448 and 16×704×1280,
+#                   f32 and f16 (f16 needs `shader-f16`; a run the GPU refuses is recorded as such)
+#   counted.jsonl   the same counters computed without running (`--count-only`), to compare
+#   pipeline.jsonl  the whole base pipeline's memory per stage next to the memory plan
+#                   (a 4.98 GB random full-size model is written to $OUT/real-f16 first)
+# Usage: bash tests/gpu_bench.sh [OUT]   (default target/gpu-bench; about 30–60 min on a desktop GPU)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-target/gpu-bench}
+mkdir -p "$out"
+cargo build --release -p i2vgen -p weights-tools || exit 1
+bin=target/release/i2vgen
+"$bin" info | tee "$out/info.txt"
+
+record() { # FILE LABEL COMMAND…: the command's last stdout line, or its error as JSON
+  local file=$1 label=$2; shift 2
+  echo "==> $label" >&2
+  local line
+  if line=$("$@" 2>"$out/stderr.txt" | tail -1) && [ -n "$line" ]; then
+    echo "$line" >>"$out/$file"
+  else
+    python3 -c 'import json,sys; print(json.dumps({"run": sys.argv[1], "error": open(sys.argv[2]).read()[-2000:]}))' \
+      "$label" "$out/stderr.txt" >>"$out/$file"
+  fi
+}
+
+for size in "256 448" "704 1280"; do
+  read -r h w <<<"$size"
+  for dtype in f32 f16; do
+    record unet.jsonl "unet ${h}x${w} $dtype" \
+      "$bin" bench --unet-config real --frames 16 --height "$h" --width "$w" --steps 2 --backend wgpu --dtype "$dtype" --json
+    record counted.jsonl "counted ${h}x${w} $dtype" \
+      "$bin" bench --unet-config real --frames 16 --height "$h" --width "$w" --dtype "$dtype" --count-only --json
+  done
+done
+
+[ -d "$out/real-f16" ] || target/release/weights-tools random --config real --dtype f16 --to "$out/real-f16" || exit 1
+for dtype in f32 f16; do
+  record pipeline.jsonl "pipeline 256x448 $dtype" \
+    "$bin" bench --pipeline --model "$out/real-f16" --frames 16 --height 256 --width 448 --backend wgpu --dtype "$dtype" --json
+done
+echo "results in $out: unet.jsonl counted.jsonl pipeline.jsonl" >&2
