@@ -203,6 +203,19 @@ async function streamModel(id, store, model, { wants, beforeWeights }) {
 }
 
 /**
+ * A readback of queued GPU work, or `Cancelled` as soon as the run is cancelled: the GPU finishes
+ * what was queued in the background, but the answer does not wait for a whole step.
+ */
+function unlessCancelled(id, readback) {
+  readback.catch(() => {}); // abandoned after a cancel, its outcome no longer matters
+  let timer;
+  const cancel = new Promise((_, reject) => {
+    timer = setInterval(() => cancelled.has(id) && reject(new Cancelled('Cancelled.')), 50);
+  });
+  return Promise.race([readback, cancel]).finally(() => clearInterval(timer));
+}
+
+/**
  * Drive a prepared stage: every step (awaiting its one-value readback, where progress is
  * reported and a cancel takes effect), previews every PREVIEW_EVERY steps, then decode every
  * frame. Returns the frames, `[F, H, W, 3]` values in [0, 1], and frees the stage's GPU memory.
@@ -214,13 +227,13 @@ async function runStage(id, stage, { denoising, decoding }) {
     for (let i = 0; i < steps; i++) {
       checkCancel(id);
       stepFaults();
-      await stage.step().read();
+      await unlessCancelled(id, stage.step().read());
       const perStep = (performance.now() - started) / (i + 1);
       post(Kind.PROGRESS, id, { stage: denoising, step: i + 1, steps, eta: (perStep * (steps - i - 1)) / 1000 });
       if ((i + 1) % PREVIEW_EVERY === 0 && i + 1 < steps) {
         const preview = stage.preview();
         const [frames, height, width] = preview.shape;
-        post(Kind.PREVIEW, id, { frames, width, height, rgba: toRgba(await preview.read(), 3) });
+        post(Kind.PREVIEW, id, { frames, width, height, rgba: toRgba(await unlessCancelled(id, preview.read()), 3) });
       }
     }
     const count = stage.frames;
@@ -231,7 +244,7 @@ async function runStage(id, stage, { denoising, decoding }) {
       const frame = stage.decodeFrame(f);
       const [height, width] = frame.shape;
       raw ??= { values: new Float32Array(count * height * width * 3), width, height };
-      raw.values.set(await frame.read(), f * height * width * 3);
+      raw.values.set(await unlessCancelled(id, frame.read()), f * height * width * 3);
     }
     return raw;
   } catch (err) {
@@ -280,12 +293,12 @@ function checkSource(source, what = 'source') {
 }
 
 /**
- * The memory plan of `plan` (a request from `withLimits`) from the loader's configs: a refusal is
- * `too-large`, its sentence the plan's.
+ * The memory plan of `plan` (a request from `withLimits`) by a ModelLoader (from the configs) or a
+ * loaded Model: a refusal is `too-large`, its sentence the plan's.
  */
-function checkPlan(loader, plan) {
+function checkPlan(model, plan) {
   try {
-    loader.checkPlan(plan);
+    model.checkPlan(plan);
   } catch (err) {
     throw trapped(err) ? err : new TooLarge(err.message);
   }
@@ -358,6 +371,7 @@ async function generate(id, payload) {
   const json = await withLimits(request);
   const loaded = await loadModel(id, { source, chunkBytes, plan: json });
   const unetEquivalents = current.model.unetEquivalents(JSON.stringify(request));
+  checkPlan(current.model, json); // the model may have been loaded for a smaller request
   // Seconds spent streaming each phase's networks back in from the cache (null: they were there).
   const restored = { encode: await restore(id, 'encode'), denoise: null };
   post(Kind.PROGRESS, id, { stage: 'encoding', message: 'Encoding the prompt and the image…', unetEquivalents });
@@ -371,6 +385,8 @@ async function generate(id, payload) {
     : current.model.encode(json, new Uint8Array(image), noiseBytes);
   let stage;
   try {
+    await new Promise((ok) => setTimeout(ok)); // a cancel sent during the encoding is read here
+    checkCancel(id);
     restored.denoise = await restore(id, 'denoise');
     checkCancel(id);
     stage = current.model.denoise(encoded);

@@ -317,6 +317,15 @@ impl Model {
         Ok(unet_equivalents(&pipeline.configs.unet, &request, pipeline.vae_scale_factor()))
     }
 
+    /// Refuse a `generate` request (JSON, with the adapter's limits) that the memory plan says
+    /// cannot fit this GPU, with the plan's sentence (the worker answers it as `too-large`).
+    #[wasm_bindgen(js_name = checkPlan)]
+    pub fn check_plan(&self, request: &str) -> Result<(), JsError> {
+        // Only the plan: the request's own problems are reported by `encode`, as what they are.
+        let r: GenerateRequest = parse(request, "generate")?;
+        self.plan(self.base()?, video(&r.request()), r.limits()).js().map(drop)
+    }
+
     /// The components to stream in before `phase` (`"encode"` or `"denoise"`) can run: none
     /// when its networks are loaded.
     pub fn missing(&self, phase: &str) -> Result<Vec<String>, JsError> {

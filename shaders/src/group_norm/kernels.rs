@@ -1,12 +1,14 @@
 //! The three GroupNorm kernels and their launch: partial statistics per (sample·group, block),
 //! the combination per (sample·group), and the elementwise normalise + affine + SiLU.
 //!
-//! Statistics are (count, mean, M2) triples merged with Chan et al.'s pairwise update, in f32:
-//! unlike a sum and a sum of squares they do not cancel catastrophically when the mean is large
-//! next to the spread, which the two-pass twin also avoids.
+//! Statistics are (count, mean, M2) triples (Welford within a thread, Chan et al.'s pairwise
+//! update across threads and blocks), in f32: unlike a sum and a sum of squares they do not cancel
+//! when the mean is large next to the spread, and the tree keeps rounding errors from growing
+//! with the group's length the way a serial f32 sum's do.
 
-use burn::backend::Cube;
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
+use burn::backend::{Cube, TensorMetadata};
 use burn::cubecl;
 use burn::cubecl::prelude::*;
 use burn::tensor::{DType, Shape};
@@ -14,32 +16,71 @@ use burn::tensor::{DType, Shape};
 /// Threads per block of the statistics kernel (a power of two for the tree merge).
 const UNITS: u32 = 256;
 /// Elements each thread of the statistics kernel folds in, at least, before blocks are split.
-const PER_UNIT: usize = 16;
+const PER_UNIT: usize = 64;
 /// The most blocks one (sample, group) is split into: the combine kernel folds them serially.
 const MAX_BLOCKS: usize = 256;
+/// Vectors each thread of the elementwise kernel writes, at most.
+const APPLY_PER_UNIT: usize = 4;
+/// WebGPU's guaranteed `maxComputeWorkgroupsPerDimension`.
+const MAX_CUBE_COUNT: usize = 65_535;
 
-/// Folds block `CUBE_POS_X` of group `CUBE_POS_Y` (elements `[start, start + chunk)` of that
-/// group's `group_len` contiguous ones) into `partials[(group * blocks + block) * 3 ..][..3]`.
+/// Folds block `CUBE_POS_X` of (sample·group) `group` (vectors `[block · chunk, + chunk)` of that
+/// group's `group_len` contiguous ones; groups past 65,535 continue along Z) into
+/// `partials[(group · blocks + block) · 3 ..][..3]` as (count, mean, M2).
 #[cube(launch)]
-fn group_partials(input: &[f32], partials: &mut [f32], group_len: usize, chunk: usize, #[comptime] units: usize) {
-    let group = CUBE_POS_Y as usize;
+fn group_partials<N: Size>(
+    input: &[Vector<f32, N>],
+    partials: &mut [f32],
+    groups: usize,
+    group_len: usize,
+    chunk: usize,
+    channels: usize,
+    channels_per_group: usize,
+    #[comptime] units: usize,
+    #[comptime] channels_last: bool,
+) {
+    let group = CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + CUBE_POS_Y as usize;
+    if group >= groups {
+        terminate!();
+    }
     let block = CUBE_POS_X as usize;
     let unit = UNIT_POS as usize;
     let base = group * group_len;
     let end = min(block * chunk + chunk, group_len);
 
-    // Each thread: Welford over a strided run (neighbouring threads read neighbouring floats).
+    // Each thread: Welford per lane over a strided run of vectors (neighbouring threads read
+    // neighbouring vectors), then its lanes merged into one triple.
+    let mut steps = 0.0f32;
+    let mut lane_mean = Vector::<f32, N>::empty().fill(0.0);
+    let mut lane_m2 = Vector::<f32, N>::empty().fill(0.0);
+    let mut i = block * chunk + unit;
+    while i < end {
+        let mut at = base + i;
+        if channels_last {
+            // `[N, H, W, C]` memory (scalars): element `i` of the group is its channel
+            // `i % channels_per_group` at pixel `i / channels_per_group`.
+            let in_sample = group % (channels / channels_per_group);
+            at = (group - in_sample) * group_len
+                + (i / channels_per_group) * channels
+                + in_sample * channels_per_group
+                + i % channels_per_group;
+        }
+        let x = input[at];
+        steps += 1.0;
+        let delta = x - lane_mean;
+        lane_mean += delta / Vector::<f32, N>::empty().fill(steps);
+        lane_m2 += delta * (x - lane_mean);
+        i += units;
+    }
     let mut count = 0.0f32;
     let mut mean = 0.0f32;
     let mut m2 = 0.0f32;
-    let mut i = block * chunk + unit;
-    while i < end {
-        let x = input[base + i];
-        count += 1.0;
-        let delta = x - mean;
-        mean += delta / count;
-        m2 += delta * (x - mean);
-        i += units;
+    #[unroll]
+    for lane in 0..N::value() {
+        let (n, merged_mean, merged_m2) = chan(count, mean, m2, steps, lane_mean.extract(lane), lane_m2.extract(lane));
+        count = n;
+        mean = merged_mean;
+        m2 = merged_m2;
     }
 
     let mut counts = Shared::<[f32]>::new_slice(units);
@@ -51,10 +92,11 @@ fn group_partials(input: &[f32], partials: &mut [f32], group_len: usize, chunk: 
     sync_cube();
 
     // Tree merge: each round the lower half folds in the upper half.
-    let mut half = units / 2;
+    let mut half = CUBE_DIM as usize / 2;
     while half > 0 {
         if unit < half {
-            let (n, mean, m2) = chan(counts[unit], means[unit], m2s[unit], counts[unit + half], means[unit + half], m2s[unit + half]);
+            let (n, mean, m2) =
+                chan(counts[unit], means[unit], m2s[unit], counts[unit + half], means[unit + half], m2s[unit + half]);
             counts[unit] = n;
             means[unit] = mean;
             m2s[unit] = m2;
@@ -101,18 +143,65 @@ fn chan(na: f32, ma: f32, m2a: f32, nb: f32, mb: f32, m2b: f32) -> (f32, f32, f3
     (n, ma + delta * share, m2a + m2b + delta * delta * na * share)
 }
 
-/// `output[i] = silu?((input[i] - mean) * rstd * weight[c] + bias[c])` over `[N, C, spatial]`.
+/// `output = silu?((input - mean) * rstd * weight[c] + bias[c])` over `[N, C, spatial]`, one
+/// workgroup row per (n, c) row of `spatial` elements: the row's statistics and affine fold into
+/// one scale and one shift, loaded once per thread, and the inner loop is a fused multiply-add.
 /// Without `affine`, `weight` and `bias` are bound but never read.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)] // the kernel's bindings: one launch, no struct to group them
-fn group_apply(
+fn group_apply<N: Size>(
+    input: &[Vector<f32, N>],
+    stats: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    output: &mut [Vector<f32, N>],
+    rows: usize,
+    channels: usize,
+    spatial: usize,
+    channels_per_group: usize,
+    #[comptime] affine: bool,
+    #[comptime] silu: bool,
+) {
+    let row = CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + CUBE_POS_Y as usize;
+    if row >= rows {
+        terminate!();
+    }
+    let c = row % channels;
+    let group = (row / channels) * (channels / channels_per_group) + c / channels_per_group;
+    let mut scale = stats[group * 2 + 1];
+    let mut shift = -stats[group * 2] * scale;
+    if affine {
+        scale *= weight[c];
+        shift = shift * weight[c] + bias[c];
+    }
+    let scale = Vector::<f32, N>::empty().fill(scale);
+    let shift = Vector::<f32, N>::empty().fill(shift);
+    let one = Vector::<f32, N>::empty().fill(1.0);
+    let base = row * spatial;
+    let step = CUBE_DIM as usize * CUBE_COUNT_X as usize;
+    let mut i = CUBE_POS_X as usize * CUBE_DIM as usize + UNIT_POS as usize;
+    while i < spatial {
+        let mut y = input[base + i] * scale + shift;
+        if silu {
+            y /= one + Vector::exp(-y);
+        }
+        output[base + i] = y;
+        i += step;
+    }
+}
+
+/// [`group_apply`] on `[N, H, W, C]` memory, one element per thread: the output keeps that layout,
+/// the one the next convolution reads.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)] // the kernel's bindings: one launch, no struct to group them
+fn group_apply_channels_last(
     input: &[f32],
     stats: &[f32],
     weight: &[f32],
     bias: &[f32],
     output: &mut [f32],
     channels: usize,
-    spatial: usize,
+    sample_len: usize,
     channels_per_group: usize,
     #[comptime] affine: bool,
     #[comptime] silu: bool,
@@ -121,9 +210,8 @@ fn group_apply(
     if i >= output.len() {
         terminate!();
     }
-    let row = i / spatial;
-    let c = row % channels;
-    let group = (row / channels) * (channels / channels_per_group) + c / channels_per_group;
+    let c = i % channels;
+    let group = (i / sample_len) * (channels / channels_per_group) + c / channels_per_group;
     let mut y = (input[i] - stats[group * 2]) * stats[group * 2 + 1];
     if affine {
         y = y * weight[c] + bias[c];
@@ -142,9 +230,6 @@ pub(super) fn group_norm(
     eps: f64,
     silu: bool,
 ) -> FloatTensor<Cube> {
-    use burn::backend::ops::FloatTensorOps;
-    use burn::backend::TensorMetadata;
-
     let shape = x.shape();
     let (n, channels, numel) = (shape[0], shape[1], shape.num_elements());
     let spatial = numel / (n * channels);
@@ -155,25 +240,37 @@ pub(super) fn group_norm(
         let handle = client.empty(len * size_of::<f32>());
         FloatTensor::<Cube>::new_contiguous(client.clone(), device.clone(), Shape::new([len]), handle, DType::F32)
     };
-    // The kernels index row-major memory: a strided view (an NHWC conv output, a slice) is copied
-    // once here, as burn's own reshape in the twin does.
-    let input = Cube::float_reshape(x, Shape::new([numel]));
+    // burn's conv2d leaves its output in `[N, H, W, C]` memory: read that in place, and write
+    // the same layout back. Any other strided view (a slice, a 5-D permute) is copied to row-major
+    // once, as burn's own reshape in the twin does.
+    let channels_last = is_channels_last(&x);
+    let input = if channels_last { x } else { contiguous(x) };
     let units = UNITS.min(client.properties().hardware.max_units_per_cube);
     let units = 1 << units.ilog2();
 
-    // 1. partial statistics: `blocks` workgroups per (sample, group)
+    // Rows of a whole number of vec4s (every UNet and VAE shape) are read 4 floats at a time.
+    let vector = if spatial.is_multiple_of(4) && !channels_last { 4 } else { 1 };
+
+    // 1. partial statistics: `blocks` workgroups per (sample, group), `chunk` vectors each
+    let group_vectors = group_len / vector;
     let blocks = group_len.div_ceil(units as usize * PER_UNIT).clamp(1, MAX_BLOCKS);
-    let chunk = group_len.div_ceil(blocks);
+    let chunk = group_vectors.div_ceil(blocks);
     let partials = scratch(n * groups * blocks * 3);
+    let groups_y = (n * groups).min(MAX_CUBE_COUNT);
     group_partials::launch(
         &client,
-        CubeCount::Static(blocks as u32, (n * groups) as u32, 1),
+        CubeCount::Static(blocks as u32, groups_y as u32, (n * groups).div_ceil(groups_y) as u32),
         CubeDim::new_1d(units),
+        vector,
         input.clone().into_buffer_arg(),
         partials.clone().into_buffer_arg(),
-        group_len,
+        n * groups,
+        group_vectors,
         chunk,
+        channels,
+        channels / groups,
         units as usize,
+        channels_last,
     );
 
     // 2. per (sample, group): mean and 1/sqrt(var + eps)
@@ -181,7 +278,7 @@ pub(super) fn group_norm(
     let cube_dim = CubeDim::new(&client, n * groups);
     group_combine::launch(
         &client,
-        calculate_cube_count_elemwise(&client, n * groups, cube_dim),
+        cubecl::calculate_cube_count_elemwise(&client, n * groups, cube_dim),
         cube_dim,
         partials.into_buffer_arg(),
         stats.clone().into_buffer_arg(),
@@ -191,6 +288,37 @@ pub(super) fn group_norm(
     );
 
     // 3. normalise, affine, SiLU
+    let has_affine = affine.is_some();
+    // Without the affine the stats buffer stands in for the two bindings the kernel never reads.
+    let (weight, bias) = affine.unwrap_or_else(|| (stats.clone(), stats.clone()));
+    let (weight, bias) = (contiguous(weight), contiguous(bias));
+    if channels_last {
+        let memory = Shape::new([n, shape[2], shape[3], channels]);
+        let output = FloatTensor::<Cube>::new_contiguous(
+            client.clone(),
+            device,
+            memory,
+            client.empty(numel * size_of::<f32>()),
+            DType::F32,
+        );
+        let cube_dim = CubeDim::new(&client, numel);
+        group_apply_channels_last::launch(
+            &client,
+            cubecl::calculate_cube_count_elemwise(&client, numel, cube_dim),
+            cube_dim,
+            input.into_buffer_arg(),
+            stats.into_buffer_arg(),
+            weight.into_buffer_arg(),
+            bias.into_buffer_arg(),
+            output.clone().into_buffer_arg(),
+            channels,
+            numel / n,
+            channels / groups,
+            has_affine,
+            silu,
+        );
+        return Cube::float_permute(output, &[0, 3, 1, 2]);
+    }
     let output = FloatTensor::<Cube>::new_contiguous(
         client.clone(),
         device.clone(),
@@ -198,24 +326,45 @@ pub(super) fn group_norm(
         client.empty(numel * size_of::<f32>()),
         DType::F32,
     );
-    let has_affine = affine.is_some();
-    // Without the affine the stats buffer stands in for the two unread bindings.
-    let (weight, bias) = affine.unwrap_or_else(|| (stats.clone(), stats.clone()));
-    let cube_dim = CubeDim::new(&client, numel);
+    // Threads per row: the row's length up to a workgroup, in whole 32-lane warps; each thread
+    // strides over up to APPLY_PER_UNIT vectors.
+    let rows = n * channels;
+    let row_vectors = spatial / vector;
+    let row_units = (row_vectors.div_ceil(32) * 32).min(units as usize);
+    let row_blocks = row_vectors.div_ceil(row_units * APPLY_PER_UNIT);
+    let rows_y = rows.min(MAX_CUBE_COUNT);
     group_apply::launch(
         &client,
-        calculate_cube_count_elemwise(&client, numel, cube_dim),
-        cube_dim,
+        CubeCount::Static(row_blocks as u32, rows_y as u32, rows.div_ceil(rows_y) as u32),
+        CubeDim::new_1d(row_units as u32),
+        vector,
         input.into_buffer_arg(),
         stats.into_buffer_arg(),
-        Cube::float_reshape(weight, Shape::new([channels])).into_buffer_arg(),
-        Cube::float_reshape(bias, Shape::new([channels])).into_buffer_arg(),
+        weight.into_buffer_arg(),
+        bias.into_buffer_arg(),
         output.clone().into_buffer_arg(),
+        rows,
         channels,
-        spatial,
+        row_vectors,
         channels / groups,
         has_affine,
         silu,
     );
     output
+}
+
+/// `t` as a flat row-major buffer: a metadata change when it already is one, else one copy.
+fn contiguous(t: FloatTensor<Cube>) -> FloatTensor<Cube> {
+    let len = t.shape().num_elements();
+    Cube::float_reshape(t, Shape::new([len]))
+}
+
+/// A 4-D `[N, C, H, W]` view of dense `[N, H, W, C]` memory (what burn's conv2d returns).
+fn is_channels_last(x: &FloatTensor<Cube>) -> bool {
+    let shape = x.meta.shape();
+    let strides = x.meta.strides();
+    shape.len() == 4 && {
+        let [_, c, h, w] = [shape[0], shape[1], shape[2], shape[3]];
+        [strides[0], strides[1], strides[2], strides[3]] == [h * w * c, 1, w * c, c]
+    }
 }

@@ -6,93 +6,100 @@
 //! more on a SiLU. The kernels here take 3: per-block partial statistics, their combination per
 //! (sample, group), and one elementwise pass that normalises, applies the affine and the SiLU.
 
+// NdArray is deprecated upstream but is the CPU reference backend the project tests against;
+// the routing the extension macro generates names it too, so the allowance covers the module.
+#![allow(deprecated)]
+
 mod kernels;
 
-use burn::backend::Backend;
 use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Cube, Dispatch, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Shape, Tensor};
 
 #[cfg(not(target_arch = "wasm32"))]
 use burn::backend::NdArray;
-use burn::backend::{Cube, Dispatch, backend_extension};
 
-/// The fused GroupNorm as a backend operation. Both methods take `x` as `[N, C, ...]`, `weight`
-/// and `bias` as `[C]` (both or neither), and return the shape of `x`.
+/// The fused GroupNorm as a backend operation: `x` is `[N, C, ...]`, `weight` and `bias` are
+/// `[C]`, the result has the shape of `x`. `*_fused` is the fastest path the backend has (the
+/// kernels on a cubecl device), `*_twin` burn's ops on any backend, the kernels' reference.
+/// (Separate affine methods: the extension macro does not unwrap `Option` tensor arguments.)
 #[backend_extension(Cube, NdArray: cfg(not(target_arch = "wasm32")))]
 pub trait GroupNormBackend: Backend {
-    /// The fastest implementation the backend has: the kernels on a cubecl device, the twin elsewhere.
-    fn group_norm_fused(
+    fn group_norm_fused(x: FloatTensor<Self>, groups: usize, eps: f64, silu: bool) -> FloatTensor<Self>;
+
+    fn group_norm_affine_fused(
         x: FloatTensor<Self>,
-        weight: Option<FloatTensor<Self>>,
-        bias: Option<FloatTensor<Self>>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         groups: usize,
         eps: f64,
         silu: bool,
     ) -> FloatTensor<Self>;
 
-    /// The burn-op twin on any backend: the reference the kernels are tested against.
-    fn group_norm_twin(
+    fn group_norm_twin(x: FloatTensor<Self>, groups: usize, eps: f64, silu: bool) -> FloatTensor<Self> {
+        twin::<Self>(x, None, groups, eps, silu)
+    }
+
+    fn group_norm_affine_twin(
         x: FloatTensor<Self>,
-        weight: Option<FloatTensor<Self>>,
-        bias: Option<FloatTensor<Self>>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         groups: usize,
         eps: f64,
         silu: bool,
-    ) -> FloatTensor<Self>;
+    ) -> FloatTensor<Self> {
+        twin::<Self>(x, Some((weight, bias)), groups, eps, silu)
+    }
 }
 
 impl GroupNormBackend for Cube {
-    fn group_norm_fused(
-        x: FloatTensor<Self>,
-        weight: Option<FloatTensor<Self>>,
-        bias: Option<FloatTensor<Self>>,
-        groups: usize,
-        eps: f64,
-        silu: bool,
-    ) -> FloatTensor<Self> {
-        // The kernels are written for f32; an f16 model keeps burn's ops until they have an f16 path.
-        let f32_affine = [&weight, &bias].iter().all(|t| t.as_ref().is_none_or(|t| t.dtype == DType::F32));
-        if x.dtype == DType::F32 && f32_affine {
-            kernels::group_norm(x, weight.zip(bias), groups, eps, silu)
-        } else {
-            twin::<Self>(x, weight, bias, groups, eps, silu)
-        }
+    fn group_norm_fused(x: FloatTensor<Self>, groups: usize, eps: f64, silu: bool) -> FloatTensor<Self> {
+        cube(x, None, groups, eps, silu)
     }
 
-    fn group_norm_twin(
+    fn group_norm_affine_fused(
         x: FloatTensor<Self>,
-        weight: Option<FloatTensor<Self>>,
-        bias: Option<FloatTensor<Self>>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         groups: usize,
         eps: f64,
         silu: bool,
     ) -> FloatTensor<Self> {
-        twin::<Self>(x, weight, bias, groups, eps, silu)
+        cube(x, Some((weight, bias)), groups, eps, silu)
+    }
+}
+
+/// The kernels are written for f32; other dtypes keep burn's ops until they have their own path.
+fn cube(
+    x: FloatTensor<Cube>,
+    affine: Option<(FloatTensor<Cube>, FloatTensor<Cube>)>,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> FloatTensor<Cube> {
+    let f32_affine = affine.as_ref().is_none_or(|(w, b)| w.dtype == DType::F32 && b.dtype == DType::F32);
+    if x.dtype == DType::F32 && f32_affine {
+        kernels::group_norm(x, affine, groups, eps, silu)
+    } else {
+        twin::<Cube>(x, affine, groups, eps, silu)
     }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 impl GroupNormBackend for NdArray {
-    fn group_norm_fused(
-        x: FloatTensor<Self>,
-        weight: Option<FloatTensor<Self>>,
-        bias: Option<FloatTensor<Self>>,
-        groups: usize,
-        eps: f64,
-        silu: bool,
-    ) -> FloatTensor<Self> {
-        twin::<Self>(x, weight, bias, groups, eps, silu)
+    fn group_norm_fused(x: FloatTensor<Self>, groups: usize, eps: f64, silu: bool) -> FloatTensor<Self> {
+        twin::<Self>(x, None, groups, eps, silu)
     }
 
-    fn group_norm_twin(
+    fn group_norm_affine_fused(
         x: FloatTensor<Self>,
-        weight: Option<FloatTensor<Self>>,
-        bias: Option<FloatTensor<Self>>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         groups: usize,
         eps: f64,
         silu: bool,
     ) -> FloatTensor<Self> {
-        twin::<Self>(x, weight, bias, groups, eps, silu)
+        twin::<Self>(x, Some((weight, bias)), groups, eps, silu)
     }
 }
 
@@ -103,10 +110,27 @@ impl GroupNormBackend for NdArray {
 /// `x`: `[N, C, ...]` (4-D `[N, C, H, W]` or 5-D `[N, C, F, H, W]`), `weight`, `bias`: `[C]`.
 ///
 /// # Panics
-/// When `groups` does not divide `C`, or `weight` and `bias` are not both given or both absent:
-/// model code builds these from a checked config, so either is a programming error.
-pub fn group_norm<const D: usize>(x: Tensor<D>, affine: Option<(Tensor<1>, Tensor<1>)>, groups: usize, eps: f64, silu: bool) -> Tensor<D> {
-    call(x, affine, groups, eps, silu, Dispatch::group_norm_fused)
+/// When `groups` does not divide `C` or the affine parameters are not `[C]`: model code builds
+/// both from a checked config, so either is a programming error.
+pub fn group_norm<const D: usize>(
+    x: Tensor<D>,
+    affine: Option<(Tensor<1>, Tensor<1>)>,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Tensor<D> {
+    check(&x, affine.as_ref(), groups);
+    Tensor::from_dispatch(match affine {
+        None => Dispatch::group_norm_fused(x.into_dispatch(), groups, eps, silu),
+        Some((w, b)) => Dispatch::group_norm_affine_fused(
+            x.into_dispatch(),
+            w.into_dispatch(),
+            b.into_dispatch(),
+            groups,
+            eps,
+            silu,
+        ),
+    })
 }
 
 /// [`group_norm`] through burn's ops on any backend: the reference for the kernels' tests and
@@ -118,41 +142,31 @@ pub fn group_norm_twin<const D: usize>(
     eps: f64,
     silu: bool,
 ) -> Tensor<D> {
-    call(x, affine, groups, eps, silu, Dispatch::group_norm_twin)
+    check(&x, affine.as_ref(), groups);
+    Tensor::from_dispatch(match affine {
+        None => Dispatch::group_norm_twin(x.into_dispatch(), groups, eps, silu),
+        Some((w, b)) => {
+            Dispatch::group_norm_affine_twin(x.into_dispatch(), w.into_dispatch(), b.into_dispatch(), groups, eps, silu)
+        }
+    })
 }
 
-type Operation = fn(
-    FloatTensor<Dispatch>,
-    Option<FloatTensor<Dispatch>>,
-    Option<FloatTensor<Dispatch>>,
-    usize,
-    f64,
-    bool,
-) -> FloatTensor<Dispatch>;
-
-fn call<const D: usize>(
-    x: Tensor<D>,
-    affine: Option<(Tensor<1>, Tensor<1>)>,
-    groups: usize,
-    eps: f64,
-    silu: bool,
-    operation: Operation,
-) -> Tensor<D> {
+fn check<const D: usize>(x: &Tensor<D>, affine: Option<&(Tensor<1>, Tensor<1>)>, groups: usize) {
     let channels = x.dims()[1];
-    assert!(D >= 3 && groups > 0 && channels % groups == 0, "GroupNorm: {groups} groups do not divide {channels} channels");
-    if let Some((weight, bias)) = &affine {
-        assert_eq!([weight.dims(), bias.dims()], [[channels]; 2], "GroupNorm: affine parameters must be [C]");
+    assert!(
+        D >= 3 && groups > 0 && channels.is_multiple_of(groups),
+        "GroupNorm: {groups} groups do not divide {channels} channels"
+    );
+    if let Some((weight, bias)) = affine {
+        assert_eq!([weight.dims(), bias.dims()], [[channels]; 2], "GroupNorm: the affine parameters must be [C]");
     }
-    let (weight, bias) = affine.map(|(w, b)| (w.into_dispatch(), b.into_dispatch())).unzip();
-    Tensor::from_dispatch(operation(x.into_dispatch(), weight, bias, groups, eps, silu))
 }
 
 /// The burn-op GroupNorm that `crate/src/models/nn.rs` computes today (two-pass: mean, then the
 /// mean of the centred squares), plus the affine and SiLU the callers apply after it.
 fn twin<B: Backend>(
     x: FloatTensor<B>,
-    weight: Option<FloatTensor<B>>,
-    bias: Option<FloatTensor<B>>,
+    affine: Option<(FloatTensor<B>, FloatTensor<B>)>,
     groups: usize,
     eps: f64,
     silu: bool,
@@ -165,7 +179,7 @@ fn twin<B: Backend>(
     let variance = B::float_mean_dim(B::float_powi_scalar(centered.clone(), 2.into()), 2);
     let normed = B::float_div(centered, B::float_sqrt(B::float_add_scalar(variance, eps.into())));
     let mut y = B::float_reshape(normed, shape.clone());
-    if let (Some(weight), Some(bias)) = (weight, bias) {
+    if let Some((weight, bias)) = affine {
         let mut affine = vec![1; shape.num_dims()];
         affine[1] = channels;
         y = B::float_add(

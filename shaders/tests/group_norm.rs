@@ -1,0 +1,194 @@
+//! The fused GroupNorm kernels against their burn-op twin on native wgpu (Mesa llvmpipe on the CI
+//! machine), on random inputs at the UNet's shapes and odd ones, and the number of launches.
+//!
+//! Tolerance: max |kernel − reference| / max |reference| ≤ 1e-5 over the whole output (one
+//! number per output, not elementwise), in f32, the reference being the twin on the same device
+//! (or an f64 host computation where the twin itself is inaccurate, see
+//! `temporal_conv_full_group`). The kernel merges Welford partials in a tree where burn's
+//! reduction sums serially, so the two round differently; measured errors are 4e-7–2e-6.
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::ThreadId;
+
+use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use i2vgen_shaders::group_norm::{group_norm, group_norm_twin};
+
+const TOLERANCE: f32 = 1e-5;
+
+fn wgpu() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            Device::wgpu_options()
+                .init()
+                .unwrap_or_else(|err| panic!("no wgpu adapter ({err}); install mesa-vulkan-drivers for llvmpipe"))
+        })
+        .clone()
+}
+
+#[allow(deprecated)] // NdArray is the CPU reference backend.
+fn cpu() -> Device {
+    Device::ndarray()
+}
+
+/// Uniform on `[low, high)`, drawn on the CPU so every device sees the same numbers.
+fn random(shape: &[usize], low: f64, high: f64) -> TensorData {
+    Tensor::<1>::random([shape.iter().product::<usize>()], Distribution::Uniform(low, high), &cpu()).into_data()
+}
+
+fn tensor<const D: usize>(data: &TensorData, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::<1>::from_data(data.clone(), device).reshape(shape)
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+}
+
+/// max |a − b| / max |b|.
+fn relative_error(got: &[f32], reference: &[f32]) -> f32 {
+    assert_eq!(got.len(), reference.len());
+    assert!(got.iter().all(|v| v.is_finite()), "non-finite output");
+    let diff = got.iter().zip(reference).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    diff / reference.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+/// Kernel vs twin on wgpu for every (affine, SiLU) combination at one shape.
+fn check<const D: usize>(shape: [usize; D], groups: usize) {
+    let channels = shape[1];
+    // An offset mean (1.5) next to a unit spread: the variance must not cancel.
+    let x = random(&shape, -0.5, 3.5);
+    let weight = random(&[channels], 0.5, 1.5);
+    let bias = random(&[channels], -1.0, 1.0);
+    let device = wgpu();
+    for (affine, silu) in [(false, false), (true, false), (false, true), (true, true)] {
+        let params = || affine.then(|| (tensor(&weight, [channels], &device), tensor(&bias, [channels], &device)));
+        let got = values(group_norm(tensor(&x, shape, &device), params(), groups, 1e-5, silu));
+        let want = values(group_norm_twin(tensor(&x, shape, &device), params(), groups, 1e-5, silu));
+        let err = relative_error(&got, &want);
+        println!("{shape:?} groups {groups} affine {affine} silu {silu}: relative {err:.2e}");
+        assert!(err <= TOLERANCE, "{shape:?} affine {affine} silu {silu}: relative error {err:e}");
+    }
+}
+
+#[test]
+fn resnet_shapes() {
+    check([2, 320, 32, 56], 32);
+    check([2, 1280, 4, 7], 32);
+}
+
+#[test]
+fn frames_folded_into_the_batch() {
+    check([32, 320, 6, 10], 32);
+}
+
+#[test]
+fn odd_sizes_and_four_channels() {
+    check([1, 4, 33, 57], 4);
+    check([1, 4, 33, 57], 2);
+    check([3, 96, 7, 5], 32);
+}
+
+#[test]
+fn scaled_down_720p() {
+    check([1, 640, 23, 40], 32);
+}
+
+#[test]
+fn five_dimensional() {
+    check([1, 320, 16, 8, 14], 32);
+}
+
+/// The TemporalConvLayer norm at 16×256×448 latents: 286,720 floats per (sample, group), which
+/// the kernel splits across 70 workgroups. Here the reference is GroupNorm + SiLU in f64 on the
+/// host, not the twin: burn's wgpu reduction sums the 286,720 floats serially in f32 and its
+/// output is off by ~0.2 (measured, printed below), far outside any useful tolerance.
+#[test]
+fn temporal_conv_full_group() {
+    let shape = [1, 320, 16, 32, 56];
+    let x = random(&shape, -0.5, 3.5);
+    let device = wgpu();
+    let exact = reference_f64(&x.try_to_vec::<f32>().unwrap(), 32, 1e-5);
+    let got = values(group_norm(tensor(&x, shape, &device), None, 32, 1e-5, true));
+    let twin = values(group_norm_twin(tensor(&x, shape, &device), None, 32, 1e-5, true));
+    let err = relative_error(&got, &exact);
+    println!("{shape:?}: kernel relative {err:.2e}, twin relative {:.2e}", relative_error(&twin, &exact));
+    assert!(err <= TOLERANCE, "relative error {err:e}");
+}
+
+/// GroupNorm (no affine) + SiLU of one sample, `[C·...]` row-major, two-pass in f64.
+fn reference_f64(x: &[f32], groups: usize, eps: f64) -> Vec<f32> {
+    x.chunks(x.len() / groups)
+        .flat_map(|group| {
+            let len = group.len() as f64;
+            let mean = group.iter().map(|&v| f64::from(v)).sum::<f64>() / len;
+            let variance = group.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / len;
+            group.iter().map(move |&v| {
+                let y = (f64::from(v) - mean) / (variance + eps).sqrt();
+                (y / (1.0 + (-y).exp())) as f32
+            })
+        })
+        .collect()
+}
+
+/// A strided input (a conv output in NHWC memory order presented as NCHW) is read in logical order.
+#[test]
+fn strided_input() {
+    let x = random(&[2, 12, 10, 64], -0.5, 3.5);
+    let device = wgpu();
+    let nhwc = |device| tensor(&x, [2, 12, 10, 64], device).permute([0, 3, 1, 2]);
+    let got = values(group_norm(nhwc(&device), None, 32, 1e-5, true));
+    let want = values(group_norm_twin(nhwc(&device), None, 32, 1e-5, true));
+    let err = relative_error(&got, &want);
+    assert!(err <= TOLERANCE, "relative error {err:e}");
+}
+
+/// The twin on wgpu equals the twin on the CPU backend, so the reference itself is sound there,
+/// and the CPU route of `group_norm` is the twin.
+#[test]
+fn cpu_route_matches_wgpu_kernel() {
+    let shape = [2, 64, 9, 11];
+    let x = random(&shape, -0.5, 3.5);
+    let on_cpu = values(group_norm(tensor(&x, shape, &cpu()), None, 32, 1e-6, true));
+    let on_wgpu = values(group_norm(tensor(&x, shape, &wgpu()), None, 32, 1e-6, true));
+    let err = relative_error(&on_wgpu, &on_cpu);
+    assert!(err <= TOLERANCE, "relative error {err:e}");
+}
+
+/// The kernels one thread launches on any cubecl device while it lives (cubecl's launch
+/// observer, filtered to this thread because tests run in parallel).
+struct Launches {
+    thread: ThreadId,
+    names: Mutex<Vec<&'static str>>,
+}
+
+impl LaunchObserver for Launches {
+    fn launched(&self, kernel: &'static str) {
+        if std::thread::current().id() == self.thread {
+            self.names.lock().unwrap_or_else(PoisonError::into_inner).push(kernel);
+        }
+    }
+}
+
+fn launches<const D: usize>(f: impl FnOnce() -> Tensor<D>) -> Vec<&'static str> {
+    let launches = Arc::new(Launches { thread: std::thread::current().id(), names: Mutex::default() });
+    let observation = LaunchObservation::new(launches.clone());
+    let out = f();
+    drop(observation);
+    drop(out);
+    launches.names.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+#[test]
+fn three_launches_instead_of_eighteen() {
+    let shape = [2, 320, 32, 56];
+    let device = wgpu();
+    let x = tensor(&random(&shape, -0.5, 3.5), shape, &device);
+    let (weight, bias) = (Tensor::ones([320], &device), Tensor::zeros([320], &device));
+    let affine = || Some((weight.clone(), bias.clone()));
+    let twin = launches(|| group_norm_twin(x.clone(), affine(), 32, 1e-5, true));
+    let fused = launches(|| group_norm(x.clone(), affine(), 32, 1e-5, true));
+    println!("twin: {} launches {twin:?}\nkernels: {} launches {fused:?}", twin.len(), fused.len());
+    assert_eq!(fused.len(), 3, "{fused:?}");
+    assert!(twin.len() >= 9 + 2, "the twin's count is the baseline the README quotes: {twin:?}");
+}
