@@ -23,15 +23,19 @@ fn main() {
         "{:<24} {:>9} {:>11} {:>8} {:>10} {:>12} {:>9} {:>8} {:>8}",
         "shape", "twin ms", "kernels ms", "copy ms", "twin GB/s", "kernels GB/s", "copy GB/s", "speedup", "vs copy"
     );
-    bench(&device, [2, 320, 32, 56]);
-    bench(&device, [2, 1280, 4, 7]);
-    bench(&device, [1, 640, 45, 80]);
-    bench(&device, [2, 320, 16, 32, 56]);
+    let random = |shape| Tensor::random(shape, Distribution::Uniform(-0.5, 3.5), &device);
+    bench(&device, "[2, 320, 32, 56]", random([2, 320, 32, 56]));
+    // What a conv2d returns: `[N, C, H, W]` over `[N, H, W, C]` memory.
+    bench(&device, "[2, 320, 32, 56] NHWC", random([2, 32, 56, 320]).permute([0, 3, 1, 2]));
+    bench(&device, "[2, 1280, 4, 7]", random([2, 1280, 4, 7]));
+    bench(&device, "[1, 640, 45, 80]", random([1, 640, 45, 80]));
+    let x = Tensor::<5>::random([2, 320, 16, 32, 56], Distribution::Uniform(-0.5, 3.5), &device);
+    bench(&device, "[2, 320, 16, 32, 56]", x);
 }
 
-fn bench<const D: usize>(device: &Device, shape: [usize; D]) {
+fn bench<const D: usize>(device: &Device, label: &str, x: Tensor<D>) {
+    let shape = x.dims();
     let channels = shape[1];
-    let x = Tensor::<D>::random(shape, Distribution::Uniform(-0.5, 3.5), device);
     let weight = Tensor::<1>::random([channels], Distribution::Uniform(0.5, 1.5), device);
     let bias = Tensor::<1>::random([channels], Distribution::Uniform(-1.0, 1.0), device);
     let affine = || Some((weight.clone(), bias.clone()));
@@ -59,7 +63,7 @@ fn bench<const D: usize>(device: &Device, shape: [usize; D]) {
     let ms = |t: Duration| t.as_secs_f64() * 1e3;
     println!(
         "{:<24} {:>9.2} {:>11.2} {:>8.2} {:>10.2} {:>12.2} {:>9.2} {:>7.1}x {:>8.1}x",
-        format!("{shape:?}"),
+        label,
         ms(best_twin),
         ms(best_kernels),
         ms(best_copy),

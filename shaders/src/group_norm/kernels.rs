@@ -34,10 +34,7 @@ fn group_partials<N: Size>(
     groups: usize,
     group_len: usize,
     chunk: usize,
-    channels: usize,
-    channels_per_group: usize,
     #[comptime] units: usize,
-    #[comptime] channels_last: bool,
 ) {
     let group = CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + CUBE_POS_Y as usize;
     if group >= groups {
@@ -55,17 +52,7 @@ fn group_partials<N: Size>(
     let mut lane_m2 = Vector::<f32, N>::empty().fill(0.0);
     let mut i = block * chunk + unit;
     while i < end {
-        let mut at = base + i;
-        if channels_last {
-            // `[N, H, W, C]` memory (scalars): element `i` of the group is its channel
-            // `i % channels_per_group` at pixel `i / channels_per_group`.
-            let in_sample = group % (channels / channels_per_group);
-            at = (group - in_sample) * group_len
-                + (i / channels_per_group) * channels
-                + in_sample * channels_per_group
-                + i % channels_per_group;
-        }
-        let x = input[at];
+        let x = input[base + i];
         steps += 1.0;
         let delta = x - lane_mean;
         lane_mean += delta / Vector::<f32, N>::empty().fill(steps);
@@ -190,38 +177,6 @@ fn group_apply<N: Size>(
     }
 }
 
-/// [`group_apply`] on `[N, H, W, C]` memory, one element per thread: the output keeps that layout,
-/// the one the next convolution reads.
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)] // the kernel's bindings: one launch, no struct to group them
-fn group_apply_channels_last(
-    input: &[f32],
-    stats: &[f32],
-    weight: &[f32],
-    bias: &[f32],
-    output: &mut [f32],
-    channels: usize,
-    sample_len: usize,
-    channels_per_group: usize,
-    #[comptime] affine: bool,
-    #[comptime] silu: bool,
-) {
-    let i = ABSOLUTE_POS;
-    if i >= output.len() {
-        terminate!();
-    }
-    let c = i % channels;
-    let group = (i / sample_len) * (channels / channels_per_group) + c / channels_per_group;
-    let mut y = (input[i] - stats[group * 2]) * stats[group * 2 + 1];
-    if affine {
-        y = y * weight[c] + bias[c];
-    }
-    if silu {
-        y /= 1.0 + f32::exp(-y);
-    }
-    output[i] = y;
-}
-
 /// Launches the three kernels on `x`'s device. `x` and the affine parameters are f32.
 pub(super) fn group_norm(
     x: FloatTensor<Cube>,
@@ -240,16 +195,14 @@ pub(super) fn group_norm(
         let handle = client.empty(len * size_of::<f32>());
         FloatTensor::<Cube>::new_contiguous(client.clone(), device.clone(), Shape::new([len]), handle, DType::F32)
     };
-    // burn's conv2d leaves its output in `[N, H, W, C]` memory: read that in place, and write
-    // the same layout back. Any other strided view (a slice, a 5-D permute) is copied to row-major
-    // once, as burn's own reshape in the twin does.
-    let channels_last = is_channels_last(&x);
-    let input = if channels_last { x } else { contiguous(x) };
+    // The kernels index row-major memory: a strided view (an NHWC conv output, a slice) is copied
+    // once here, as burn's own reshape in the twin does.
+    let input = contiguous(x);
     let units = UNITS.min(client.properties().hardware.max_units_per_cube);
     let units = 1 << units.ilog2();
 
     // Rows of a whole number of vec4s (every UNet and VAE shape) are read 4 floats at a time.
-    let vector = if spatial.is_multiple_of(4) && !channels_last { 4 } else { 1 };
+    let vector = if spatial.is_multiple_of(4) { 4 } else { 1 };
 
     // 1. partial statistics: `blocks` workgroups per (sample, group), `chunk` vectors each
     let group_vectors = group_len / vector;
@@ -267,10 +220,7 @@ pub(super) fn group_norm(
         n * groups,
         group_vectors,
         chunk,
-        channels,
-        channels / groups,
         units as usize,
-        channels_last,
     );
 
     // 2. per (sample, group): mean and 1/sqrt(var + eps)
@@ -288,37 +238,6 @@ pub(super) fn group_norm(
     );
 
     // 3. normalise, affine, SiLU
-    let has_affine = affine.is_some();
-    // Without the affine the stats buffer stands in for the two bindings the kernel never reads.
-    let (weight, bias) = affine.unwrap_or_else(|| (stats.clone(), stats.clone()));
-    let (weight, bias) = (contiguous(weight), contiguous(bias));
-    if channels_last {
-        let memory = Shape::new([n, shape[2], shape[3], channels]);
-        let output = FloatTensor::<Cube>::new_contiguous(
-            client.clone(),
-            device,
-            memory,
-            client.empty(numel * size_of::<f32>()),
-            DType::F32,
-        );
-        let cube_dim = CubeDim::new(&client, numel);
-        group_apply_channels_last::launch(
-            &client,
-            cubecl::calculate_cube_count_elemwise(&client, numel, cube_dim),
-            cube_dim,
-            input.into_buffer_arg(),
-            stats.into_buffer_arg(),
-            weight.into_buffer_arg(),
-            bias.into_buffer_arg(),
-            output.clone().into_buffer_arg(),
-            channels,
-            numel / n,
-            channels / groups,
-            has_affine,
-            silu,
-        );
-        return Cube::float_permute(output, &[0, 3, 1, 2]);
-    }
     let output = FloatTensor::<Cube>::new_contiguous(
         client.clone(),
         device.clone(),
@@ -326,6 +245,9 @@ pub(super) fn group_norm(
         client.empty(numel * size_of::<f32>()),
         DType::F32,
     );
+    let has_affine = affine.is_some();
+    // Without the affine the stats buffer stands in for the two bindings the kernel never reads.
+    let (weight, bias) = affine.unwrap_or_else(|| (stats.clone(), stats.clone()));
     // Threads per row: the row's length up to a workgroup, in whole 32-lane warps; each thread
     // strides over up to APPLY_PER_UNIT vectors.
     let rows = n * channels;
@@ -340,8 +262,8 @@ pub(super) fn group_norm(
         vector,
         input.into_buffer_arg(),
         stats.into_buffer_arg(),
-        weight.into_buffer_arg(),
-        bias.into_buffer_arg(),
+        contiguous(weight).into_buffer_arg(),
+        contiguous(bias).into_buffer_arg(),
         output.clone().into_buffer_arg(),
         rows,
         channels,
@@ -357,14 +279,4 @@ pub(super) fn group_norm(
 fn contiguous(t: FloatTensor<Cube>) -> FloatTensor<Cube> {
     let len = t.shape().num_elements();
     Cube::float_reshape(t, Shape::new([len]))
-}
-
-/// A 4-D `[N, C, H, W]` view of dense `[N, H, W, C]` memory (what burn's conv2d returns).
-fn is_channels_last(x: &FloatTensor<Cube>) -> bool {
-    let shape = x.meta.shape();
-    let strides = x.meta.strides();
-    shape.len() == 4 && {
-        let [_, c, h, w] = [shape[0], shape[1], shape[2], shape[3]];
-        [strides[0], strides[1], strides[2], strides[3]] == [h * w * c, 1, w * c, c]
-    }
 }
