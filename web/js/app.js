@@ -109,6 +109,7 @@ function describeSettings({ steps, seed, sampling: s }, unetEquivalents) {
 function describeProgress(p) {
   switch (p.stage) {
     case 'loading': return [`Loading weights: ${p.file} — ${mb(p.done)} of ${mb(p.total)} (${mb(p.rate)}/s, about ${Math.ceil(p.eta)} s left)`, p.done / p.total];
+    case 'restoring': return p.done === undefined ? [p.message, null] : [`${p.message} ${mb(p.done)} of ${mb(p.total)}`, p.done / p.total];
     case 'denoising': return [`Denoising step ${p.step} of ${p.steps} (about ${Math.ceil(p.eta)} s left)`, p.step / p.steps];
     case 'refining': return [`Refining step ${p.step} of ${p.steps} (about ${Math.ceil(p.eta)} s left)`, p.step / p.steps];
     case 'decoding': case 'decoding refined': return [`Decoding ${p.stage === 'decoding' ? '' : 'refined '}frame ${p.frame} of ${p.frames}`, p.frame / p.frames];

@@ -164,8 +164,11 @@ async function restore(id, phase) {
   const missing = current.model.missing(phase);
   if (missing.length === 0) return null;
   const started = performance.now();
-  post(Kind.PROGRESS, id, { stage: 'restoring', message: `Loading the ${missing.join(' and ')} from this browser's cache…` });
-  const { loader } = await streamModel(id, current.store, current.files, { wants: (component) => missing.includes(component) });
+  const message = `Loading the ${missing.join(' and ')} from this browser's cache…`;
+  post(Kind.PROGRESS, id, { stage: 'restoring', message });
+  const { loader } = await streamModel(id, current.store, current.files, {
+    wants: (component) => missing.includes(component), progress: { stage: 'restoring', message },
+  });
   current.model.loadPhase(phase, loader);
   return (performance.now() - started) / 1000;
 }
@@ -173,9 +176,10 @@ async function restore(id, phase) {
 /**
  * Stream the files of a resolved model from `store` (the cache, else the network) into a new
  * ModelLoader, which takes the tensors of the components `wants` accepts. `beforeWeights(loader)`
- * runs once the configs are in. A cancel takes effect at the next chunk.
+ * runs once the configs are in; `progress` is what each chunk's progress message carries besides
+ * its bytes. A cancel takes effect at the next chunk.
  */
-async function streamModel(id, store, model, { wants, beforeWeights }) {
+async function streamModel(id, store, model, { wants, beforeWeights, progress = { stage: 'loading' } }) {
   const controller = new AbortController();
   const timer = setInterval(() => cancelled.has(id) && controller.abort(), 100);
   const loader = await ModelLoader.create();
@@ -187,7 +191,7 @@ async function streamModel(id, store, model, { wants, beforeWeights }) {
       // Every chunk, from the cache too, reports here: a cancel takes effect at the next one.
       onProgress: (p) => {
         checkCancel(id);
-        post(Kind.PROGRESS, id, { stage: 'loading', ...p });
+        post(Kind.PROGRESS, id, { ...progress, ...p });
       },
     });
     checkCancel(id);
