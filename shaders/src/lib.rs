@@ -3,4 +3,5 @@
 //! runs, on the CPU reference backend its burn-op twin does, and the twin stays callable on every
 //! backend as the reference the kernel is tested against.
 
+pub mod conv;
 pub mod group_norm;
