@@ -13,7 +13,10 @@ use std::thread::ThreadId;
 use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use i2vgen_shaders::conv::{conv2d, conv2d_twin, prepare_weight, temporal_conv, temporal_conv_twin, temporal_taps};
+use i2vgen_shaders::conv::{
+    conv2d, conv2d_twin, prepare_weight, temporal_conv, temporal_conv_twin, temporal_taps, upsample_conv2d,
+    upsample_conv2d_twin,
+};
 
 const TOLERANCE: f32 = 1e-5;
 
@@ -203,6 +206,35 @@ fn strided_operands() {
     assert!(err <= TOLERANCE, "relative error {err:e}");
 }
 
+/// Upsample2D: nearest ×2 (and to an explicit odd size, as for an odd skip connection) read
+/// through the gather, against burn's `interpolate` then `conv2d`; with bias and residual.
+#[test]
+fn nearest_upsample_fused() {
+    let device = wgpu();
+    let options = options(1, P1);
+    for ([n, c, h, w], size) in [([2, 96, 5, 7], [10, 14]), ([1, 64, 17, 29], [33, 57])] {
+        let x = random(&[n, c, h, w], -0.5, 1.5);
+        let weight = random(&[64, c, 3, 3], -0.1, 0.1);
+        let bias = random(&[64], -1.0, 1.0);
+        let residual = random(&[n, 64, size[0], size[1]], -1.0, 1.0);
+        let operands = || {
+            (
+                tensor(&x, [n, c, h, w], &device),
+                tensor(&weight, [64, c, 3, 3], &device),
+                Some(tensor(&bias, [64], &device)),
+                Some(tensor(&residual, [n, 64, size[0], size[1]], &device)),
+            )
+        };
+        let (xs, ws, b, r) = operands();
+        let got = values(upsample_conv2d(xs, size, &prepare_weight(ws), b, &options, r));
+        let (xs, ws, b, r) = operands();
+        let want = values(upsample_conv2d_twin(xs, size, ws, b, &options, r));
+        let err = relative_error(&got, &want);
+        println!("upsample [{n}, {c}, {h}, {w}] -> {size:?}: relative {err:.2e}");
+        assert!(err <= TOLERANCE, "{size:?}: relative error {err:e}");
+    }
+}
+
 /// `conv2d` on the CPU backend (the twin route, reading the packed weight as a strided view)
 /// agrees with the kernel on wgpu.
 #[test]
@@ -261,7 +293,9 @@ fn launches<const D: usize>(f: impl FnOnce() -> Tensor<D>) -> Vec<&'static str> 
     let out = f();
     drop(observation);
     drop(out);
-    launches.names.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    // Kernel names without their generic parameters (cubek's matmul spells out a page of them).
+    let names = launches.names.lock().unwrap_or_else(PoisonError::into_inner);
+    names.iter().map(|name| name.split('<').next().unwrap_or(name)).collect()
 }
 
 /// One launch for conv + bias + residual (two with a strided input: its copy), against the
@@ -289,6 +323,13 @@ fn one_launch_per_conv() {
     assert_eq!(fused.len(), 1, "{fused:?}");
     assert_eq!(strided.len(), 2, "{strided:?}");
     assert!(twin.len() >= 2, "the twin's count is the baseline the README quotes: {twin:?}");
+
+    let size = [2 * h, 2 * w];
+    let twin = launches(|| upsample_conv2d_twin(x.clone(), size, weight.clone(), bias(), &options, None));
+    let fused = launches(|| upsample_conv2d(x.clone(), size, &packed, bias(), &options, None));
+    println!("upsample + conv2d twin: {} launches {twin:?}", twin.len());
+    println!("upsample + conv2d kernel: {} launches {fused:?}", fused.len());
+    assert_eq!(fused.len(), 1, "{fused:?}");
 
     let x5 = tensor(&random(&[1, c, 4, h, w], -0.5, 1.5), [1, c, 4, h, w], &device);
     let w3 = tensor(&random(&[c, c, 3, 1], -0.05, 0.05), [c, c, 3, 1], &device);

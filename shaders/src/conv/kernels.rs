@@ -48,6 +48,8 @@ fn conv2d_igemm(
     c_in: usize,
     height: usize,
     width: usize,
+    src_height: usize,
+    src_width: usize,
     c_out: usize,
     out_width: usize,
     out_plane: usize,
@@ -61,6 +63,7 @@ fn conv2d_igemm(
     #[comptime] kernel_w: usize,
     #[comptime] has_bias: bool,
     #[comptime] has_residual: bool,
+    #[comptime] upsample: bool,
 ) {
     let pixel_tile = CUBE_POS_Z as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
     if pixel_tile * 64 >= pixels {
@@ -71,7 +74,7 @@ fn conv2d_igemm(
     // FMAs: `row` picks 4 channels, `col` the same 4 pixels the thread gathers.
     let row = unit / 16;
     let col = unit % 16;
-    let plane = height * width;
+    let plane = src_height * src_width;
     let first = pixel_tile * 64 + col * 4;
 
     // This thread's four pixels: where each image starts, the top-left of each receptive field in
@@ -103,8 +106,10 @@ fn conv2d_igemm(
     }
 
     let mut a_next = load_weight(weight, row, k_len, row * weight_row + weight_col);
-    let mut b_next =
-        gather(input, row, k_len, &image_at, &top, &left, plane, height, width, pad_top, pad_left, kernel_h, kernel_w);
+    let mut b_next = gather(
+        input, row, k_len, &image_at, &top, &left, plane, height, width, src_height, src_width, pad_top, pad_left,
+        kernel_h, kernel_w, upsample,
+    );
     let steps = (k_len + 15) / 16;
     for step in 0..steps {
         sync_cube();
@@ -115,7 +120,8 @@ fn conv2d_igemm(
         let k = (step + 1) * 16 + row;
         a_next = load_weight(weight, k, k_len, k * weight_row + weight_col);
         b_next = gather(
-            input, k, k_len, &image_at, &top, &left, plane, height, width, pad_top, pad_left, kernel_h, kernel_w,
+            input, k, k_len, &image_at, &top, &left, plane, height, width, src_height, src_width, pad_top, pad_left,
+            kernel_h, kernel_w, upsample,
         );
 
         #[unroll]
@@ -165,7 +171,9 @@ fn load_weight(weight: &[Vec4], k: usize, k_len: usize, at: usize) -> Vec4 {
 }
 
 /// `B[k, q]` for this thread's four pixels: the input sample of channel `k / (kh·kw)` under tap
-/// `k % (kh·kw)`, or zero in the padding or past K.
+/// `k % (kh·kw)`, or zero in the padding or past K. With `upsample` the conv's input is the
+/// `height × width` nearest upsampling of the `src_height × src_width` one (burn's and PyTorch's
+/// `floor(y · src / dst)`), read in place.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn gather(
@@ -178,10 +186,13 @@ fn gather(
     plane: usize,
     height: usize,
     width: usize,
+    src_height: usize,
+    src_width: usize,
     pad_top: usize,
     pad_left: usize,
     #[comptime] kernel_h: usize,
     #[comptime] kernel_w: usize,
+    #[comptime] upsample: bool,
 ) -> Vec4 {
     let taps = comptime!(kernel_h * kernel_w);
     let channel = (k / taps) * plane;
@@ -195,7 +206,13 @@ fn gather(
             let y = top[j] + ky;
             let x = left[j] + kx;
             if y >= pad_top && y < pad_top + height && x >= pad_left && x < pad_left + width {
-                b.insert(j, input[image_at[j] + channel + (y - pad_top) * width + x - pad_left]);
+                let mut sy = y - pad_top;
+                let mut sx = x - pad_left;
+                if upsample {
+                    sy = sy * src_height / height;
+                    sx = sx * src_width / width;
+                }
+                b.insert(j, input[image_at[j] + channel + sy * src_width + sx]);
             }
         }
     }
@@ -203,6 +220,7 @@ fn gather(
 }
 
 /// Launches the kernel on `x`'s device. Every operand is f32; `packed` is `[C_in, kh, kw, M_pad]`.
+/// With `upsample`, the conv reads `x` nearest-upsampled to that `[H, W]`.
 pub(super) fn conv2d(
     x: FloatTensor<Cube>,
     packed: FloatTensor<Cube>,
@@ -210,9 +228,11 @@ pub(super) fn conv2d(
     residual: Option<FloatTensor<Cube>>,
     c_out: usize,
     options: &ConvOptions<2>,
+    upsample: Option<[usize; 2]>,
 ) -> FloatTensor<Cube> {
     let x_shape = x.shape();
-    let [n, c_in, height, width] = [x_shape[0], x_shape[1], x_shape[2], x_shape[3]];
+    let [n, c_in, src_height, src_width] = [x_shape[0], x_shape[1], x_shape[2], x_shape[3]];
+    let [height, width] = upsample.unwrap_or([src_height, src_width]);
     let w_shape = packed.shape();
     let [kernel_h, kernel_w, m_pad] = [w_shape[1], w_shape[2], w_shape[3]];
     let out_shape = super::output_shape([n, c_in, height, width], c_out, [kernel_h, kernel_w], options);
@@ -256,6 +276,8 @@ pub(super) fn conv2d(
         c_in,
         height,
         width,
+        src_height,
+        src_width,
         c_out,
         out_w,
         out_h * out_w,
@@ -269,6 +291,7 @@ pub(super) fn conv2d(
         kernel_w,
         has_bias,
         has_residual,
+        upsample.is_some(),
     );
     output
 }

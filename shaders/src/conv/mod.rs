@@ -18,7 +18,7 @@ pub use kernels::{TILE_K, TILE_M, TILE_N};
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, ExtensionType, backend_extension};
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{DType, Slice, Tensor};
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -59,6 +59,7 @@ pub trait ConvBackend: Backend {
         #[extension_type] residual: Operand<Self>,
         c_out: usize,
         options: ConvOptions<2>,
+        upsample: Option<[usize; 2]>,
     ) -> FloatTensor<Self>;
 
     fn conv2d_twin(
@@ -67,8 +68,9 @@ pub trait ConvBackend: Backend {
         #[extension_type] bias: Operand<Self>,
         #[extension_type] residual: Operand<Self>,
         options: ConvOptions<2>,
+        upsample: Option<[usize; 2]>,
     ) -> FloatTensor<Self> {
-        twin::<Self>(x, weight, bias.into_option(), residual.into_option(), options)
+        twin::<Self>(x, weight, bias.into_option(), residual.into_option(), options, upsample)
     }
 }
 
@@ -80,6 +82,7 @@ impl ConvBackend for Cube {
         residual: Operand<Self>,
         c_out: usize,
         options: ConvOptions<2>,
+        upsample: Option<[usize; 2]>,
     ) -> FloatTensor<Self> {
         let (bias, residual) = (bias.into_option(), residual.into_option());
         let f32_operands = [Some(&x), Some(&packed), bias.as_ref(), residual.as_ref()]
@@ -87,10 +90,10 @@ impl ConvBackend for Cube {
             .flatten()
             .all(|t| t.dtype == DType::F32);
         if f32_operands {
-            kernels::conv2d(x, packed, bias, residual, c_out, &options)
+            kernels::conv2d(x, packed, bias, residual, c_out, &options, upsample)
         } else {
             // The kernel is written for f32; other dtypes keep burn's conv until they have a path.
-            twin::<Self>(x, unpack::<Self>(packed, c_out), bias, residual, options)
+            twin::<Self>(x, unpack::<Self>(packed, c_out), bias, residual, options, upsample)
         }
     }
 }
@@ -104,9 +107,11 @@ impl ConvBackend for NdArray {
         residual: Operand<Self>,
         c_out: usize,
         options: ConvOptions<2>,
+        upsample: Option<[usize; 2]>,
     ) -> FloatTensor<Self> {
         // A strided view of the packed weight: NdArray's conv reads any strides.
-        twin::<Self>(x, unpack::<Self>(packed, c_out), bias.into_option(), residual.into_option(), options)
+        let weight = unpack::<Self>(packed, c_out);
+        twin::<Self>(x, weight, bias.into_option(), residual.into_option(), options, upsample)
     }
 }
 
@@ -176,15 +181,24 @@ pub fn conv2d(
     options: &ConvOptions<2>,
     residual: Option<Tensor<4>>,
 ) -> Tensor<4> {
-    check(&x, weight.dims(), bias.as_ref(), options, residual.as_ref());
-    Tensor::from_dispatch(Dispatch::conv2d_fused(
-        x.into_dispatch(),
-        weight.packed.clone().into_dispatch(),
-        Operand::from_tensor(bias),
-        Operand::from_tensor(residual),
-        weight.c_out,
-        options.clone(),
-    ))
+    fused(x, weight, bias, options, residual, None)
+}
+
+/// `Upsample2D`'s nearest interpolation of `x` to `size`, then [`conv2d`]: on a cubecl device the
+/// kernel reads `x` through the upsampling (`floor(y · H / size)`, as burn's and PyTorch's
+/// `nearest`), so the 4× larger upsampled tensor is never written.
+///
+/// # Shapes
+/// `x`: `[N, C_in, H, W]`; the conv sees `[N, C_in, size[0], size[1]]`.
+pub fn upsample_conv2d(
+    x: Tensor<4>,
+    size: [usize; 2],
+    weight: &ConvWeight,
+    bias: Option<Tensor<1>>,
+    options: &ConvOptions<2>,
+    residual: Option<Tensor<4>>,
+) -> Tensor<4> {
+    fused(x, weight, bias, options, residual, Some(size))
 }
 
 /// [`conv2d`] through burn's ops on any backend with the checkpoint-layout weight, as
@@ -196,14 +210,65 @@ pub fn conv2d_twin(
     options: &ConvOptions<2>,
     residual: Option<Tensor<4>>,
 ) -> Tensor<4> {
-    check(&x, weight.dims(), bias.as_ref(), options, residual.as_ref());
+    twin_dispatch(x, weight, bias, options, residual, None)
+}
+
+/// [`upsample_conv2d`] through burn's ops (`interpolate`, `conv2d`, add) on any backend.
+pub fn upsample_conv2d_twin(
+    x: Tensor<4>,
+    size: [usize; 2],
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: &ConvOptions<2>,
+    residual: Option<Tensor<4>>,
+) -> Tensor<4> {
+    twin_dispatch(x, weight, bias, options, residual, Some(size))
+}
+
+fn fused(
+    x: Tensor<4>,
+    weight: &ConvWeight,
+    bias: Option<Tensor<1>>,
+    options: &ConvOptions<2>,
+    residual: Option<Tensor<4>>,
+    upsample: Option<[usize; 2]>,
+) -> Tensor<4> {
+    check(conv_input(&x, upsample), weight.dims(), bias.as_ref(), options, residual.as_ref());
+    Tensor::from_dispatch(Dispatch::conv2d_fused(
+        x.into_dispatch(),
+        weight.packed.clone().into_dispatch(),
+        Operand::from_tensor(bias),
+        Operand::from_tensor(residual),
+        weight.c_out,
+        options.clone(),
+        upsample,
+    ))
+}
+
+fn twin_dispatch(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: &ConvOptions<2>,
+    residual: Option<Tensor<4>>,
+    upsample: Option<[usize; 2]>,
+) -> Tensor<4> {
+    check(conv_input(&x, upsample), weight.dims(), bias.as_ref(), options, residual.as_ref());
     Tensor::from_dispatch(Dispatch::conv2d_twin(
         x.into_dispatch(),
         weight.into_dispatch(),
         Operand::from_tensor(bias),
         Operand::from_tensor(residual),
         options.clone(),
+        upsample,
     ))
+}
+
+/// The shape the convolution itself sees: `x`'s, or its upsampling's.
+fn conv_input(x: &Tensor<4>, upsample: Option<[usize; 2]>) -> [usize; 4] {
+    let [n, c, h, w] = x.dims();
+    let [h, w] = upsample.unwrap_or([h, w]);
+    [n, c, h, w]
 }
 
 /// The TemporalConvLayer's `Conv3d((3, 1, 1), padding (1, 0, 0))` over frames, then `+ residual`:
@@ -279,13 +344,12 @@ pub fn output_shape(x: [usize; 4], c_out: usize, kernel: [usize; 2], options: &C
 }
 
 fn check(
-    x: &Tensor<4>,
+    dims: [usize; 4],
     [c_out, c_in, kh, kw]: [usize; 4],
     bias: Option<&Tensor<1>>,
     options: &ConvOptions<2>,
     residual: Option<&Tensor<4>>,
 ) {
-    let dims = x.dims();
     assert_eq!(dims[1], c_in, "conv2d: x has {} channels, the weight {c_in}", dims[1]);
     assert!(
         options.groups == 1 && options.dilation == [1, 1],
@@ -317,14 +381,19 @@ fn unpack<B: Backend>(packed: FloatTensor<B>, c_out: usize) -> FloatTensor<B> {
     B::float_permute(channels, &[3, 0, 1, 2])
 }
 
-/// burn's `conv2d` (which adds the bias), then the residual.
+/// burn's nearest `interpolate` when asked, its `conv2d` (which adds the bias), then the residual.
 fn twin<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     bias: Option<FloatTensor<B>>,
     residual: Option<FloatTensor<B>>,
     options: ConvOptions<2>,
+    upsample: Option<[usize; 2]>,
 ) -> FloatTensor<B> {
+    let x = match upsample {
+        Some(size) => B::interpolate(x, size, InterpolateOptions::new(InterpolateMode::Nearest)),
+        None => x,
+    };
     let y = B::conv2d(x, weight, bias, options);
     match residual {
         Some(r) => B::float_add(y, r),
