@@ -104,7 +104,7 @@ fn main() {
     println!("Twin vs kernel on this adapter. CPU-adapter times of a compute-bound kernel are NOT a ranking;");
     println!("on a GPU the tiled kernel is expected to win by its launches, copies and FLOP rate alike.");
     println!(
-        "{:<28} {:>8} {:>9} {:>11} {:>9} {:>11} {:>13}",
+        "{:<32} {:>8} {:>9} {:>11} {:>9} {:>11} {:>13}",
         "shape", "GFLOP", "twin ms", "kernel ms", "twin #", "kernel #", "twin copy MB"
     );
     let p1 = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
@@ -233,7 +233,7 @@ fn report<const D: usize>(
     let (twin_launches, fused_launches) = (launches(&twin), launches(&fused));
     let ms = |t: Duration| t.as_secs_f64() * 1e3;
     println!(
-        "{:<28} {:>8.2} {:>9.1} {:>11.1} {:>9} {:>11} {:>13.1}",
+        "{:<32} {:>8.2} {:>9.1} {:>11.1} {:>9} {:>11} {:>13.1}",
         label,
         flops / GIGA,
         ms(best_twin),
