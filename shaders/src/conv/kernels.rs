@@ -55,6 +55,7 @@ fn conv2d_igemm(
     out_plane: usize,
     pixels: usize,
     k_len: usize,
+    steps: usize,
     stride_h: usize,
     stride_w: usize,
     pad_top: usize,
@@ -110,7 +111,6 @@ fn conv2d_igemm(
         input, row, k_len, &image_at, &top, &left, plane, height, width, src_height, src_width, pad_top, pad_left,
         kernel_h, kernel_w, upsample,
     );
-    let steps = (k_len + 15) / 16;
     for step in 0..steps {
         sync_cube();
         a_tile[unit] = a_next;
@@ -283,6 +283,7 @@ pub(super) fn conv2d(
         out_h * out_w,
         pixels,
         c_in * kernel_h * kernel_w,
+        (c_in * kernel_h * kernel_w).div_ceil(TILE_K),
         options.stride[0],
         options.stride[1],
         options.padding[0].0,
