@@ -4,4 +4,5 @@
 //! backend as the reference the kernel is tested against.
 
 pub mod attention;
+pub mod conv;
 pub mod group_norm;
