@@ -3,4 +3,6 @@
 //! runs, on the CPU reference backend its burn-op twin does, and the twin stays callable on every
 //! backend as the reference the kernel is tested against.
 
+pub mod epilogue;
 pub mod group_norm;
+pub mod layer_norm;
