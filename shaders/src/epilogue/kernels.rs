@@ -55,6 +55,7 @@ fn geglu_kernel<N: Size>(
     if i >= len {
         terminate!();
     }
+    // Output (row, j) = i reads input (row, j) at 2·row·inner + j = i + row·inner.
     let j = i % inner;
     let at = i + (i - j);
     let mut value = input[at];
@@ -132,11 +133,15 @@ pub(super) fn bias_act(
     let channels = shape[shape.num_dims() - 1];
     let vector = if channels.is_multiple_of(4) { 4 } else { 1 };
     let input = flat(x);
-    let output = empty_like(&input, shape);
+    // An input nothing else holds (a matmul's output, as in `Linear`) is overwritten in place,
+    // as burn's elementwise ops do: no second buffer of its size while the kernel runs.
+    let in_place = input.can_mut();
+    let output = if in_place { input.clone() } else { empty_like(&input, shape) };
     let (has_bias, has_residual) = (bias.is_some(), residual.is_some());
-    // Absent operands: the input stands in for the bindings the kernel never reads.
-    let bias = flat(bias.unwrap_or_else(|| input.clone()));
-    let residual = flat(residual.unwrap_or_else(|| input.clone()));
+    // Absent operands: a one-vector buffer stands in for the bindings the kernel never reads (not
+    // the input, which may be bound read-write here).
+    let bias = flat(bias.unwrap_or_else(|| empty_like(&input, Shape::new([vector]))));
+    let residual = flat(residual.unwrap_or_else(|| empty_like(&input, Shape::new([vector]))));
     let client = input.client.clone();
     let len = numel / vector;
     let cube_dim = CubeDim::new(&client, len);
@@ -148,7 +153,7 @@ pub(super) fn bias_act(
         input.into_buffer_arg(),
         bias.into_buffer_arg(),
         residual.into_buffer_arg(),
-        output.clone().into_buffer_arg(),
+        if in_place { BufferArg::alias(0, numel) } else { output.clone().into_buffer_arg() },
         len,
         channels / vector,
         has_bias,
