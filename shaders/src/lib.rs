@@ -5,4 +5,6 @@
 
 pub mod attention;
 pub mod conv;
+pub mod epilogue;
 pub mod group_norm;
+pub mod layer_norm;
