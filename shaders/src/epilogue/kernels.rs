@@ -94,6 +94,7 @@ fn splat<N: Size>(#[comptime] value: f32) -> Vector<f32, N> {
 /// (Abramowitz–Stegun 7.1.26, what burn's `gelu` runs on wgpu) is 5e-7 off. Both branches are
 /// evaluated and one is selected per lane (a vector's lanes may fall either side).
 #[cube]
+#[allow(clippy::excessive_precision)] // the published coefficients, verbatim: each names one f32
 fn erf<N: Size>(a: Vector<f32, N>) -> Vector<f32, N> {
     let t = Vector::abs(a);
     let s = a * a;

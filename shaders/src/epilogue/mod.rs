@@ -1,13 +1,13 @@
 //! The elementwise tails of the networks' linear layers, each one launch instead of a chain of
 //! burn ops:
 //!
-//! - [`bias_act`]: `act(x + bias) (+ residual)` after a bias-free matmul. `Linear` becomes matmul
-//!   + this kernel; `to_out(x) + residual` (attention, `proj_out`) one kernel instead of three;
-//!   CLIP's `fc1` + quick_gelu/gelu one instead of 7–8.
+//! - [`bias_act`]: `act(x + bias) (+ residual)` after a bias-free matmul. `Linear` becomes a
+//!   matmul and this kernel; `to_out(x) + residual` (attention, `proj_out`) one kernel instead
+//!   of three; CLIP's `fc1` + quick_gelu/gelu one instead of 7–8.
 //! - [`geglu`]: diffusers `GEGLU`, `hidden, gate = proj(x).chunk(2, dim=-1); hidden * gelu(gate)`
 //!   with `proj`'s bias folded in, on the bias-free projection output.
 //!
-//! GELU is exact (erf), as in diffusers and burn; the erf is written out in [`kernels`] (WGSL has
+//! GELU is exact (erf), as in diffusers and burn; the erf is written out in `kernels.rs` (WGSL has
 //! none, and cubecl's polyfill is Abramowitz–Stegun 7.1.26, 5e-7 off in f32).
 
 // NdArray is deprecated upstream but is the CPU reference backend the project tests against;
