@@ -1,6 +1,7 @@
-//! `nn.Conv2d` (3×3 and 1×1, stride 1 or 2, any zero padding) and the TemporalConvLayer's
-//! `nn.Conv3d((3, 1, 1), padding (1, 0, 0))` as one implicit-GEMM kernel each call, with the bias
-//! and an optional residual added in its epilogue.
+//! `nn.Conv2d` (3×3 and 1×1 — any size — with any stride and per-side zero padding, optionally
+//! reading its input through `Upsample2D`'s nearest upsampling) and the TemporalConvLayer's
+//! `nn.Conv3d((3, 1, 1), padding (1, 0, 0))`, each call one implicit-GEMM launch with the bias and
+//! an optional residual added in its epilogue.
 //!
 //! burn's WGSL conv (`conv_direct`) copies input and weight to channels-last on every call, runs
 //! untiled with no shared memory, and returns channels-last memory that later reshapes copy
