@@ -8,8 +8,11 @@
 //! - elementwise ops one kernel each; SiLU is sigmoid's default `ActivationOps` body (neg, exp,
 //!   +1, log, neg, exp) then a multiply, GELU is ÷√2, erf, +1, ×x, ÷2 (burn-backend
 //!   `activation.rs`); `square` is `x·x`; `clamp_min` is a compare and a mask fill;
-//! - GroupNorm (ours, `models/nn.rs`) and LayerNorm (burn-backend's default `layer_norm`): two
-//!   `Unit` reductions, sub, square, +eps, sqrt, div, ×γ, +β;
+//! - GroupNorm (+ SiLU) is ours, `i2vgen_shaders::group_norm`: in f32 three kernels (cubecl's
+//!   `GroupPartials`, `GroupCombine`, `GroupApply`), after one copy of an input that is not
+//!   contiguous NCHW (a conv output, a frames-first view); the output is contiguous. Other widths
+//!   run its burn-op twin, as LayerNorm (burn-backend's default `layer_norm`) does: two `Unit`
+//!   reductions, sub, square, +eps, sqrt, div, ×γ, +β (then SiLU);
 //! - `reshape` copies unless the view it reshapes is in order (`ops/base.rs`, burn-std's
 //!   `reshape_analysis`, which also gives up on a strided [b·f, c, 1, w] split into frames);
 //!   `narrow` and `slice` copy unless both byte offsets are multiples of the device's memory
@@ -79,6 +82,9 @@ pub fn family(kernel: &str) -> &'static str {
         "InterpolateTileKernel" => "interpolate",
         "AdaptiveAvgPool2dDirect" => "pool",
         "CastElement" => "cast",
+        "GroupPartials" => "group_partials",
+        "GroupCombine" => "group_combine",
+        "GroupApply" => "group_apply",
         _ => "other",
     }
 }
@@ -236,13 +242,31 @@ impl Tally {
         self.binary(n, affine);
     }
 
-    /// `GroupNorm` on `n` samples of `c` channels × `spatial`: its reshape to groups copies
-    /// unless the input is `contiguous`; its output is.
-    fn group_norm(&mut self, n: u64, c: u64, spatial: u64, groups: u64, contiguous: bool) {
+    /// `GroupNorm` (affine, then SiLU when `silu`) on `n` samples of `c` channels × `spatial`:
+    /// a copy first unless the input is `contiguous`; the output is contiguous. In f32 the fused
+    /// kernels of `i2vgen_shaders::group_norm` (its `kernels.rs`): partial statistics per block of
+    /// each (sample, group), their combination, one elementwise pass. In other widths their burn-op
+    /// twin: [`Self::norm`], then [`Self::silu`].
+    fn group_norm(&mut self, n: u64, c: u64, spatial: u64, groups: u64, contiguous: bool, silu: bool) {
+        let elements = n * c * spatial;
         if !contiguous {
-            self.copy(n * c * spatial);
+            self.copy(elements);
         }
-        self.norm(n * groups, c / groups * spatial, c);
+        if self.s != 4 {
+            self.norm(n * groups, c / groups * spatial, c);
+            if silu {
+                self.silu(elements);
+            }
+            return;
+        }
+        // The kernels' (count, mean, M2) partials: a block per 256 threads × 64 elements of a
+        // group, at most 256 blocks (`UNITS`, `PER_UNIT`, `MAX_BLOCKS` there; 256 threads fit
+        // every WebGPU device). Only bytes depend on it.
+        let rows = n * groups;
+        let partials = 3 * rows * (c / groups * spatial).div_ceil(256 * 64).clamp(1, 256);
+        self.launch("group_partials", 4 * (elements + partials));
+        self.launch("group_combine", 4 * (partials + 2 * rows));
+        self.launch("group_apply", 4 * (2 * elements + 2 * rows + 2 * c));
     }
 
     fn layer_norm(&mut self, rows: u64, d: u64) {
@@ -411,15 +435,13 @@ impl Shape {
     /// input's layout), else `h`, a conv output (NHWC).
     fn resnet(&self, t: &mut Tally, n: u64, c_in: u64, c_out: u64, hw: (u64, u64), layout: Layout) {
         let pixels = hw.0 * hw.1;
-        t.group_norm(n, c_in, pixels, self.groups, layout.is_nchw(c_in, pixels));
-        t.silu(n * c_in * pixels);
+        t.group_norm(n, c_in, pixels, self.groups, layout.is_nchw(c_in, pixels), true);
         // GroupNorm's output is contiguous NCHW: each conv copies it to NHWC.
         t.conv(n, c_in, c_out, 3, 1, hw, Layout::Contiguous);
         t.silu(n * self.temb);
         t.linear(n, self.temb, c_out, true);
         t.binary(n * c_out * pixels, n * c_out);
-        t.group_norm(n, c_out, pixels, self.groups, Layout::ChannelsLast.is_nchw(c_out, pixels));
-        t.silu(n * c_out * pixels);
+        t.group_norm(n, c_out, pixels, self.groups, Layout::ChannelsLast.is_nchw(c_out, pixels), true);
         t.conv(n, c_out, c_out, 3, 1, hw, Layout::Contiguous);
         if c_in != c_out {
             t.conv(n, c_in, c_out, 1, 1, hw, layout);
@@ -439,8 +461,7 @@ impl Shape {
             // The first GroupNorm reads the 5-D view of the input, the others a conv's
             // contiguous output.
             let contiguous = i > 0 || input.frames_first_is_contiguous(b, f, c, pixels);
-            t.group_norm(b, c, f * pixels, self.groups, contiguous);
-            t.silu(n);
+            t.group_norm(b, c, f * pixels, self.groups, contiguous, true);
             t.fill(b * c * pixels);
             t.cat(&[b * c * pixels, n, b * c * pixels]);
             // `narrow(2, k, f)` of [b, c, f + 2, h, w]: offsets of k and 2 − k frames of h·w.
@@ -466,7 +487,7 @@ impl Shape {
     /// (NHWC): the residual is added in place into them.
     fn transformer_2d(&self, t: &mut Tally, c: u64, pixels: u64) -> Layout {
         let n = self.images();
-        t.group_norm(n, c, pixels, self.groups, true);
+        t.group_norm(n, c, pixels, self.groups, true, false);
         // [n, c, h·w] swapped to tokens, reshaped to rows by Linear.
         t.reshape(&[n, c, pixels], &[0, 2, 1]);
         t.linear(n * pixels, c, c, true);
@@ -485,7 +506,7 @@ impl Shape {
         let (b, f) = (self.batch, self.frames);
         let n = b * f * c * pixels;
         let inner = heads * self.head_dim;
-        t.group_norm(b, c, f * pixels, self.groups, input.frames_first_is_contiguous(b, f, c, pixels));
+        t.group_norm(b, c, f * pixels, self.groups, input.frames_first_is_contiguous(b, f, c, pixels), false);
         // [b, c, f, h, w] permuted to [b, h, w, f, c], reshaped to rows.
         t.reshape(&[b, c, f, pixels], &[0, 3, 2, 1]);
         t.linear(b * pixels * f, c, inner, true);
@@ -609,8 +630,7 @@ fn backbone(t: &mut Tally, s: &Shape, c: &UNet3DConfig, sizes: &[(u64, u64)], co
         }
     }
     let pixels = area(sizes[0]);
-    t.group_norm(images, ch[0], pixels, s.groups, true);
-    t.silu(images * ch[0] * pixels);
+    t.group_norm(images, ch[0], pixels, s.groups, true, true);
     t.conv(images, ch[0], c.out_channels as u64, 3, 1, sizes[0], Layout::Contiguous);
     // Both UNets reshape the (NHWC) output to [b, f, c, h, w].
     t.split_frames(Layout::ChannelsLast, images * c.out_channels as u64, c.out_channels as u64, sizes[0]);

@@ -98,7 +98,9 @@ impl Conv2d {
     }
 }
 
-/// `nn.GroupNorm` (affine) over `[N, C, ...]` of any rank.
+/// `nn.GroupNorm` (affine) over `[N, C, ...]` of any rank: the fused kernels of
+/// `i2vgen_shaders::group_norm` on a cubecl device (3 launches, +1 copy of a strided input, a
+/// contiguous output), their burn-op twin on the CPU backend.
 #[derive(Clone, Debug)]
 pub struct GroupNorm {
     pub weight: Tensor<1>,
@@ -117,15 +119,30 @@ impl GroupNorm {
         })
     }
 
+    /// # Shapes
+    /// `[N, C, ...]` → `[N, C, ...]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let channels = self.weight.dims()[0];
-        let mut affine = [1; D];
-        affine[1] = channels;
-        group_norm(x, self.groups, self.eps) * self.weight.clone().reshape(affine) + self.bias.clone().reshape(affine)
+        self.apply(x, false)
+    }
+
+    /// `silu(self.forward(x))` in the same kernels: the GroupNorm → SiLU that opens every
+    /// ResnetBlock2D and TemporalConvLayer slot and closes the UNet and the VAE.
+    ///
+    /// # Shapes
+    /// `[N, C, ...]` → `[N, C, ...]`
+    pub fn forward_silu<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.apply(x, true)
+    }
+
+    fn apply<const D: usize>(&self, x: Tensor<D>, silu: bool) -> Tensor<D> {
+        let affine = Some((self.weight.clone(), self.bias.clone()));
+        i2vgen_shaders::group_norm::group_norm(x, affine, self.groups, self.eps, silu)
     }
 }
 
-/// Normalise `[N, C, ...]` per (sample, group of C/groups channels), without the affine.
+/// Normalise `[N, C, ...]` per (sample, group of C/groups channels), without the affine, in
+/// burn's ops (two-pass: the mean, then the mean of the centred squares). The networks use
+/// [`GroupNorm`]; this stays for its one user, `diagnostics::device_check`.
 pub fn group_norm<const D: usize>(x: Tensor<D>, groups: usize, eps: f64) -> Tensor<D> {
     let shape = x.dims();
     let n = shape[0];

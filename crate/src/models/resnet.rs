@@ -50,12 +50,12 @@ impl ResnetBlock2D {
     /// # Shapes
     /// x `[N, C_in, H, W]`, temb `[N, T]` → `[N, C_out, H, W]`
     pub fn forward(&self, x: Tensor<4>, temb: Option<Tensor<2>>) -> Tensor<4> {
-        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let mut h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let [n, c] = [h.dims()[0], h.dims()[1]];
             h = h + proj.forward(silu(temb)).reshape([n, c, 1, 1]);
         }
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = self.conv2.forward(self.norm2.forward_silu(h));
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
             None => x,
@@ -123,7 +123,7 @@ impl TemporalConv {
     /// of one frame each side): the same sums as `conv3d`, but on matmul kernels, which every
     /// backend runs far faster than a direct 5-D convolution (burn's CPU one is untiled loops).
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        let x = silu(self.norm.forward(x));
+        let x = self.norm.forward_silu(x);
         let [b, c, f, h, w] = x.dims();
         let [_, c_out, _] = self.taps[0].dims();
         let zeros = Tensor::<5>::zeros([b, c, 1, h, w], &x.device());

@@ -3,7 +3,6 @@
 //! adds its own conditioning (time only, or time + fps + the image path) around it.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
 use serde::{Deserialize, Serialize};
 
 use crate::loading::config::{MAX_LAYERS, MAX_WIDTH, check_divides, check_each, check_range, invalid};
@@ -282,7 +281,7 @@ impl UNet3DBackbone {
         // 8. up: the last block, on the deep features and the first level's skips
         let x = last_up.forward(deep.clone(), &mut skips, emb, context, frames);
         // 9. post-process
-        (self.conv_out.forward(silu(self.conv_norm_out.forward(x))), deep)
+        (self.conv_out.forward(self.conv_norm_out.forward_silu(x)), deep)
     }
 }
 

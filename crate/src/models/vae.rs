@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::activation::silu;
 use burn::tensor::{FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -322,7 +321,7 @@ impl AutoencoderKL {
             }
         }
         x = e.mid_block.forward(x);
-        x = e.conv_out.forward(silu(e.conv_norm_out.forward(x)));
+        x = e.conv_out.forward(e.conv_norm_out.forward_silu(x));
         if let Some(quant) = &self.quant_conv {
             x = quant.forward(x);
         }
@@ -346,7 +345,7 @@ impl AutoencoderKL {
                 x = up.forward(x, None);
             }
         }
-        d.conv_out.forward(silu(d.conv_norm_out.forward(x)))
+        d.conv_out.forward(d.conv_norm_out.forward_silu(x))
     }
 
     /// The latent-resolution part of [`Self::decode`]: `post_quant_conv`, `conv_in`, mid block.

@@ -101,9 +101,10 @@ fn resnet_bands(block: &ResnetBlock2D, x: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
     x.into_iter().zip(h).map(|(x, h)| shortcut(x) + h).collect()
 }
 
-/// GroupNorm then SiLU over row bands, with the statistics of all of them, two-pass like
-/// `nn::group_norm`. Each band adds its mean weighted by its share of the rows (means, not sums:
-/// an f16 sum over a 720p group overflows).
+/// GroupNorm then SiLU over row bands, with the statistics of all of them, in burn's ops,
+/// two-pass like `nn::group_norm` (the fused kernel of `GroupNorm::forward_silu` takes no
+/// precomputed statistics yet). Each band adds its mean weighted by its share of the rows
+/// (means, not sums: an f16 sum over a 720p group overflows).
 fn norm_silu_bands(norm: &GroupNorm, x: &[Tensor<4>]) -> Vec<Tensor<4>> {
     let [n, c, _, w] = x[0].dims();
     let total = x.iter().map(|band| band.dims()[2]).sum::<usize>() as f64;

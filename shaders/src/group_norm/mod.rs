@@ -5,6 +5,7 @@
 //! reductions that run one thread per (sample, group) serially over up to 286,720 floats, and 7
 //! more on a SiLU. The kernels here take 3: per-block partial statistics, their combination per
 //! (sample, group), and one elementwise pass that normalises, applies the affine and the SiLU.
+//! `i2vgen::models::nn::GroupNorm` (`forward`, `forward_silu`) calls [`group_norm`].
 
 // NdArray is deprecated upstream but is the CPU reference backend the project tests against;
 // the routing the extension macro generates names it too, so the allowance covers the module.
@@ -162,8 +163,9 @@ fn check<const D: usize>(x: &Tensor<D>, affine: Option<&(Tensor<1>, Tensor<1>)>,
     }
 }
 
-/// The burn-op GroupNorm that `crate/src/models/nn.rs` computes today (two-pass: mean, then the
-/// mean of the centred squares), plus the affine and SiLU the callers apply after it.
+/// The burn-op GroupNorm `crate/src/models/nn.rs` computed before it called [`group_norm`]
+/// (two-pass: mean, then the mean of the centred squares), plus the affine and SiLU its callers
+/// applied after it.
 fn twin<B: Backend>(
     x: FloatTensor<B>,
     affine: Option<(FloatTensor<B>, FloatTensor<B>)>,
