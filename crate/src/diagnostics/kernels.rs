@@ -11,8 +11,9 @@
 //! - GroupNorm (+ SiLU) is ours, `i2vgen_shaders::group_norm`: in f32 three kernels (cubecl's
 //!   `GroupPartials`, `GroupCombine`, `GroupApply`), after one copy of an input that is not
 //!   contiguous NCHW (a conv output, a frames-first view); the output is contiguous. Other widths
-//!   run its burn-op twin, as LayerNorm (burn-backend's default `layer_norm`) does: two `Unit`
-//!   reductions, sub, square, +eps, sqrt, div, ×γ, +β (then SiLU);
+//!   run its burn-op twin: two `Unit` reductions, sub, square, +eps, sqrt, div, ×γ, +β (then
+//!   SiLU). LayerNorm (`i2vgen_shaders::layer_norm`) is one kernel in f32 (`LayerNormRows`), the
+//!   same twin otherwise;
 //! - `reshape` copies unless the view it reshapes is in order (`ops/base.rs`, burn-std's
 //!   `reshape_analysis`, which also gives up on a strided [b·f, c, 1, w] split into frames);
 //!   `narrow` and `slice` copy unless both byte offsets are multiples of the device's memory
@@ -27,12 +28,14 @@
 //!   and k, `multi_level/routines/selector/unit.rs`: 128 wide for a plane of 32). An operand
 //!   whose batch stride is below its row stride (the attention heads' views) is made contiguous
 //!   first, in two copy kernels;
-//! - attention is burn-backend's `attention_fallback` (QKᵀ, ×scale, max, clamp, sub, exp, sum,
-//!   clamp, div, ·V) on query chunks of at most `MAX_ELEMENTS` scores.
+//! - attention is ours, `i2vgen_shaders::attention`: in f32 (head dim ≤ 128) one kernel
+//!   (`FlashAttention`) reading q, k, v in place; otherwise its twin, burn-backend's
+//!   `attention_fallback` (QKᵀ, ×scale, max, clamp, sub, exp, sum, clamp, div, ·V) on the whole
+//!   sequence.
 //!
-//! Non-GEMM bytes are what every kernel other than matmul and conv reads and writes, each element
-//! once per read and per write (caches ignored); `issued_flops` adds the direct convs' FLOPs
-//! (no padding) to the padded matmuls'.
+//! Non-GEMM bytes are what every kernel other than matmul, conv and attention reads and writes,
+//! each element once per read and per write (caches ignored); `issued_flops` adds the direct
+//! convs' and the fused attention's FLOPs (no padding) to the padded matmuls'.
 
 use std::collections::BTreeMap;
 
@@ -85,6 +88,8 @@ pub fn family(kernel: &str) -> &'static str {
         "GroupPartials" => "group_partials",
         "GroupCombine" => "group_combine",
         "GroupApply" => "group_apply",
+        "LayerNormRows" => "layer_norm",
+        "FlashAttention" => "attention",
         _ => "other",
     }
 }
@@ -134,7 +139,7 @@ impl Tally {
         *self.counts.by_kernel.entry(family).or_default() += 1;
         *self.counts.bytes_by_kernel.entry(family).or_default() += bytes;
         self.counts.sequence.push(family);
-        if family != "matmul" && family != "conv" {
+        if !matches!(family, "matmul" | "conv" | "attention") {
             self.counts.non_gemm_bytes += bytes;
         }
     }
@@ -269,8 +274,13 @@ impl Tally {
         self.launch("group_apply", 4 * (2 * elements + 2 * rows + 2 * c));
     }
 
+    /// LayerNorm: in f32 the fused kernel (`LayerNormRows`, one launch, contiguous input),
+    /// other widths its burn-op twin.
     fn layer_norm(&mut self, rows: u64, d: u64) {
-        self.norm(rows, d, d);
+        if self.s != 4 {
+            return self.norm(rows, d, d);
+        }
+        self.launch("layer_norm", 4 * (2 * rows * d + 2 * d));
     }
 
     /// `Linear` on `rows` contiguous rows.
@@ -308,51 +318,44 @@ impl Tally {
         (ho, wo)
     }
 
-    /// `multi_head_chunked` with burn's fallback attention: q `[b, tq, heads·d]` over `tk` keys.
+    /// `multi_head`: q `[b, tq, heads·d]` over `tk` keys.
     fn attention(&mut self, b: u64, tq: u64, tk: u64, c: u64, heads: u64) {
         let d = c / heads;
-        let rows = (MAX_ELEMENTS as u64 / (b * heads * tk).max(1)).max(1);
-        let mut parts = Vec::new();
-        let mut start = 0;
-        while start < tq {
-            let n = rows.min(tq - start);
-            if n < tq {
-                self.slice(b * n * c, start * c, (tq - start - n) * c);
-            }
-            let scores = b * heads * n * tk;
-            let maxima = b * heads * n;
-            // q, k and v as [b, heads, t, d] views of [b, t, heads·d] have a batch stride below
-            // the row stride: cubek's matmul makes each contiguous first, in two copies.
-            let permuted = |t: &mut Self, tokens: u64| {
-                if heads > 1 {
-                    t.copy(b * tokens * c);
-                    t.copy(b * tokens * c);
-                }
-            };
-            permuted(self, n);
-            permuted(self, tk);
-            self.matmul(b * heads, n, tk, d);
-            self.unary("scalar", scores);
-            // The row maxima, clamped, subtracted; exp; the row sums, clamped, divided by.
-            for exp in [true, false] {
-                self.reduce(maxima, tk);
-                self.unary("compare", maxima);
-                self.unary("mask_fill", maxima);
-                self.binary(scores, maxima);
-                if exp {
-                    self.unary("unary", scores);
-                }
-            }
-            permuted(self, tk);
-            self.matmul(b * heads, n, d, tk);
-            // swap_dims(1, 2).reshape: the heads back beside each other.
-            self.reshape(&[b, heads, n, d], &[0, 2, 1, 3]);
-            parts.push(b * n * c);
-            start += n;
+        if self.s == 4 && d <= 128 {
+            // The fused kernel (`FlashAttention`): one launch on contiguous q, k, v; QKᵀ and
+            // S·V with no padding (a thread per query row walks the keys).
+            self.counts.issued_flops += 4 * b * heads * tq * tk * d;
+            return self.launch("attention", self.s * (2 * b * tq * c + 2 * b * tk * c));
         }
-        if parts.len() > 1 {
-            self.cat(&parts);
+        // Other widths: the burn-op twin (burn's fallback attention) on the whole sequence.
+        let scores = b * heads * tq * tk;
+        let maxima = b * heads * tq;
+        // q, k and v as [b, heads, t, d] views of [b, t, heads·d] have a batch stride below
+        // the row stride: cubek's matmul makes each contiguous first, in two copies.
+        let permuted = |t: &mut Self, tokens: u64| {
+            if heads > 1 {
+                t.copy(b * tokens * c);
+                t.copy(b * tokens * c);
+            }
+        };
+        permuted(self, tq);
+        permuted(self, tk);
+        self.matmul(b * heads, tq, tk, d);
+        self.unary("scalar", scores);
+        // The row maxima, clamped, subtracted; exp; the row sums, clamped, divided by.
+        for exp in [true, false] {
+            self.reduce(maxima, tk);
+            self.unary("compare", maxima);
+            self.unary("mask_fill", maxima);
+            self.binary(scores, maxima);
+            if exp {
+                self.unary("unary", scores);
+            }
         }
+        permuted(self, tk);
+        self.matmul(b * heads, tq, d, tk);
+        // swap_dims(1, 2).reshape: the heads back beside each other.
+        self.reshape(&[b, heads, tq, d], &[0, 2, 1, 3]);
     }
 
     /// diffusers `Attention` on `rows` sequences of `t` tokens; `context` is (videos, tokens,

@@ -2,53 +2,19 @@
 //! multi-head scaled-dot-product core shared with CLIP's attention.
 
 use burn::tensor::Tensor;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::Result;
 use crate::loading::weights::{Weights, key};
 use crate::models::nn::{Linear, MAX_ELEMENTS, map_chunks};
 
-/// softmax(q kᵀ / √d) v over `heads` heads. Queries are processed in chunks so the score matrix
-/// of one call never exceeds [`MAX_ELEMENTS`] (at 704×1280 the first level's spatial attention
-/// would need 63 GB at once; each query row's softmax is independent, so chunking
-/// changes no result); a causal mask needs all rows at once and is used only on short sequences.
+/// softmax(q kᵀ / √d) v over `heads` heads, with an optional causal mask (CLIP's text encoder):
+/// the fused kernel of `i2vgen_shaders::attention` on a GPU (one launch, online softmax, no score
+/// matrix in memory, q/k/v read in their `[B, T, heads·d]` layout), burn's ops on the CPU.
 ///
 /// # Shapes
 /// q `[B, Tq, heads*d]`, k and v `[B, Tk, heads*d]` → `[B, Tq, heads*d]`
 pub fn multi_head(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize, causal: bool) -> Tensor<3> {
-    multi_head_chunked(q, k, v, heads, causal, MAX_ELEMENTS)
-}
-
-/// [`multi_head`] with an explicit score budget (tests use a small one).
-pub fn multi_head_chunked(
-    q: Tensor<3>,
-    k: Tensor<3>,
-    v: Tensor<3>,
-    heads: usize,
-    causal: bool,
-    max_scores: usize,
-) -> Tensor<3> {
-    let [b, tq, c] = q.dims();
-    let tk = k.dims()[1];
-    let d = c / heads;
-    let split = |x: Tensor<3>, t| x.reshape([b, t, heads, d]).swap_dims(1, 2);
-    let options = AttentionModuleOptions { is_causal: causal, ..Default::default() };
-    let (k, v) = (split(k, tk), split(v, tk));
-    let rows = (max_scores / (b * heads * tk).max(1)).max(1);
-    if causal || rows >= tq {
-        let out = attention(split(q, tq), k, v, None, None, options);
-        return out.swap_dims(1, 2).reshape([b, tq, c]);
-    }
-    let chunks: Vec<Tensor<3>> = (0..tq)
-        .step_by(rows)
-        .map(|start| {
-            let n = rows.min(tq - start);
-            let q = split(q.clone().slice([0..b, start..start + n]), n);
-            attention(q, k.clone(), v.clone(), None, None, options).swap_dims(1, 2).reshape([b, n, c])
-        })
-        .collect();
-    Tensor::cat(chunks, 1)
+    i2vgen_shaders::attention::attention(q, k, v, heads, causal)
 }
 
 /// diffusers `Attention`: projections around [`multi_head`]; cross-attention when a context

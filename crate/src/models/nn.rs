@@ -1,6 +1,6 @@
 //! The PyTorch layers the networks are built from, with their state-dict field names.
 
-use burn::tensor::module::{conv2d, layer_norm, linear};
+use burn::tensor::module::{conv2d, linear};
 use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Tensor, activation};
 
@@ -166,8 +166,10 @@ impl LayerNorm {
         Ok(Self { weight: w.take(&key(prefix, "weight"), [dim])?, bias: w.take(&key(prefix, "bias"), [dim])?, eps })
     }
 
+    /// The fused kernel of `i2vgen_shaders::layer_norm` on a GPU (one launch), burn's
+    /// `layer_norm` on the CPU.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        layer_norm(x, self.weight.clone(), Some(self.bias.clone()), self.eps)
+        i2vgen_shaders::layer_norm::layer_norm(x, self.weight.clone(), self.bias.clone(), self.eps)
     }
 }
 
