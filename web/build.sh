@@ -27,12 +27,12 @@ fi
 
 stamp=web/pkg/.built-from
 if [ -f "$stamp" ]; then
-  cargo build --quiet --release --target wasm32-unknown-unknown -p i2vgen-web
+  cargo build --quiet --profile wasm --target wasm32-unknown-unknown -p i2vgen-web
 else
-  echo "==> building the wasm module (release; about 11 minutes cold)"
-  cargo build --release --target wasm32-unknown-unknown -p i2vgen-web
+  echo "==> building the wasm module (size-optimised release profile 'wasm', about 11 minutes cold)"
+  cargo build --profile wasm --target wasm32-unknown-unknown -p i2vgen-web
 fi
-input="${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/i2vgen_web.wasm"
+input="${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/wasm/i2vgen_web.wasm"
 wasm=web/pkg/i2vgen_web_bg.wasm
 
 # Skip wasm-bindgen and the 3-minute wasm-opt when cargo's output is the one already processed.
