@@ -8,3 +8,20 @@ pub mod conv;
 pub mod epilogue;
 pub mod group_norm;
 pub mod layer_norm;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static BURN_OPS: AtomicBool = AtomicBool::new(false);
+
+/// Which implementation the public ops of every module run from now on, process-wide: `true`
+/// routes each to its burn-op twin on every backend (burn's default kernels on a cubecl device,
+/// what the networks ran before these kernels), `false` (the default) to the fastest path the
+/// backend has. For benchmarks that compare the two in one process (`i2vgen bench --kernels`).
+pub fn use_burn_ops(on: bool) {
+    BURN_OPS.store(on, Ordering::Relaxed);
+}
+
+/// Whether [`use_burn_ops`] is on.
+pub fn burn_ops() -> bool {
+    BURN_OPS.load(Ordering::Relaxed)
+}

@@ -292,7 +292,9 @@ fn in_place_only_when_unshared() {
     let want = values(bias_act_twin(tensor(&data, shape, &device), b(), Act::Silu, None));
     let shared = values(bias_act(x.clone(), b(), Act::Silu, None));
     assert_eq!(values(x), data.try_to_vec::<f32>().unwrap(), "a held input was overwritten");
-    let owned = values(bias_act(tensor(&data, shape, &device), b(), Act::Silu, None));
+    let owned = bias_act(tensor(&data, shape, &device), b(), Act::Silu, None);
+    assert_eq!(owned.dims(), shape, "the in-place output keeps the input's shape");
+    let owned = values(owned);
     for got in [shared, owned] {
         let err = relative_error(&got, &want);
         assert!(err <= TOLERANCE, "relative error {err:e}");

@@ -1,43 +1,45 @@
 //! The kernels one guided UNet step dispatches on burn's WGSL backend (burn 0.22.1, cubecl
-//! 0.11.3, autotune and fusion off), counted from the shapes without running anything: every
-//! burn op our networks call is expanded into the kernels burn-cubecl launches for it, walking the
-//! same structure as [`super::flops`]. The measured twin is [`super::launches`]; the integration
-//! test `counters` checks the two agree launch by launch.
+//! 0.11.3, autotune and fusion off) with our kernels from `i2vgen_shaders`, counted from the
+//! shapes without running anything: every op our networks call is expanded into the kernels it
+//! launches, walking the same structure as [`super::flops`]. The measured twin is
+//! [`super::launches`]; the integration test `counters` checks the two agree launch by launch.
 //!
-//! What each op launches (burn-cubecl unless named):
-//! - elementwise ops one kernel each; SiLU is sigmoid's default `ActivationOps` body (neg, exp,
-//!   +1, log, neg, exp) then a multiply, GELU is ÷√2, erf, +1, ×x, ÷2 (burn-backend
-//!   `activation.rs`); `square` is `x·x`; `clamp_min` is a compare and a mask fill;
-//! - GroupNorm (+ SiLU) is ours, `i2vgen_shaders::group_norm`: in f32 three kernels (cubecl's
-//!   `GroupPartials`, `GroupCombine`, `GroupApply`), after one copy of an input that is not
-//!   contiguous NCHW (a conv output, a frames-first view); the output is contiguous. Other widths
-//!   run its burn-op twin: two `Unit` reductions, sub, square, +eps, sqrt, div, ×γ, +β (then
-//!   SiLU). LayerNorm (`i2vgen_shaders::layer_norm`) is one kernel in f32 (`LayerNormRows`), the
-//!   same twin otherwise;
+//! What each op launches in f32 (our kernels; burn-cubecl for the rest):
+//! - conv2d, Upsample2D's nearest upsampling + conv and the TemporalConvLayer's (3, 1, 1) conv
+//!   are one `Conv2dIgemm` launch each, bias and residual in its epilogue, after one copy of an
+//!   input or residual that is not contiguous NCHW; the output is contiguous NCHW;
+//! - `Linear` is a matmul (cubek's `SimpleUnit`: no cmma on WGSL; issued FLOPs pad m and n to
+//!   a nominal 128×128 output tile, cubek sizes the stage from the plane size, the operands'
+//!   layouts and m and k, `multi_level/routines/selector/unit.rs`) and, with a bias, an
+//!   activation or a residual, one `BiasActKernel` (in place); SiLU alone is that kernel too;
+//!   GEGLU is one `GegluKernel` after the bias-free projection;
+//! - GroupNorm (+ SiLU): three kernels (`GroupPartials`, `GroupCombine`, `GroupApply`) after one
+//!   copy of an input that is not contiguous NCHW; LayerNorm one (`LayerNormRows`); attention
+//!   one (`FlashAttention`, head dim ≤ 128) reading q, k, v in place;
+//! - elementwise burn ops one kernel each; a binary op writes in place into an operand nothing
+//!   else holds (lhs first) and so keeps that operand's layout (`kernel/binary.rs`);
 //! - `reshape` copies unless the view it reshapes is in order (`ops/base.rs`, burn-std's
 //!   `reshape_analysis`, which also gives up on a strided [b·f, c, 1, w] split into frames);
 //!   `narrow` and `slice` copy unless both byte offsets are multiples of the device's memory
 //!   alignment (`kernel/index/slice.rs`); `cat` is one slice-assign per input, even a single one;
-//!   `repeat_dim` of a size-1 dim is a broadcast view;
-//! - conv2d is the direct kernel; its input is copied to NHWC when its channel stride is not 1,
-//!   its weight when the kernel is larger than 1×1 (`kernel/conv/direct.rs`); the output is NHWC
-//!   in memory. A binary op writes in place into an operand nothing else holds (lhs first) and
-//!   so keeps that operand's layout (`kernel/binary.rs`), which decides where later reshapes copy;
-//! - matmul is cubek's `SimpleUnit` (no cmma on WGSL); the issued FLOPs pad m and n to a nominal
-//!   128×128 output tile (cubek sizes the stage from the plane size, the operands' layouts and m
-//!   and k, `multi_level/routines/selector/unit.rs`: 128 wide for a plane of 32). An operand
-//!   whose batch stride is below its row stride (the attention heads' views) is made contiguous
-//!   first, in two copy kernels;
-//! - attention is ours, `i2vgen_shaders::attention`: in f32 (head dim ≤ 128) one kernel
-//!   (`FlashAttention`) reading q, k, v in place; otherwise its twin, burn-backend's
-//!   `attention_fallback` (QKᵀ, ×scale, max, clamp, sub, exp, sum, clamp, div, ·V) on the whole
-//!   sequence.
+//!   `repeat_dim` of a size-1 dim is a broadcast view; adaptive average pooling copies its input
+//!   to NHWC and leaves its output NHWC (`kernel/pool/base.rs`).
+//!
+//! Other float widths run each kernel's burn-op twin (f16 here: not measured, llvmpipe's wgpu
+//! adapter is the only one the test has): burn's direct conv (its input copied to NHWC when the
+//! channel stride is not 1, its weight when larger than 1×1, `kernel/conv/direct.rs`), the
+//! three time-shifted matmuls of the temporal conv, SiLU as sigmoid's default `ActivationOps` body
+//! (neg, exp, +1, log, neg, exp) and a multiply, GELU as ÷√2, erf, +1, ×x, ÷2, the norms as two
+//! reductions and seven elementwise ops, burn's `attention_fallback`. The count treats their
+//! outputs as contiguous: burn's NHWC conv outputs would add layout copies this count leaves out.
 //!
 //! Non-GEMM bytes are what every kernel other than matmul, conv and attention reads and writes,
-//! each element once per read and per write (caches ignored); `issued_flops` adds the direct
-//! convs' and the fused attention's FLOPs (no padding) to the padded matmuls'.
+//! each element once per read and per write (caches ignored); `issued_flops` adds the convs'
+//! (padded to the kernel's tiles) and the fused attention's FLOPs to the padded matmuls'.
 
 use std::collections::BTreeMap;
+
+use i2vgen_shaders::conv::{TILE_K, TILE_M, TILE_N};
 
 use crate::models::nn::MAX_ELEMENTS;
 use crate::models::unet_3d_backbone::{DownBlockType, UNet3DConfig, UpBlockType};
@@ -56,7 +58,7 @@ const TILE: u64 = 128;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
     pub dispatches: u64,
-    /// Matmul FLOPs with m and n padded to whole tiles, plus the direct convs' FLOPs.
+    /// Matmul FLOPs with m and n padded to whole tiles, plus the convs' and attention's FLOPs.
     pub issued_flops: u64,
     pub non_gemm_bytes: u64,
     /// Dispatches per kernel family (see [`family`]).
@@ -71,7 +73,7 @@ pub struct Counts {
 pub fn family(kernel: &str) -> &'static str {
     match kernel {
         "MatmulEntry" => "matmul",
-        "DirectConv2dKernel" => "conv",
+        "DirectConv2dKernel" | "Conv2dIgemm" => "conv",
         "CopyKernel" | "CopyKernelPack" => "copy",
         "SliceKernel" => "slice",
         "SliceAssignKernel" => "slice_assign",
@@ -90,15 +92,17 @@ pub fn family(kernel: &str) -> &'static str {
         "GroupApply" => "group_apply",
         "LayerNormRows" => "layer_norm",
         "FlashAttention" => "attention",
+        "BiasActKernel" => "bias_act",
+        "GegluKernel" => "geglu",
         _ => "other",
     }
 }
 
-/// Memory order of an activation: how burn-cubecl lays it out decides which reshapes copy.
+/// Memory order of an activation: which reshapes copy and which kernels copy it first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
     Contiguous,
-    /// A conv output (or anything elementwise computed from one): NHWC presented as NCHW.
+    /// NHWC memory presented as NCHW: a Transformer2DModel's output (its rows), a pool's.
     ChannelsLast,
 }
 
@@ -126,6 +130,41 @@ impl Layout {
     }
 }
 
+/// The activation of an epilogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Act {
+    Identity,
+    Gelu,
+    Silu,
+}
+
+/// A convolution as the networks call it: `k` = (kh, kw) with padding (kh/2, kw/2).
+#[derive(Clone, Copy, Debug)]
+struct Conv {
+    n: u64,
+    c_in: u64,
+    c_out: u64,
+    k: (u64, u64),
+    stride: u64,
+    /// The input's (height, width); with `upsample` the size the conv reads it at.
+    hw: (u64, u64),
+    contiguous: bool,
+    residual: bool,
+    /// The stored input's (height, width) when the conv reads it nearest-upsampled to `hw`.
+    upsample: Option<(u64, u64)>,
+}
+
+impl Conv {
+    fn new(n: u64, c_in: u64, c_out: u64, k: u64, stride: u64, hw: (u64, u64)) -> Self {
+        Self { n, c_in, c_out, k: (k, k), stride, hw, contiguous: true, residual: false, upsample: None }
+    }
+
+    fn output(&self) -> (u64, u64) {
+        let ((h, w), (kh, kw)) = (self.hw, self.k);
+        ((h + 2 * (kh / 2) - kh) / self.stride + 1, (w + 2 * (kw / 2) - kw) / self.stride + 1)
+    }
+}
+
 struct Tally {
     /// Bytes per element.
     s: u64,
@@ -134,6 +173,11 @@ struct Tally {
 }
 
 impl Tally {
+    /// Whether our kernels run (f32), not their burn-op twins.
+    fn fused(&self) -> bool {
+        self.s == 4
+    }
+
     fn launch(&mut self, family: &'static str, bytes: u64) {
         self.counts.dispatches += 1;
         *self.counts.by_kernel.entry(family).or_default() += 1;
@@ -180,10 +224,6 @@ impl Tally {
         self.launch("reduce", self.s * rows * (len + 1));
     }
 
-    fn fill(&mut self, n: u64) {
-        self.launch("fill", self.s * n);
-    }
-
     /// `cat` of parts of these sizes.
     fn cat(&mut self, parts: &[u64]) {
         for &n in parts {
@@ -209,9 +249,32 @@ impl Tally {
         self.launch("matmul", self.s * (batch * (m * k + m * n) + k * n));
     }
 
-    /// `x·sigmoid(x)`; the sigmoid computes in f32, so on f16 it casts there and back (not
-    /// measured here: llvmpipe has no `shader-f16`).
+    /// `act(x + bias) + residual` on `n` elements of rows `c` wide: one `BiasActKernel` in f32
+    /// (in place), else the bias add, the activation and the residual add in burn's ops.
+    fn epilogue(&mut self, n: u64, c: u64, bias: bool, act: Act, residual: bool) {
+        if self.fused() {
+            let read = n + if bias { c } else { 0 } + if residual { n } else { 0 };
+            return self.launch("bias_act", self.s * (read + n));
+        }
+        if bias {
+            self.binary(n, c);
+        }
+        match act {
+            Act::Identity => {}
+            Act::Gelu => self.gelu(n),
+            Act::Silu => self.silu_ops(n),
+        }
+        if residual {
+            self.binary(n, n);
+        }
+    }
+
     fn silu(&mut self, n: u64) {
+        self.epilogue(n, 0, false, Act::Silu, false);
+    }
+
+    /// burn's `x·sigmoid(x)`; the sigmoid computes in f32, so on f16 it casts there and back.
+    fn silu_ops(&mut self, n: u64) {
         let cast = self.s != 4;
         if cast {
             self.launch("cast", (self.s + 4) * n);
@@ -233,7 +296,8 @@ impl Tally {
         self.unary("scalar", n);
     }
 
-    /// The normalisation both norms share: `rows` groups of `len`, then ×γ +β (`affine` wide).
+    /// The normalisation both norms' twins share: `rows` groups of `len`, then ×γ +β (`affine`
+    /// wide).
     fn norm(&mut self, rows: u64, len: u64, affine: u64) {
         let n = rows * len;
         self.reduce(rows, len);
@@ -250,17 +314,16 @@ impl Tally {
     /// `GroupNorm` (affine, then SiLU when `silu`) on `n` samples of `c` channels × `spatial`:
     /// a copy first unless the input is `contiguous`; the output is contiguous. In f32 the fused
     /// kernels of `i2vgen_shaders::group_norm` (its `kernels.rs`): partial statistics per block of
-    /// each (sample, group), their combination, one elementwise pass. In other widths their burn-op
-    /// twin: [`Self::norm`], then [`Self::silu`].
+    /// each (sample, group), their combination, one elementwise pass.
     fn group_norm(&mut self, n: u64, c: u64, spatial: u64, groups: u64, contiguous: bool, silu: bool) {
         let elements = n * c * spatial;
         if !contiguous {
             self.copy(elements);
         }
-        if self.s != 4 {
+        if !self.fused() {
             self.norm(n * groups, c / groups * spatial, c);
             if silu {
-                self.silu(elements);
+                self.silu_ops(elements);
             }
             return;
         }
@@ -274,54 +337,69 @@ impl Tally {
         self.launch("group_apply", 4 * (2 * elements + 2 * rows + 2 * c));
     }
 
-    /// LayerNorm: in f32 the fused kernel (`LayerNormRows`, one launch, contiguous input),
-    /// other widths its burn-op twin.
+    /// LayerNorm on contiguous rows: in f32 one `LayerNormRows`.
     fn layer_norm(&mut self, rows: u64, d: u64) {
-        if self.s != 4 {
+        if !self.fused() {
             return self.norm(rows, d, d);
         }
         self.launch("layer_norm", 4 * (2 * rows * d + 2 * d));
     }
 
-    /// `Linear` on `rows` contiguous rows.
-    fn linear(&mut self, rows: u64, d_in: u64, d_out: u64, bias: bool) {
+    /// `Linear` on `rows` contiguous rows, with its bias, `act` and a residual in the epilogue.
+    fn linear(&mut self, rows: u64, d_in: u64, d_out: u64, bias: bool, act: Act, residual: bool) {
         self.matmul(1, rows, d_out, d_in);
-        if bias {
-            self.binary(rows * d_out, d_out);
+        if bias || act != Act::Identity || residual {
+            self.epilogue(rows * d_out, d_out, bias, act, residual);
         }
     }
 
-    /// conv2d on `n` images; returns the output's height and width (its layout is NHWC).
-    #[allow(clippy::too_many_arguments)]
-    fn conv(
-        &mut self,
-        n: u64,
-        c_in: u64,
-        c_out: u64,
-        k: u64,
-        stride: u64,
-        hw: (u64, u64),
-        layout: Layout,
-    ) -> (u64, u64) {
-        let (h, w) = hw;
-        let pad = k / 2;
-        let (ho, wo) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1);
-        // Presented NHWC, a contiguous NCHW input has channel stride h·w.
-        if layout == Layout::Contiguous && h * w != 1 {
+    /// A convolution (see [`Conv`]); returns the output's height and width.
+    fn conv(&mut self, conv: Conv) -> (u64, u64) {
+        let Conv { n, c_in, c_out, k: (kh, kw), hw: (h, w), .. } = conv;
+        let (ho, wo) = conv.output();
+        let (input, output) = (n * c_in * h * w, n * c_out * ho * wo);
+        if !self.fused() {
+            self.conv_twin(conv, (ho, wo));
+            return (ho, wo);
+        }
+        let stored = conv.upsample.map_or(input, |(sh, sw)| n * c_in * sh * sw);
+        if !conv.contiguous {
+            self.copy(stored);
+        }
+        let padded = |x: u64, tile: usize| x.div_ceil(tile as u64) * tile as u64;
+        let k = c_in * kh * kw;
+        self.counts.issued_flops += 2 * padded(c_out, TILE_M) * padded(n * ho * wo, TILE_N) * padded(k, TILE_K);
+        let residual = if conv.residual { output } else { 0 };
+        self.launch("conv", self.s * (stored + k * c_out + c_out + residual + output));
+        (ho, wo)
+    }
+
+    /// burn's ops for [`Self::conv`]: nearest `interpolate` (on an NHWC copy), the direct conv
+    /// (copies to NHWC), the residual add.
+    fn conv_twin(&mut self, conv: Conv, (ho, wo): (u64, u64)) {
+        let Conv { n, c_in, c_out, k: (kh, kw), hw: (h, w), .. } = conv;
+        let output = n * c_out * ho * wo;
+        if let Some((sh, sw)) = conv.upsample {
+            self.reshape(&[n, c_in, sh * sw], &[0, 2, 1]);
+            self.launch("interpolate", self.s * n * c_in * (sh * sw + h * w));
+        }
+        if h * w != 1 {
             self.copy(n * c_in * h * w);
         }
-        if k > 1 {
-            self.copy(c_out * c_in * k * k);
+        if kh * kw > 1 {
+            self.copy(c_out * c_in * kh * kw);
         }
-        self.counts.issued_flops += 2 * n * c_out * c_in * k * k * ho * wo;
-        self.launch("conv", self.s * (n * c_in * h * w + c_out * c_in * k * k + n * c_out * ho * wo));
-        (ho, wo)
+        self.counts.issued_flops += 2 * output * c_in * kh * kw;
+        self.launch("conv", self.s * (n * c_in * h * w + c_out * c_in * kh * kw + output));
+        if conv.residual {
+            self.binary(output, output);
+        }
     }
 
     /// `multi_head`: q `[b, tq, heads·d]` over `tk` keys.
     fn attention(&mut self, b: u64, tq: u64, tk: u64, c: u64, heads: u64) {
         let d = c / heads;
-        if self.s == 4 && d <= 128 {
+        if self.fused() && d <= 128 {
             // The fused kernel (`FlashAttention`): one launch on contiguous q, k, v; QKᵀ and
             // S·V with no padding (a thread per query row walks the keys).
             self.counts.issued_flops += 4 * b * heads * tq * tk * d;
@@ -358,40 +436,41 @@ impl Tally {
         self.reshape(&[b, heads, tq, d], &[0, 2, 1, 3]);
     }
 
-    /// diffusers `Attention` on `rows` sequences of `t` tokens; `context` is (videos, tokens,
-    /// width) for cross-attention, whose keys and values are computed once per video.
+    /// diffusers `Attention` on `rows` sequences of `t` tokens, its output added to the block's
+    /// residual in `to_out`'s epilogue; `context` is (videos, tokens, width) for
+    /// cross-attention, whose keys and values are computed once per video.
     fn attention_module(&mut self, rows: u64, t: u64, dim: u64, heads: u64, context: Option<(u64, u64, u64)>) {
-        self.linear(rows * t, dim, dim, false);
+        self.matmul(1, rows * t, dim, dim);
         let (b, tk, ctx_dim) = context.unwrap_or((rows, t, dim));
-        self.linear(b * tk, ctx_dim, dim, false);
-        self.linear(b * tk, ctx_dim, dim, false);
+        self.matmul(1, b * tk, dim, ctx_dim);
+        self.matmul(1, b * tk, dim, ctx_dim);
         self.attention(b, rows / b * t, tk, dim, heads);
-        self.linear(rows * t, dim, dim, true);
+        self.linear(rows * t, dim, dim, true, Act::Identity, true);
     }
 
-    /// `FeedForward`: GEGLU (or GELU) in row chunks of at most `MAX_ELEMENTS` hidden values.
+    /// `FeedForward` plus the residual: GEGLU (or GELU) in row chunks of at most
+    /// `MAX_ELEMENTS` hidden values.
     fn feed_forward(&mut self, tokens: u64, dim: u64, geglu: bool) {
         let inner = 4 * dim;
         let proj = if geglu { 2 * inner } else { inner };
-        let rows = MAX_ELEMENTS as u64 / proj;
+        let rows = (MAX_ELEMENTS as u64 / proj).max(1);
         let mut parts = Vec::new();
         let mut start = 0;
         while start < tokens {
             let n = rows.min(tokens - start);
             if n < tokens {
-                self.slice(n * dim, start * dim, (tokens - start - n) * dim);
+                // The rows of the input and of the residual.
+                for _ in 0..2 {
+                    self.slice(n * dim, start * dim, (tokens - start - n) * dim);
+                }
             }
-            self.linear(n, dim, proj, true);
             if geglu {
-                // `chunk(2, 1)`: the value and the gate, views when `inner` is aligned.
-                self.slice(n * inner, 0, n * inner);
-                self.slice(n * inner, inner, 0);
-                self.gelu(n * inner);
-                self.binary(n * inner, n * inner);
+                self.matmul(1, n, proj, dim);
+                self.geglu(n, inner);
             } else {
-                self.gelu(n * inner);
+                self.linear(n, dim, proj, true, Act::Gelu, false);
             }
-            self.linear(n, inner, dim, true);
+            self.linear(n, inner, dim, true, Act::Identity, true);
             parts.push(n * dim);
             start += n;
         }
@@ -400,18 +479,27 @@ impl Tally {
         }
     }
 
-    /// `BasicTransformerBlock` on `rows` sequences of `t` tokens.
+    /// diffusers `GEGLU` after the bias-free projection of `n` rows: one `GegluKernel` in f32,
+    /// else the bias add, `chunk(2)` (views when `inner` is aligned), GELU of the gate, ×.
+    fn geglu(&mut self, n: u64, inner: u64) {
+        if self.fused() {
+            return self.launch("geglu", self.s * (2 * n * inner + 2 * inner + n * inner));
+        }
+        self.binary(2 * n * inner, 2 * inner);
+        self.slice(n * inner, 0, n * inner);
+        self.slice(n * inner, inner, 0);
+        self.gelu(n * inner);
+        self.binary(n * inner, n * inner);
+    }
+
+    /// `BasicTransformerBlock` on `rows` sequences of `t` tokens (residuals in the epilogues).
     fn basic_block(&mut self, rows: u64, t: u64, dim: u64, heads: u64, context: Option<(u64, u64, u64)>) {
-        let n = rows * t * dim;
         self.layer_norm(rows * t, dim);
         self.attention_module(rows, t, dim, heads, None);
-        self.binary(n, n);
         self.layer_norm(rows * t, dim);
         self.attention_module(rows, t, dim, heads, context);
-        self.binary(n, n);
         self.layer_norm(rows * t, dim);
         self.feed_forward(rows * t, dim, true);
-        self.binary(n, n);
     }
 }
 
@@ -431,59 +519,39 @@ impl Shape {
         self.batch * self.frames
     }
 
-    /// `ResnetBlock2D` (with the time embedding) on an input laid out as `layout`.
-    ///
-    /// Its output, `shortcut + h`, is computed in place into the first operand burn may
-    /// overwrite: the input when it is the shortcut and nothing else holds it (it keeps the
-    /// input's layout), else `h`, a conv output (NHWC).
-    fn resnet(&self, t: &mut Tally, n: u64, c_in: u64, c_out: u64, hw: (u64, u64), layout: Layout) {
+    /// `ResnetBlock2D` (with the time embedding) on `n` contiguous images; the shortcut is added
+    /// in conv2's epilogue, the output is contiguous.
+    fn resnet(&self, t: &mut Tally, n: u64, c_in: u64, c_out: u64, hw: (u64, u64)) {
         let pixels = hw.0 * hw.1;
-        t.group_norm(n, c_in, pixels, self.groups, layout.is_nchw(c_in, pixels), true);
-        // GroupNorm's output is contiguous NCHW: each conv copies it to NHWC.
-        t.conv(n, c_in, c_out, 3, 1, hw, Layout::Contiguous);
+        t.group_norm(n, c_in, pixels, self.groups, true, true);
+        t.conv(Conv::new(n, c_in, c_out, 3, 1, hw));
         t.silu(n * self.temb);
-        t.linear(n, self.temb, c_out, true);
+        t.linear(n, self.temb, c_out, true, Act::Identity, false);
         t.binary(n * c_out * pixels, n * c_out);
-        t.group_norm(n, c_out, pixels, self.groups, Layout::ChannelsLast.is_nchw(c_out, pixels), true);
-        t.conv(n, c_out, c_out, 3, 1, hw, Layout::Contiguous);
         if c_in != c_out {
-            t.conv(n, c_in, c_out, 1, 1, hw, layout);
+            t.conv(Conv::new(n, c_in, c_out, 1, 1, hw));
         }
-        t.binary(n * c_out * pixels, n * c_out * pixels);
+        t.group_norm(n, c_out, pixels, self.groups, true, true);
+        t.conv(Conv { residual: true, ..Conv::new(n, c_out, c_out, 3, 1, hw) });
     }
 
-    /// `TemporalConvLayer` on an input laid out as `input`: four (GroupNorm, SiLU, three
-    /// time-shifted matmuls), then the residual, added in place into the input's buffer (nothing
-    /// else holds it by then), so the final swap and reshape copy only an NHWC input.
-    fn temporal_conv(&self, t: &mut Tally, c: u64, hw: (u64, u64), input: Layout) {
+    /// `TemporalConvLayer` on a contiguous input: four (GroupNorm + SiLU, a (3, 1) conv over
+    /// [b, c, f, h·w]), the residual (the input's frames-first view) added in the last conv.
+    fn temporal_conv(&self, t: &mut Tally, c: u64, hw: (u64, u64)) {
         let pixels = hw.0 * hw.1;
-        let input = t.split_frames(input, self.images() * c, c, hw);
         let (b, f) = (self.batch, self.frames);
-        let n = b * c * f * pixels;
+        let frames_first = in_order(&[b, f, c, pixels], &[0, 2, 1, 3]);
         for i in 0..4 {
-            // The first GroupNorm reads the 5-D view of the input, the others a conv's
-            // contiguous output.
-            let contiguous = i > 0 || input.frames_first_is_contiguous(b, f, c, pixels);
-            t.group_norm(b, c, f * pixels, self.groups, contiguous, true);
-            t.fill(b * c * pixels);
-            t.cat(&[b * c * pixels, n, b * c * pixels]);
-            // `narrow(2, k, f)` of [b, c, f + 2, h, w]: offsets of k and 2 − k frames of h·w.
-            // A view, it is copied by its reshape to [b, c, f·h·w] instead.
-            for k in 0..3 {
-                if !t.slice(n, k * pixels, (2 - k) * pixels) {
-                    t.copy(n);
-                }
-                t.matmul(b, c, f * pixels, c);
-                if k > 0 {
-                    t.binary(n, n);
-                }
+            // The first GroupNorm reads the 5-D view of the input, the others a conv's output.
+            t.group_norm(b, c, f * pixels, self.groups, i > 0 || frames_first, true);
+            if i == 3 {
+                // The residual's reshape to [b, c, f, h·w].
+                t.reshape(&[b, f, c, pixels], &[0, 2, 1, 3]);
             }
-            t.binary(n, c);
+            t.conv(Conv { k: (3, 1), residual: i == 3, ..Conv::new(b, c, c, 3, 1, (f, pixels)) });
         }
-        t.binary(n, n);
-        if !input.is_nchw(c, pixels) {
-            t.copy(n);
-        }
+        // Back to [b·f, c, h, w].
+        t.reshape(&[b, c, f, pixels], &[0, 2, 1, 3]);
     }
 
     /// `Transformer2DModel` on a contiguous input; its output is laid out as proj_out's rows
@@ -493,9 +561,9 @@ impl Shape {
         t.group_norm(n, c, pixels, self.groups, true, false);
         // [n, c, h·w] swapped to tokens, reshaped to rows by Linear.
         t.reshape(&[n, c, pixels], &[0, 2, 1]);
-        t.linear(n * pixels, c, c, true);
+        t.linear(n * pixels, c, c, true, Act::Identity, false);
         t.basic_block(n, pixels, c, c / self.head_dim, Some(self.context));
-        t.linear(n * pixels, c, c, true);
+        t.linear(n * pixels, c, c, true, Act::Identity, false);
         // Back to [n, c, h, w] (a view: only the last dim splits), plus the residual.
         t.binary(n * c * pixels, n * c * pixels);
         Layout::ChannelsLast
@@ -512,23 +580,26 @@ impl Shape {
         t.group_norm(b, c, f * pixels, self.groups, input.frames_first_is_contiguous(b, f, c, pixels), false);
         // [b, c, f, h, w] permuted to [b, h, w, f, c], reshaped to rows.
         t.reshape(&[b, c, f, pixels], &[0, 3, 2, 1]);
-        t.linear(b * pixels * f, c, inner, true);
+        t.linear(b * pixels * f, c, inner, true, Act::Identity, false);
         t.basic_block(b * pixels, f, inner, heads, None);
-        t.linear(b * pixels * f, inner, c, true);
+        t.linear(b * pixels * f, inner, c, true, Act::Identity, false);
         // And back to [b·f, c, h, w], plus the residual.
         t.reshape(&[b, pixels, f, c], &[0, 2, 3, 1]);
         t.binary(n, n);
     }
 
-    /// A down block's layer; its output is contiguous.
-    fn layer(&self, t: &mut Tally, hw: (u64, u64), c_in: u64, c_out: u64, attention: bool, layout: Layout) {
-        let pixels = hw.0 * hw.1;
-        self.resnet(t, self.images(), c_in, c_out, hw, layout);
-        // A down layer's input is also a skip connection: the resnet's output is NHWC.
-        self.temporal_conv(t, c_out, hw, Layout::ChannelsLast);
+    /// A down block's layer on a contiguous input; its output is contiguous.
+    fn layer(&self, t: &mut Tally, hw: (u64, u64), c_in: u64, c_out: u64, attention: bool) {
+        self.resnet(t, self.images(), c_in, c_out, hw);
+        self.layer_tail(t, hw, c_out, attention);
+    }
+
+    /// What follows a layer's resnet: the temporal conv, then the transformers.
+    fn layer_tail(&self, t: &mut Tally, hw: (u64, u64), c: u64, attention: bool) {
+        self.temporal_conv(t, c, hw);
         if attention {
-            let layout = self.transformer_2d(t, c_out, pixels);
-            self.transformer_temporal(t, c_out, hw, c_out / self.head_dim, layout);
+            let layout = self.transformer_2d(t, c, hw.0 * hw.1);
+            self.transformer_temporal(t, c, hw, c / self.head_dim, layout);
         }
     }
 
@@ -547,17 +618,13 @@ impl Shape {
                 t.slice(k * self.temb, start * self.temb, (n - start - k) * self.temb);
             }
             t.cat(&[k * below * pixels, k * skip * pixels]);
-            self.resnet(t, k, below + skip, c_out, hw, Layout::Contiguous);
+            self.resnet(t, k, below + skip, c_out, hw);
             parts.push(k * c_out * pixels);
             start += k;
         }
         // Even a single chunk goes through `cat` (one slice-assign): the output is contiguous.
         t.cat(&parts);
-        self.temporal_conv(t, c_out, hw, Layout::Contiguous);
-        if attention {
-            let layout = self.transformer_2d(t, c_out, pixels);
-            self.transformer_temporal(t, c_out, hw, c_out / self.head_dim, layout);
-        }
+        self.layer_tail(t, hw, c_out, attention);
     }
 }
 
@@ -572,45 +639,36 @@ fn level_sizes(c: &UNet3DConfig, h: usize, w: usize) -> Vec<(u64, u64)> {
     sizes
 }
 
-/// `UNet3DBackbone::forward` from conv_in to conv_out.
+/// `UNet3DBackbone::forward` from conv_in to conv_out, on a contiguous input.
 fn backbone(t: &mut Tally, s: &Shape, c: &UNet3DConfig, sizes: &[(u64, u64)], conv_in_channels: u64) {
     let ch: Vec<u64> = c.block_out_channels.iter().map(|&c| c as u64).collect();
     let n = ch.len();
     let images = s.images();
-    let area = |(h, w): (u64, u64)| h * w;
-    t.conv(images, conv_in_channels, ch[0], 3, 1, sizes[0], Layout::Contiguous);
-    s.transformer_temporal(t, ch[0], sizes[0], 8, Layout::ChannelsLast);
+    t.conv(Conv::new(images, conv_in_channels, ch[0], 3, 1, sizes[0]));
+    s.transformer_temporal(t, ch[0], sizes[0], 8, Layout::Contiguous);
 
-    // The temporal transformer's output, then each layer's, is contiguous; a downsampler's NHWC.
+    // Every layer's output, the downsamplers' and the up blocks' are contiguous.
     let mut skips = vec![ch[0]];
     let mut c_out = ch[0];
-    let mut layout = Layout::Contiguous;
     for (i, kind) in c.down_block_types.iter().enumerate() {
         let c_in = c_out;
         c_out = ch[i];
         let attention = *kind == DownBlockType::CrossAttnDownBlock3D;
         for layer in 0..c.layers_per_block {
-            s.layer(t, sizes[i], if layer == 0 { c_in } else { c_out }, c_out, attention, layout);
-            layout = Layout::Contiguous;
+            s.layer(t, sizes[i], if layer == 0 { c_in } else { c_out }, c_out, attention);
             skips.push(c_out);
         }
         if i + 1 < n {
-            t.conv(images, c_out, c_out, 3, 2, sizes[i], layout);
-            layout = Layout::ChannelsLast;
+            t.conv(Conv::new(images, c_out, c_out, 3, 2, sizes[i]));
             skips.push(c_out);
         }
     }
 
     let deepest = ch[n - 1];
-    let pixels = area(sizes[n - 1]);
-    // The mid block: its first input is a skip too; its second, the temporal transformer's
-    // output, is the resnet's alone, which keeps it contiguous.
-    s.resnet(t, images, deepest, deepest, sizes[n - 1], layout);
-    s.temporal_conv(t, deepest, sizes[n - 1], Layout::ChannelsLast);
-    let mid = s.transformer_2d(t, deepest, pixels);
-    s.transformer_temporal(t, deepest, sizes[n - 1], deepest / s.head_dim, mid);
-    s.resnet(t, images, deepest, deepest, sizes[n - 1], Layout::Contiguous);
-    s.temporal_conv(t, deepest, sizes[n - 1], Layout::Contiguous);
+    let level = sizes[n - 1];
+    s.layer(t, level, deepest, deepest, true);
+    s.resnet(t, images, deepest, deepest, level);
+    s.temporal_conv(t, deepest, level);
 
     let reversed: Vec<u64> = ch.iter().rev().copied().collect();
     let mut c_out = reversed[0];
@@ -625,18 +683,13 @@ fn backbone(t: &mut Tally, s: &Shape, c: &UNet3DConfig, sizes: &[(u64, u64)], co
             s.up_layer(t, sizes[level], below, skip, c_out, attention);
         }
         if i + 1 < n {
-            let (h, w) = sizes[level - 1];
-            // Nearest upsampling runs on an NHWC copy and leaves its output NHWC.
-            t.reshape(&[images, c_out, area(sizes[level])], &[0, 2, 1]);
-            t.launch("interpolate", t.s * images * c_out * (area(sizes[level]) + h * w));
-            t.conv(images, c_out, c_out, 3, 1, (h, w), Layout::ChannelsLast);
+            // Nearest upsampling read by the conv.
+            let conv = Conv::new(images, c_out, c_out, 3, 1, sizes[level - 1]);
+            t.conv(Conv { upsample: Some(sizes[level]), ..conv });
         }
     }
-    let pixels = area(sizes[0]);
-    t.group_norm(images, ch[0], pixels, s.groups, true, true);
-    t.conv(images, ch[0], c.out_channels as u64, 3, 1, sizes[0], Layout::Contiguous);
-    // Both UNets reshape the (NHWC) output to [b, f, c, h, w].
-    t.split_frames(Layout::ChannelsLast, images * c.out_channels as u64, c.out_channels as u64, sizes[0]);
+    t.group_norm(images, ch[0], sizes[0].0 * sizes[0].1, s.groups, true, true);
+    t.conv(Conv::new(images, ch[0], c.out_channels as u64, 3, 1, sizes[0]));
 }
 
 /// `repeat_interleave` of the [b, temb] embedding over frames: a broadcast view, made real by
@@ -647,12 +700,16 @@ fn repeat_over_frames(t: &mut Tally, s: &Shape) {
     }
 }
 
+/// `TimestepEmbedding` on `b` rows: linear_1 with SiLU in its epilogue, linear_2.
+fn timestep_embedding(t: &mut Tally, b: u64, c0: u64, temb: u64) {
+    t.linear(b, c0, temb, true, Act::Silu, false);
+    t.linear(b, temb, temb, true, Act::Identity, false);
+}
+
 /// `UNet3DConditionModel::forward`: the time embedding, frames into the batch, the backbone.
 fn unet_3d_condition(t: &mut Tally, s: &Shape, c: &UNet3DConfig, sizes: &[(u64, u64)]) {
     let (c0, cin) = (c.block_out_channels[0] as u64, c.in_channels as u64);
-    t.linear(s.batch, c0, s.temb, true);
-    t.silu(s.batch * s.temb);
-    t.linear(s.batch, s.temb, s.temb, true);
+    timestep_embedding(t, s.batch, c0, s.temb);
     repeat_over_frames(t, s);
     t.reshape(&[s.batch, cin, s.frames, sizes[0].0 * sizes[0].1], &[0, 2, 1, 3]);
     backbone(t, s, c, sizes, cin);
@@ -666,9 +723,7 @@ fn i2vgen_xl(t: &mut Tally, s: &Shape, c: &UNet3DConfig, sizes: &[(u64, u64)]) {
     let (h, w) = sizes[0];
     // 1. time and fps embeddings, repeated over frames.
     for _ in 0..2 {
-        t.linear(b, c0, temb, true);
-        t.silu(b * temb);
-        t.linear(b, temb, temb, true);
+        timestep_embedding(t, b, c0, temb);
     }
     t.binary(b * temb, b * temb);
     repeat_over_frames(t, s);
@@ -678,38 +733,35 @@ fn i2vgen_xl(t: &mut Tally, s: &Shape, c: &UNet3DConfig, sizes: &[(u64, u64)]) {
     if !t.slice(b * cin * h * w, 0, (f - 1) * h * w) && f > 1 {
         t.copy(b * cin * h * w);
     }
-    t.conv(b, 4, 8 * cin, 3, 1, (h, w), Layout::Contiguous);
-    t.silu(b * 8 * cin * h * w);
-    t.launch("pool", t.s * b * 8 * cin * (h * w + 32 * 32));
-    let hw = t.conv(b, 8 * cin, 16 * cin, 3, 2, (32, 32), Layout::ChannelsLast);
-    t.silu(b * 16 * cin * 16 * 16);
-    let hw = t.conv(b, 16 * cin, dim, 3, 2, hw, Layout::ChannelsLast);
+    let (c1, c2) = (8 * cin, 16 * cin);
+    t.conv(Conv::new(b, 4, c1, 3, 1, (h, w)));
+    t.silu(b * c1 * h * w);
+    // Adaptive pooling: its input copied to NHWC (one pixel is both), its output NHWC.
+    if h * w != 1 {
+        t.copy(b * c1 * h * w);
+    }
+    t.launch("pool", t.s * b * c1 * (h * w + 32 * 32));
+    let hw = t.conv(Conv { contiguous: false, ..Conv::new(b, c1, c2, 3, 2, (32, 32)) });
+    t.silu(b * c2 * hw.0 * hw.1);
+    let hw = t.conv(Conv::new(b, c2, dim, 3, 2, hw));
     let latent_tokens = hw.0 * hw.1;
-    // Its NHWC output reshaped to [b, dim, tokens].
-    t.reshape(&[b, latent_tokens, dim], &[0, 2, 1]);
-    t.linear(b, dim, temb, true);
-    t.silu(b * temb);
-    t.linear(b, temb, dim * cin, true);
+    t.linear(b, dim, temb, true, Act::Silu, false);
+    t.linear(b, temb, dim * cin, true, Act::Identity, false);
     t.cat(&[b * 77 * dim, b * latent_tokens * dim, b * cin * dim]);
     // 3. the image path: convs per frame, then attention over frames.
     let n = b * f;
     t.reshape(&[b, 4, f, h * w], &[0, 2, 1, 3]);
-    t.conv(n, 4, 4 * cin, 3, 1, (h, w), Layout::Contiguous);
+    t.conv(Conv::new(n, 4, 4 * cin, 3, 1, (h, w)));
     t.silu(n * 4 * cin * h * w);
-    t.conv(n, 4 * cin, 4 * cin, 3, 1, (h, w), Layout::ChannelsLast);
+    t.conv(Conv::new(n, 4 * cin, 4 * cin, 3, 1, (h, w)));
     t.silu(n * 4 * cin * h * w);
-    t.conv(n, 4 * cin, cin, 3, 1, (h, w), Layout::ChannelsLast);
+    t.conv(Conv::new(n, 4 * cin, cin, 3, 1, (h, w)));
     let seqs = b * h * w;
-    // The NHWC conv output [b·f, cin, h, w] split into frames, permuted to [b·h·w, f, cin].
-    match t.split_frames(Layout::ChannelsLast, n * cin, cin, (h, w)) {
-        Layout::ChannelsLast => t.reshape(&[b, f, h * w, cin], &[0, 2, 1, 3]),
-        Layout::Contiguous => t.reshape(&[b, f, cin, h * w], &[0, 3, 1, 2]),
-    }
+    // [b·f, cin, h, w] split into frames, permuted to [b·h·w, f, cin].
+    t.reshape(&[b, f, cin, h * w], &[0, 3, 1, 2]);
     t.layer_norm(seqs * f, cin);
     t.attention_module(seqs, f, cin, 2, None);
-    t.binary(n * cin * h * w, n * cin * h * w);
     t.feed_forward(seqs * f, cin, false);
-    t.binary(n * cin * h * w, n * cin * h * w);
     // 4. the sample beside the image path, frames into the batch.
     t.cat(&[n * cin * h * w, n * cin * h * w]);
     t.reshape(&[b, 2 * cin, f, h * w], &[0, 2, 1, 3]);

@@ -212,18 +212,6 @@ impl Weights {
         Ok(values.reshape(shape))
     }
 
-    /// Take the tensor `key` of `shape` as its `shape[dim]` slices along `dim`, each copied into
-    /// a buffer of its own once here, so a kernel reading one slice per call reads it contiguous.
-    pub fn take_slices<const D: usize>(&mut self, key: &str, shape: [usize; D], dim: usize) -> Result<Vec<Tensor<D>>> {
-        let whole = self.take(key, shape)?;
-        if whole.dims() != shape {
-            // A placeholder (`shapes`, `declare`): one per slice.
-            return Ok(vec![whole; shape[dim]]);
-        }
-        // `cat` of one tensor copies it.
-        Ok((0..shape[dim]).map(|i| Tensor::cat(vec![whole.clone().narrow(dim, i, 1)], dim)).collect())
-    }
-
     /// Drop a non-persistent buffer some checkpoints carry (e.g. CLIP's `position_ids`).
     pub fn discard(&mut self, key: &str) {
         self.tensors.remove(key);

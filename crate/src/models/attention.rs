@@ -5,7 +5,9 @@ use burn::tensor::Tensor;
 
 use crate::Result;
 use crate::loading::weights::{Weights, key};
-use crate::models::nn::{Linear, MAX_ELEMENTS, map_chunks};
+use i2vgen_shaders::epilogue;
+
+use crate::models::nn::{LayerNorm, Linear, MAX_ELEMENTS};
 
 /// softmax(q kᵀ / √d) v over `heads` heads, with an optional causal mask (CLIP's text encoder):
 /// the fused kernel of `i2vgen_shaders::attention` on a GPU (one launch, online softmax, no score
@@ -54,9 +56,12 @@ impl Attention {
     /// row): its keys and values are computed once, and those rows' queries attend to them as
     /// one longer sequence, which changes no result (each query's softmax is its own).
     ///
+    /// `residual` is added in `to_out`'s epilogue (the blocks' `attn_output + hidden_states`).
+    ///
     /// # Shapes
-    /// x `[B·n, T, query_dim]`, context `[B, S, context_dim]` → `[B·n, T, query_dim]`
-    pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
+    /// x `[B·n, T, query_dim]`, context `[B, S, context_dim]`, residual `[B·n, T, query_dim]` →
+    /// `[B·n, T, query_dim]`
+    pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>, residual: Option<Tensor<3>>) -> Tensor<3> {
         let context = context.unwrap_or_else(|| x.clone());
         let [rows, t, _] = x.dims();
         let b = context.dims()[0];
@@ -66,7 +71,11 @@ impl Attention {
         let q = q.reshape([b, rows / b * t, inner]);
         let k = self.to_k.forward(context.clone());
         let v = self.to_v.forward(context);
-        self.to_out.forward(multi_head(q, k, v, self.heads, false).reshape([rows, t, inner]))
+        let attended = multi_head(q, k, v, self.heads, false).reshape([rows, t, inner]);
+        match residual {
+            Some(residual) => self.to_out.forward_add(attended, residual),
+            None => self.to_out.forward(attended),
+        }
     }
 }
 
@@ -91,23 +100,43 @@ impl FeedForward {
         })
     }
 
-    /// Tokens are independent: at most [`MAX_ELEMENTS`] hidden values are computed at once (a
-    /// 720p video's first level would need a 4.7 GB GEGLU projection in one piece).
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, t, dim] = x.dims();
-        let rows = MAX_ELEMENTS / self.proj.d_out();
-        map_chunks(x.reshape([b * t, dim]), 0, rows, |x| self.forward_rows(x)).reshape([b, t, dim])
+    /// `self.forward(x) + residual`, the residual added in `net.2`'s epilogue, with at most
+    /// [`MAX_ELEMENTS`] hidden values computed at once (a 720p video's first level would need a
+    /// 4.7 GB GEGLU projection in one piece).
+    ///
+    /// # Shapes
+    /// x and residual `[B, T, dim]` → `[B, T, dim]`
+    pub fn forward_add(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        self.forward_add_chunked(x, residual, (MAX_ELEMENTS / self.proj.d_out()).max(1))
     }
 
-    fn forward_rows(&self, x: Tensor<2>) -> Tensor<2> {
-        let h = self.proj.forward(x);
+    /// [`Self::forward_add`] on at most `rows` tokens at a time: tokens are independent, so the
+    /// chunks change no result.
+    pub fn forward_add_chunked(&self, x: Tensor<3>, residual: Tensor<3>, rows: usize) -> Tensor<3> {
+        let [b, t, dim] = x.dims();
+        let tokens = b * t;
+        let (x, residual) = (x.reshape([tokens, dim]), residual.reshape([tokens, dim]));
+        if rows >= tokens {
+            return self.forward_rows(x, residual).reshape([b, t, dim]);
+        }
+        let parts: Vec<Tensor<2>> = (0..tokens)
+            .step_by(rows.max(1))
+            .map(|start| {
+                let n = rows.min(tokens - start);
+                self.forward_rows(x.clone().narrow(0, start, n), residual.clone().narrow(0, start, n))
+            })
+            .collect();
+        Tensor::cat(parts, 0).reshape([b, t, dim])
+    }
+
+    /// `net.0` as the bias-free projection and one GEGLU (or bias + GELU) kernel.
+    fn forward_rows(&self, x: Tensor<2>, residual: Tensor<2>) -> Tensor<2> {
         let h = if self.geglu {
-            let [value, gate] = <[Tensor<2>; 2]>::try_from(h.chunk(2, 1)).expect("two halves");
-            value * burn::tensor::activation::gelu(gate)
+            epilogue::geglu(self.proj.matmul(x), self.proj.bias.clone())
         } else {
-            burn::tensor::activation::gelu(h)
+            self.proj.forward_act(x, epilogue::Act::Gelu)
         };
-        self.out.forward(h)
+        self.out.forward_add(h, residual)
     }
 }
 
@@ -116,11 +145,11 @@ impl FeedForward {
 /// then feed-forward; pre-norm with residuals.
 #[derive(Clone, Debug)]
 pub struct BasicTransformerBlock {
-    pub norm1: crate::models::nn::LayerNorm,
+    pub norm1: LayerNorm,
     pub attn1: Attention,
-    pub norm2: crate::models::nn::LayerNorm,
+    pub norm2: LayerNorm,
     pub attn2: Attention,
-    pub norm3: crate::models::nn::LayerNorm,
+    pub norm3: LayerNorm,
     pub ff: FeedForward,
     double_self_attention: bool,
 }
@@ -135,7 +164,6 @@ impl BasicTransformerBlock {
         dim_head: usize,
         cross_attention_dim: Option<usize>,
     ) -> Result<Self> {
-        use crate::models::nn::LayerNorm;
         let ln = |w: &mut Weights, name: &str| LayerNorm::load(w, &key(prefix, name), dim, 1e-5);
         Ok(Self {
             norm1: ln(w, "norm1")?,
@@ -159,9 +187,9 @@ impl BasicTransformerBlock {
     /// # Shapes
     /// x `[B·n, T, dim]`, context `[B, S, cross_attention_dim]` → `[B·n, T, dim]` (see [`Attention::forward`])
     pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
-        let x = x.clone() + self.attn1.forward(self.norm1.forward(x), None);
+        let x = self.attn1.forward(self.norm1.forward(x.clone()), None, Some(x));
         let context = if self.double_self_attention { None } else { context };
-        let x = x.clone() + self.attn2.forward(self.norm2.forward(x), context);
-        x.clone() + self.ff.forward(self.norm3.forward(x))
+        let x = self.attn2.forward(self.norm2.forward(x.clone()), context, Some(x));
+        self.ff.forward_add(self.norm3.forward(x.clone()), x)
     }
 }

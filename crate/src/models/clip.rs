@@ -253,9 +253,9 @@ impl CLIPEncoderLayer {
         let a = &self.self_attn;
         let h =
             multi_head(a.q_proj.forward(h.clone()), a.k_proj.forward(h.clone()), a.v_proj.forward(h), a.heads, causal);
-        let x = x + a.out_proj.forward(h);
-        let h = self.fc2.forward(self.act.forward(self.fc1.forward(self.layer_norm2.forward(x.clone()))));
-        x + h
+        let x = a.out_proj.forward_add(h, x);
+        let h = self.fc1.forward_act(self.layer_norm2.forward(x.clone()), self.act.act());
+        self.fc2.forward_add(h, x)
     }
 }
 

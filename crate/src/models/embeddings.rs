@@ -1,7 +1,7 @@
 //! diffusers `models/embeddings.py`: `get_timestep_embedding`, `Timesteps`, `TimestepEmbedding`.
 
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
+use i2vgen_shaders::epilogue::Act;
 
 use crate::Result;
 use crate::loading::weights::{Weights, key};
@@ -45,6 +45,6 @@ impl TimestepEmbedding {
     }
 
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.linear_2.forward(silu(self.linear_1.forward(x)))
+        self.linear_2.forward(self.linear_1.forward_act(x, Act::Silu))
     }
 }

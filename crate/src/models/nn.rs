@@ -1,38 +1,24 @@
 //! The PyTorch layers the networks are built from, with their state-dict field names.
 
-use burn::tensor::module::{conv2d, linear};
-use burn::tensor::ops::{ConvOptions, PadMode};
-use burn::tensor::{Tensor, activation};
+use burn::tensor::Tensor;
+use burn::tensor::ops::ConvOptions;
+use i2vgen_shaders::conv::{self, ConvWeight};
+use i2vgen_shaders::epilogue::{self, Act};
 
 use crate::Result;
 use crate::loading::weights::{Weights, key};
 
 /// The most f32 elements one intermediate tensor may hold: 2^26 = 256 MiB, a quarter of WebGPU's
-/// usual 1 GiB storage binding. Attention scores, feed-forward hidden states and the up blocks'
-/// concatenated inputs are computed in chunks that stay under it.
+/// usual 1 GiB storage binding. Feed-forward hidden states and the up blocks' concatenated inputs
+/// are computed in chunks that stay under it (attention holds no score matrix).
 pub const MAX_ELEMENTS: usize = 1 << 26;
 
 /// WebGPU's usual `maxStorageBufferBindingSize` (1 GiB): no tensor held whole may exceed it.
 pub const MAX_BINDING_BYTES: usize = 1 << 30;
 
-/// Run `f` on chunks of `x` along dimension `dim` of at most `n` entries each, and concatenate
-/// the results along the same dimension: exact for any `f` that treats entries independently.
-pub fn map_chunks<const D: usize, const E: usize>(
-    x: Tensor<D>,
-    dim: usize,
-    n: usize,
-    f: impl Fn(Tensor<D>) -> Tensor<E>,
-) -> Tensor<E> {
-    let len = x.dims()[dim];
-    if n >= len {
-        return f(x);
-    }
-    let parts: Vec<Tensor<E>> =
-        (0..len).step_by(n.max(1)).map(|start| f(x.clone().narrow(dim, start, n.min(len - start)))).collect();
-    Tensor::cat(parts, dim)
-}
-
-/// `nn.Linear`: weight stored `[out, in]` in checkpoints, kept transposed for burn.
+/// `nn.Linear`: weight stored `[out, in]` in checkpoints, kept transposed for burn. The bias,
+/// an activation and a residual run as one epilogue kernel after the bias-free matmul
+/// (`i2vgen_shaders::epilogue::bias_act`).
 #[derive(Clone, Debug)]
 pub struct Linear {
     pub weight: Tensor<2>,
@@ -52,28 +38,58 @@ impl Linear {
 
     /// # Shapes
     /// `[..., in]` → `[..., out]`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.forward_with(x, Act::Identity, None)
+    }
+
+    /// `act(self.forward(x))` in the bias's kernel.
+    pub fn forward_act<const D: usize>(&self, x: Tensor<D>, act: Act) -> Tensor<D> {
+        self.forward_with(x, act, None)
+    }
+
+    /// `self.forward(x) + residual` in the bias's kernel.
+    pub fn forward_add<const D: usize>(&self, x: Tensor<D>, residual: Tensor<D>) -> Tensor<D> {
+        self.forward_with(x, Act::Identity, Some(residual))
+    }
+
+    /// The bias-free matmul alone.
     ///
     /// The leading dimensions are flattened into rows first: burn runs a 3-D input as a batched
     /// GEMM, which for the temporal transformer's `[B·h·w, 16, C]` fills 16 of every 128-row tile.
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+    pub fn matmul<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let mut shape = x.dims();
         let rows = shape[..D - 1].iter().product::<usize>();
-        let y = linear(x.reshape([rows, shape[D - 1]]), self.weight.clone(), self.bias.clone());
+        let y = x.reshape([rows, shape[D - 1]]).matmul(self.weight.clone());
         shape[D - 1] = self.d_out();
         y.reshape(shape)
     }
+
+    fn forward_with<const D: usize>(&self, x: Tensor<D>, act: Act, residual: Option<Tensor<D>>) -> Tensor<D> {
+        let y = self.matmul(x);
+        if self.bias.is_none() && act == Act::Identity && residual.is_none() {
+            return y;
+        }
+        epilogue::bias_act(y, self.bias.clone(), act, residual)
+    }
 }
 
-/// `nn.Conv2d` with square kernel, stride and symmetric padding.
+/// `silu(x)` in one kernel (burn's is seven).
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    epilogue::bias_act(x, None, Act::Silu, None)
+}
+
+/// `nn.Conv2d` (groups 1, dilation 1): the implicit-GEMM kernel of `i2vgen_shaders::conv`, its
+/// weight rearranged once at load into the layout the kernel reads; bias and an optional
+/// residual in its epilogue. Its output is contiguous NCHW.
 #[derive(Clone, Debug)]
 pub struct Conv2d {
-    pub weight: Tensor<4>,
+    pub weight: ConvWeight,
     pub bias: Option<Tensor<1>>,
-    pub stride: usize,
-    pub padding: usize,
+    pub options: ConvOptions<2>,
 }
 
 impl Conv2d {
+    /// A square `kernel` with `stride` and the same zero `padding` on every side.
     #[allow(clippy::too_many_arguments)]
     pub fn load(
         w: &mut Weights,
@@ -87,14 +103,38 @@ impl Conv2d {
     ) -> Result<Self> {
         let weight = w.take(&key(prefix, "weight"), [c_out, c_in, kernel, kernel])?;
         let bias = if bias { Some(w.take(&key(prefix, "bias"), [c_out])?) } else { None };
-        Ok(Self { weight, bias, stride, padding })
+        let options = ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1);
+        Ok(Self { weight: conv::prepare_weight(weight), bias, options })
+    }
+
+    /// The same conv with zero padding (before, after) per axis (height, width).
+    pub fn with_padding(mut self, padding: [(usize, usize); 2]) -> Self {
+        self.options = ConvOptions::new_with_padding(self.options.stride, padding, [1, 1], 1);
+        self
     }
 
     /// # Shapes
     /// `[N, C_in, H, W]` → `[N, C_out, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let options = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
-        conv2d(x, self.weight.clone(), self.bias.clone(), options)
+        conv::conv2d(x, &self.weight, self.bias.clone(), &self.options, None)
+    }
+
+    /// `self.forward(x) + residual` in one kernel.
+    pub fn forward_add(&self, x: Tensor<4>, residual: Tensor<4>) -> Tensor<4> {
+        conv::conv2d(x, &self.weight, self.bias.clone(), &self.options, Some(residual))
+    }
+
+    /// The conv of `x` nearest-upsampled to `size`, the upsampled tensor never written.
+    pub fn forward_upsampled(&self, x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+        conv::upsample_conv2d(x, size, &self.weight, self.bias.clone(), &self.options, None)
+    }
+
+    /// The conv with `rows` (top, bottom) zero rows instead of its own height padding (the VAE's
+    /// row bands: halo rows inside, zeros only at the image's edges).
+    pub fn forward_rows(&self, x: Tensor<4>, rows: (usize, usize)) -> Tensor<4> {
+        let padding = [rows, self.options.padding[1]];
+        let options = ConvOptions::new_with_padding(self.options.stride, padding, [1, 1], 1);
+        conv::conv2d(x, &self.weight, self.bias.clone(), &options, None)
     }
 }
 
@@ -185,16 +225,12 @@ pub enum Activation {
 }
 
 impl Activation {
-    pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+    /// The epilogue kernel's activation.
+    pub fn act(self) -> Act {
         match self {
-            Self::Gelu => activation::gelu(x),
-            Self::QuickGelu => x.clone() * activation::sigmoid(x.mul_scalar(1.702)),
-            Self::Silu => activation::silu(x),
+            Self::Gelu => Act::Gelu,
+            Self::QuickGelu => Act::QuickGelu,
+            Self::Silu => Act::Silu,
         }
     }
-}
-
-/// Zero-pad the last two dimensions by (top, bottom, left, right).
-pub fn pad_hw(x: Tensor<4>, top: usize, bottom: usize, left: usize, right: usize) -> Tensor<4> {
-    x.pad([(0, 0), (0, 0), (top, bottom), (left, right)], PadMode::Constant(0.0))
 }

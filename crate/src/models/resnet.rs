@@ -2,13 +2,11 @@
 //! `Downsample2D`, `Upsample2D` — shared by the VAE and both 3D UNets.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
-use burn::tensor::module::interpolate;
-use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use i2vgen_shaders::conv::{self, ConvWeight};
 
 use crate::Result;
 use crate::loading::weights::{Weights, key};
-use crate::models::nn::{Conv2d, GroupNorm, Linear, pad_hw};
+use crate::models::nn::{Conv2d, GroupNorm, Linear, silu};
 
 /// `ResnetBlock2D` (time_embedding_norm "default", output_scale_factor 1, SiLU).
 #[derive(Clone, Debug)]
@@ -49,39 +47,38 @@ impl ResnetBlock2D {
 
     /// # Shapes
     /// x `[N, C_in, H, W]`, temb `[N, T]` → `[N, C_out, H, W]`
+    ///
+    /// The shortcut is added in `conv2`'s epilogue (diffusers: `input_tensor + hidden_states`,
+    /// the same sum).
     pub fn forward(&self, x: Tensor<4>, temb: Option<Tensor<2>>) -> Tensor<4> {
         let mut h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let [n, c] = [h.dims()[0], h.dims()[1]];
             h = h + proj.forward(silu(temb)).reshape([n, c, 1, 1]);
         }
-        let h = self.conv2.forward(self.norm2.forward_silu(h));
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
             None => x,
         };
-        shortcut + h
+        self.conv2.forward_add(self.norm2.forward_silu(h), shortcut)
     }
 }
 
 /// `Downsample2D` with a conv (key `downsamplers.0.conv`). padding 0 means diffusers' asymmetric
-/// (0, 1, 0, 1) zero pad before a stride-2 conv (the VAE); padding 1 is the UNets' symmetric one.
+/// (0, 1, 0, 1) zero pad before a stride-2 conv (the VAE), here the conv's own padding; padding 1
+/// is the UNets' symmetric one.
 #[derive(Clone, Debug)]
 pub struct Downsample2D {
     pub conv: Conv2d,
-    asymmetric_pad: bool,
 }
 
 impl Downsample2D {
     pub fn load(w: &mut Weights, prefix: &str, channels: usize, padding: usize) -> Result<Self> {
-        Ok(Self {
-            conv: Conv2d::load(w, &key(prefix, "conv"), channels, channels, 3, 2, padding, true)?,
-            asymmetric_pad: padding == 0,
-        })
+        let conv = Conv2d::load(w, &key(prefix, "conv"), channels, channels, 3, 2, padding, true)?;
+        Ok(Self { conv: if padding == 0 { conv.with_padding([(0, 1), (0, 1)]) } else { conv } })
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = if self.asymmetric_pad { pad_hw(x, 0, 1, 0, 1) } else { x };
         self.conv.forward(x)
     }
 }
@@ -100,11 +97,11 @@ impl Upsample2D {
 
     /// # Shapes
     /// `[N, C, H, W]` → `[N, C, 2H, 2W]`, or `[N, C, size.0, size.1]`
+    ///
+    /// One kernel: the conv reads `x` through the upsampling.
     pub fn forward(&self, x: Tensor<4>, size: Option<[usize; 2]>) -> Tensor<4> {
         let [_, _, h, w] = x.dims();
-        let size = size.unwrap_or([2 * h, 2 * w]);
-        let x = interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(size));
-        self.conv.forward(x)
+        self.conv.forward_upsampled(x, size.unwrap_or([2 * h, 2 * w]))
     }
 }
 
@@ -112,29 +109,25 @@ impl Upsample2D {
 #[derive(Clone, Debug)]
 pub struct TemporalConv {
     pub norm: GroupNorm,
-    /// The checkpoint's `[C_out, C_in, 3, 1, 1]` weight as its three taps over time, each a
-    /// contiguous `[1, C_out, C_in]` (split once at load: a strided tap is copied on every call).
-    pub taps: [Tensor<3>; 3],
+    /// The checkpoint's `[C_out, C_in, 3, 1, 1]` weight, prepared as a `(3, 1)` conv over
+    /// `[B, C, F, H·W]` (see `i2vgen_shaders::conv::temporal_conv`).
+    pub weight: ConvWeight,
     pub bias: Tensor<1>,
 }
 
 impl TemporalConv {
-    /// The (3, 1, 1) convolution as three channel matmuls over time-shifted frames (zero padding
-    /// of one frame each side): the same sums as `conv3d`, but on matmul kernels, which every
-    /// backend runs far faster than a direct 5-D convolution (burn's CPU one is untiled loops).
-    fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        let x = self.norm.forward_silu(x);
-        let [b, c, f, h, w] = x.dims();
-        let [_, c_out, _] = self.taps[0].dims();
-        let zeros = Tensor::<5>::zeros([b, c, 1, h, w], &x.device());
-        let padded = Tensor::cat(vec![zeros.clone(), x, zeros], 2);
-        let tap = |k: usize| self.taps[k].clone().matmul(padded.clone().narrow(2, k, f).reshape([b, c, f * h * w]));
-        let y = tap(0) + tap(1) + tap(2);
-        (y + self.bias.clone().reshape([1, c_out, 1])).reshape([b, c_out, f, h, w])
+    /// One implicit GEMM with K = 3·C over the zero-padded frames, the bias and `residual` in its
+    /// epilogue: the same sums as `conv3d`.
+    ///
+    /// # Shapes
+    /// `[B, C, F, H, W]` → `[B, C, F, H, W]`
+    fn forward(&self, x: Tensor<5>, residual: Option<Tensor<5>>) -> Tensor<5> {
+        conv::temporal_conv(self.norm.forward_silu(x), &self.weight, Some(self.bias.clone()), residual)
     }
 }
 
-/// `TemporalConvLayer`: four GN-SiLU-Conv3d(3,1,1) over frames, with a residual around them.
+/// `TemporalConvLayer`: four GN-SiLU-Conv3d(3,1,1) over frames, with a residual around them
+/// (added in the last conv's epilogue).
 #[derive(Clone, Debug)]
 pub struct TemporalConvLayer {
     /// `conv1.{0,2}`, `conv2.{0,3}`, `conv3.{0,3}`, `conv4.{0,3}`
@@ -147,18 +140,11 @@ impl TemporalConvLayer {
             let seq = key(prefix, &format!("conv{}", i + 1));
             // The first slot has no dropout, so its conv sits at index 2, the others at 3.
             let conv = key(&seq, if i == 0 { "2" } else { "3" });
+            let weight = w.take(&key(&conv, "weight"), [channels, channels, 3, 1, 1])?;
+            let [c_out, c_in, taps, ..] = weight.dims();
             Ok(TemporalConv {
                 norm: GroupNorm::load(w, &key(&seq, "0"), groups, channels, 1e-5)?,
-                taps: w
-                    .take_slices(&key(&conv, "weight"), [channels, channels, 3, 1, 1], 2)?
-                    .into_iter()
-                    .map(|tap| {
-                        let [c_out, c_in, ..] = tap.dims();
-                        tap.reshape([1, c_out, c_in])
-                    })
-                    .collect::<Vec<_>>()
-                    .try_into()
-                    .expect("three taps"),
+                weight: conv::prepare_weight(weight.reshape([c_out, c_in, taps, 1])),
                 bias: w.take(&key(&conv, "bias"), [channels])?,
             })
         };
@@ -171,10 +157,11 @@ impl TemporalConvLayer {
         let [bf, c, h, w] = x.dims();
         let b = bf / num_frames;
         let identity = x.reshape([b, num_frames, c, h, w]).swap_dims(1, 2);
-        let mut y = identity.clone();
-        for conv in &self.convs {
-            y = conv.forward(y);
+        let [first, middle @ .., last] = &self.convs;
+        let mut y = first.forward(identity.clone(), None);
+        for conv in middle {
+            y = conv.forward(y, None);
         }
-        (identity + y).swap_dims(1, 2).reshape([bf, c, h, w])
+        last.forward(y, Some(identity)).swap_dims(1, 2).reshape([bf, c, h, w])
     }
 }

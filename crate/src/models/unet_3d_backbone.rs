@@ -112,8 +112,8 @@ impl UNet3DConfig {
     }
 
     /// f32 bytes of the largest activation a forward holds whole: `[B·F, block_out_channels[1],
-    /// h, w]`, the first up-sampled tensor back at full latent size (the concatenations, the
-    /// feed-forward and attention scores are computed in chunks; see `nn::MAX_ELEMENTS`).
+    /// h, w]`, the first up-sampled tensor back at full latent size (the concatenations and the
+    /// feed-forward are computed in chunks, see `nn::MAX_ELEMENTS`; attention holds no scores).
     pub fn largest_activation_bytes(&self, batch: usize, frames: usize, h: usize, w: usize) -> usize {
         let widest = self.block_out_channels[1.min(self.block_out_channels.len() - 1)];
         4 * batch * frames * h * w * widest.max(self.block_out_channels[0])

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
 use burn::tensor::module::adaptive_avg_pool2d;
+use i2vgen_shaders::epilogue::Act;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -13,7 +13,7 @@ use crate::loading::config::{ConfigFile, expect_class_name};
 use crate::loading::weights::{Weights, key};
 use crate::models::attention::{Attention, FeedForward};
 use crate::models::embeddings::timestep_embedding;
-use crate::models::nn::{Conv2d, LayerNorm, Linear};
+use crate::models::nn::{Conv2d, LayerNorm, Linear, silu};
 use crate::models::unet_3d_backbone::{UNet3DBackbone, UNet3DConfig, repeat_interleave};
 
 /// `unet/config.json` of an `I2VGenXLUNet`: the shared 3D UNet keys only.
@@ -55,8 +55,8 @@ impl I2VGenXLTransformerTemporalEncoder {
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = x.clone() + self.attn1.forward(self.norm1.forward(x), None);
-        x.clone() + self.ff.forward(x)
+        let x = self.attn1.forward(self.norm1.forward(x.clone()), None, Some(x));
+        self.ff.forward_add(x.clone(), x)
     }
 }
 
@@ -144,7 +144,7 @@ impl I2VGenXLUNet {
         let [_, _, gh, gw] = x.dims();
         let latent_tokens = x.reshape([b, dim, gh * gw]).swap_dims(1, 2);
         let [l1, l2] = &self.context_embedding;
-        let image_tokens = l2.forward(silu(l1.forward(image_embeddings))).reshape([b, self.config.in_channels, dim]);
+        let image_tokens = l2.forward(l1.forward_act(image_embeddings, Act::Silu)).reshape([b, self.config.in_channels, dim]);
         Tensor::cat(vec![text, latent_tokens, image_tokens], 1)
     }
 
@@ -194,7 +194,7 @@ impl I2VGenXLUNet {
         let t_emb = self.backbone.time_embedding.forward(timestep_embedding(&timesteps, c0, true, 0.0, &device));
         // 2. FPS
         let [f1, f2] = &self.fps_embedding;
-        let fps_emb = f2.forward(silu(f1.forward(timestep_embedding(&fps, c0, true, 0.0, &device))));
+        let fps_emb = f2.forward(f1.forward_act(timestep_embedding(&fps, c0, true, 0.0, &device), Act::Silu));
         // 3. time + FPS embeddings, one per frame
         let emb = repeat_interleave(t_emb + fps_emb, f);
 

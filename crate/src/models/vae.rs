@@ -169,7 +169,7 @@ impl UNetMidBlock2D {
         if let (Some(norm), Some(attn)) = (&self.group_norm, &self.attention) {
             let [n, c, h, w] = x.dims();
             let tokens = norm.forward(x.clone()).reshape([n, c, h * w]).swap_dims(1, 2);
-            let out = attn.forward(tokens, None).swap_dims(1, 2).reshape([n, c, h, w]);
+            let out = attn.forward(tokens, None, None).swap_dims(1, 2).reshape([n, c, h, w]);
             x = x + out;
         }
         self.resnets[1].forward(x, None)

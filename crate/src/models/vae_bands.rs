@@ -9,11 +9,10 @@
 //! reference decodes I2VGen-XL's frames untiled.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
-use burn::tensor::module::{conv2d, interpolate};
-use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
-use crate::models::nn::{Conv2d, GroupNorm, pad_hw};
+use crate::models::nn::{Conv2d, GroupNorm, silu};
 use crate::models::resnet::ResnetBlock2D;
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 
@@ -124,11 +123,10 @@ fn norm_silu_bands(norm: &GroupNorm, x: &[Tensor<4>]) -> Vec<Tensor<4>> {
 }
 
 /// A stride-1, size-keeping convolution (3×3, padding 1) over row bands: each band with
-/// `padding` halo rows from each neighbour (zeros at the image's top and bottom), convolved with
-/// padding in width only.
+/// `padding` halo rows from each neighbour, zero rows (the conv's padding) only at the image's
+/// top and bottom.
 fn conv_bands(conv: &Conv2d, x: &[Tensor<4>]) -> Vec<Tensor<4>> {
-    let p = conv.padding;
-    let options = ConvOptions::new([conv.stride; 2], [0, p], [1, 1], 1);
+    let p = conv.options.padding[0].0;
     let last = x.len() - 1;
     let banded = x.iter().enumerate().map(|(k, band)| {
         let mut rows = vec![band.clone()];
@@ -140,7 +138,7 @@ fn conv_bands(conv: &Conv2d, x: &[Tensor<4>]) -> Vec<Tensor<4>> {
             rows.push(x[k + 1].clone().narrow(2, 0, p));
         }
         let (top, bottom) = (if k == 0 { p } else { 0 }, if k == last { p } else { 0 });
-        pad_hw(Tensor::cat(rows, 2), top, bottom, 0, 0)
+        conv.forward_rows(Tensor::cat(rows, 2), (top, bottom))
     });
-    banded.map(|band| conv2d(band, conv.weight.clone(), conv.bias.clone(), options.clone())).collect()
+    banded.collect()
 }

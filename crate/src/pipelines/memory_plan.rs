@@ -9,6 +9,7 @@
 //! The activation figures are a liveness model of our implementation (what is held whole at the
 //! worst point of each stage, in the device's float width); allocator slack comes on top.
 
+use i2vgen_shaders::conv::TILE_M;
 use serde::Serialize;
 
 use crate::models::clip::{CLIPTextConfig, CLIPVisionConfig};
@@ -73,6 +74,19 @@ pub struct Parameters {
     pub unet: u64,
     /// Elements of the largest single weight tensor (CLIP's token embedding in the real model).
     pub largest_tensor: u64,
+    /// Zeros the GPU holds beside the parameters: conv weights are stored with their output
+    /// channels padded to whole tiles of the conv kernel (`i2vgen_shaders::conv::prepare_weight`).
+    pub padding: Padding,
+}
+
+/// Elements of conv-weight padding per network (see [`Parameters::padding`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Padding {
+    pub text_encoder: u64,
+    pub image_encoder: u64,
+    pub vae_encoder: u64,
+    pub vae_decoder: u64,
+    pub unet: u64,
 }
 
 impl Parameters {
@@ -81,15 +95,23 @@ impl Parameters {
     /// `quant_conv.*` count as its encoder, the rest as its decoder. Other components are ignored.
     pub fn add(&mut self, component: &str, key: &str, shape: &[usize]) {
         let n = shape.iter().map(|&d| d as u64).product::<u64>();
-        let slot = match component {
-            "text_encoder" => &mut self.text_encoder,
-            "image_encoder" => &mut self.image_encoder,
-            "vae" if key.starts_with("encoder.") || key.starts_with("quant_conv.") => &mut self.vae_encoder,
-            "vae" => &mut self.vae_decoder,
-            "unet" => &mut self.unet,
+        let pad = &mut self.padding;
+        let (slot, padding) = match component {
+            "text_encoder" => (&mut self.text_encoder, &mut pad.text_encoder),
+            "image_encoder" => (&mut self.image_encoder, &mut pad.image_encoder),
+            "vae" if key.starts_with("encoder.") || key.starts_with("quant_conv.") => {
+                (&mut self.vae_encoder, &mut pad.vae_encoder)
+            }
+            "vae" => (&mut self.vae_decoder, &mut pad.vae_decoder),
+            "unet" => (&mut self.unet, &mut pad.unet),
             _ => return,
         };
         *slot += n;
+        // A conv weight: `[C_out, C_in, kh, kw(, kt)]`.
+        if key.ends_with(".weight") && shape.len() >= 4 && shape[0] > 0 {
+            let c_out = shape[0] as u64;
+            *padding += (c_out.next_multiple_of(TILE_M as u64) - c_out) * (n / c_out);
+        }
         self.largest_tensor = self.largest_tensor.max(n);
     }
 }
@@ -141,7 +163,7 @@ pub struct MemoryPlan {
     pub keep_encoders: bool,
     /// The guidance halves run one after the other (batch 1 per UNet call).
     pub split_guidance: bool,
-    /// Elements of one attention-score, feed-forward or concatenation chunk.
+    /// Elements of one feed-forward or concatenation chunk.
     pub chunk_elements: u64,
     /// Row bands of the VAE decode (1 = untiled).
     pub vae_decode_bands: u64,
@@ -231,22 +253,29 @@ fn plan_with(
     let decode = 4 * vae_widest_channels(configs.vae) * video.height * video.width * ab;
 
     let largest_weight = params.largest_tensor * wb;
-    let weights = [params.text_encoder, params.image_encoder, params.vae_encoder, params.vae_decoder, params.unet];
-    let weights_bytes = weights.iter().sum::<u64>() * wb;
+    // What the GPU holds of each network: its parameters and its conv weights' padding.
+    let pad = params.padding;
+    let (text_w, image_w, vae_encoder_w, vae_decoder_w, unet_w) = (
+        params.text_encoder + pad.text_encoder,
+        params.image_encoder + pad.image_encoder,
+        params.vae_encoder + pad.vae_encoder,
+        params.vae_decoder + pad.vae_decoder,
+        params.unet + pad.unet,
+    );
+    let weights_bytes = (text_w + image_w + vae_encoder_w + vae_decoder_w + unet_w) * wb;
     // What the page holds in each phase: the encoders and the VAE while encoding, the UNet and
     // the VAE while denoising and decoding (`I2VGenXLPipeline`'s `Phase`); the refiner loads whole.
-    let vae_w = (params.vae_encoder + params.vae_decoder) * wb;
+    let vae_w = (vae_encoder_w + vae_decoder_w) * wb;
     let (encode_w, denoise_w) = if configs.image_encoder.is_some() {
-        ((params.text_encoder + params.image_encoder) * wb + vae_w, params.unet * wb + vae_w)
+        ((text_w + image_w) * wb + vae_w, unet_w * wb + vae_w)
     } else {
         (weights_bytes, weights_bytes)
     };
 
-    // Chunks hold at most `chunk_elements`, and no more than the level-0 attention scores or
-    // feed-forward hidden state would whole.
+    // Chunks hold at most `chunk_elements`, and no more than the level-0 feed-forward hidden
+    // state would whole (attention holds no score matrix).
     let (c0, tokens) = (configs.unet.block_out_channels[0] as u64, h * w);
-    let heads = c0 / configs.unet.attention_head_dim.max(1) as u64;
-    let unet_chunk = (unet_rows * video.frames * tokens * (heads * tokens).max(8 * c0)).min(chunk_elements) * ab;
+    let unet_chunk = (unet_rows * video.frames * tokens * 8 * c0).min(chunk_elements) * ab;
     let unet_tensor = unet_largest_tensor(configs, video, split_guidance, precision).max(unet_chunk);
     let encode_tensor = vae_widest_encoder_tensor(configs.vae, video.height, video.width) * ab;
     let mut stages = vec![stage("text_encoder", encode_w, text, chunk.min(text))];
@@ -290,21 +319,22 @@ fn stage(stage: &'static str, weights_bytes: u64, activation_bytes: u64, max_ten
     }
 }
 
-/// A transformer encoder layer at its worst (elements): the residual, the normed input, q/k/v,
-/// two score matrices (scores and softmax) and the MLP's hidden state before and after GELU.
-fn encoder_layer(rows: u64, tokens: u64, hidden: usize, intermediate: usize, heads: usize) -> u64 {
-    let (d, i, n) = (hidden as u64, intermediate as u64, heads as u64);
-    rows * (5 * tokens * d + 2 * n * tokens * tokens + 2 * tokens * i)
+/// A transformer encoder layer at its worst (elements): the residual, the normed input, q/k/v
+/// (the fused attention holds no score matrix) and the MLP's hidden state (its activation runs
+/// in place).
+fn encoder_layer(rows: u64, tokens: u64, hidden: usize, intermediate: usize) -> u64 {
+    let (d, i) = (hidden as u64, intermediate as u64);
+    rows * (5 * tokens * d + tokens * i)
 }
 
 fn text_activations(c: &CLIPTextConfig, rows: u64) -> u64 {
-    encoder_layer(rows, c.max_position_embeddings as u64, c.hidden_size, c.intermediate_size, c.num_attention_heads)
+    encoder_layer(rows, c.max_position_embeddings as u64, c.hidden_size, c.intermediate_size)
 }
 
 fn vision_activations(c: &CLIPVisionConfig) -> u64 {
     let patches = (c.image_size / c.patch_size.max(1)) as u64;
     let pixels = (c.num_channels * c.image_size * c.image_size) as u64;
-    pixels + encoder_layer(1, patches * patches + 1, c.hidden_size, c.intermediate_size, c.num_attention_heads)
+    pixels + encoder_layer(1, patches * patches + 1, c.hidden_size, c.intermediate_size)
 }
 
 /// The VAE encoder's full-resolution tensor: `block_out_channels[0]` channels (elements).
@@ -335,9 +365,10 @@ fn unet_largest_tensor(configs: &Configs, video: Video, split_guidance: bool, pr
 
 /// One UNet call's activations at its worst point (elements): the larger of the start of the up
 /// path (every skip held, little else) and the first level of the last up block (that level's
-/// skips, plus the worst of: the up-sampler's output with its conv's input copy and output; the
-/// hidden state, a concatenation chunk with its norm's temporaries and the resnet's output;
-/// attention's q/k/v/out with two score chunks; the temporal transformer at the input).
+/// skips, plus the worst of: the up-sampler's input and output (the conv reads its input
+/// through the upsampling); the hidden state, a concatenation chunk with its norm's temporaries
+/// and the resnet's output; attention's input, normed input, q/k/v; the temporal transformer at
+/// the input).
 fn unet_step_activations(c: &UNet3DConfig, video: Video, rows: u64, h: u64, w: u64, chunk: u64) -> u64 {
     let ch: Vec<u64> = c.block_out_channels.iter().map(|&c| c as u64).collect();
     let lpb = c.layers_per_block as u64;
@@ -359,11 +390,9 @@ fn unet_step_activations(c: &UNet3DConfig, video: Video, rows: u64, h: u64, w: u
     let n0 = pixels[0];
     let (c0, c1) = (ch[0], ch[1.min(ch.len() - 1)]);
     let level0_skips = (lpb + 1) * c0 * n0;
-    let upsample = 3 * c1 * n0;
+    let upsample = c1 * n0 + c1 * pixels[1.min(ch.len() - 1)];
     let concat = c1 * n0 + 3 * ((c0 + c1) * n0).min(chunk.max((c0 + c1) * h * w)) + c0 * n0;
-    let heads = c0 / (c.attention_head_dim as u64).max(1);
-    let scores = (images * heads * (h * w) * (h * w)).max(8 * c0 * n0).min(chunk);
-    let attention = 5 * c0 * n0 + 2 * scores;
+    let attention = 5 * c0 * n0;
     let temporal_in = c0 * n0 + 5 * (8 * c.attention_head_dim as u64) * n0;
     let inputs = 4 * images * (c.in_channels as u64) * h * w;
     inputs + skips.max(level0_skips + upsample.max(concat).max(attention)).max(temporal_in)
@@ -466,6 +495,7 @@ mod tests {
         vae_decoder: 49_500_000,
         unet: 1_420_500_000,
         largest_tensor: 49408 * 1024,
+        padding: Padding { text_encoder: 0, image_encoder: 0, vae_encoder: 0, vae_decoder: 0, unet: 0 },
     };
 
     fn video(frames: u64, height: u64, width: u64) -> Video {

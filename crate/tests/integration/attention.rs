@@ -4,19 +4,24 @@ use crate::common;
 
 use burn::tensor::{Tensor, TensorData};
 use i2vgen::diagnostics::device_check::pseudo_random;
+use i2vgen::loading::weights::Weights;
+use i2vgen::models::attention::FeedForward;
 
-/// `map_chunks` (feed-forward rows, images) gives the unchunked result, also for a ragged last chunk.
+/// `FeedForward::forward_add_chunked` (GEGLU and GELU) gives the unchunked result, also for a
+/// ragged last chunk.
 #[test]
-fn map_chunks_changes_nothing() {
-    use i2vgen::models::nn::map_chunks;
+fn feed_forward_chunks_change_nothing() {
     for (name, device) in common::devices() {
-        let x = Tensor::<2>::from_data(TensorData::new(pseudo_random(10 * 4, 3), [10, 4]), &device);
-        let w = Tensor::<2>::from_data(TensorData::new(pseudo_random(4 * 6, 4), [4, 6]), &device);
-        let f = |x: Tensor<2>| burn::tensor::activation::gelu(x.matmul(w.clone()));
-        let whole = f(x.clone()).into_data().try_to_vec::<f32>().unwrap();
-        for n in [1, 3, 4, 10, 64] {
-            let chunked = map_chunks(x.clone(), 0, n, f).into_data().try_to_vec::<f32>().unwrap();
-            assert_eq!(common::max_abs_diff(&whole, &chunked), 0.0, "{name}: chunks of {n}");
+        for geglu in [true, false] {
+            let ff = FeedForward::load(&mut Weights::random(&device), "ff", 8, 32, geglu).unwrap();
+            let x = Tensor::<3>::from_data(TensorData::new(pseudo_random(2 * 5 * 8, 3), [2, 5, 8]), &device);
+            let residual = Tensor::<3>::from_data(TensorData::new(pseudo_random(2 * 5 * 8, 4), [2, 5, 8]), &device);
+            let values = |t: Tensor<3>| t.into_data().try_to_vec::<f32>().unwrap();
+            let whole = values(ff.forward_add_chunked(x.clone(), residual.clone(), 10));
+            for rows in [1, 3, 4, 64] {
+                let chunked = values(ff.forward_add_chunked(x.clone(), residual.clone(), rows));
+                assert_eq!(common::max_abs_diff(&whole, &chunked), 0.0, "{name}: geglu {geglu}, chunks of {rows}");
+            }
         }
     }
 }

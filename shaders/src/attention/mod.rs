@@ -89,6 +89,9 @@ impl AttentionBackend for NdArray {
 /// When `heads` does not divide `C` or the shapes disagree: model code builds both from a
 /// checked config, so either is a programming error.
 pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize, causal: bool) -> Tensor<3> {
+    if crate::burn_ops() {
+        return attention_twin(q, k, v, heads, causal);
+    }
     check(&q, &k, &v, heads);
     Tensor::from_dispatch(Dispatch::attention_fused(
         q.into_dispatch(),

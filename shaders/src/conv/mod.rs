@@ -234,6 +234,9 @@ fn fused(
     residual: Option<Tensor<4>>,
     upsample: Option<[usize; 2]>,
 ) -> Tensor<4> {
+    if crate::burn_ops() {
+        return twin_dispatch(x, weight.weight(), bias, options, residual, upsample);
+    }
     check(conv_input(&x, upsample), weight.dims(), bias.as_ref(), options, residual.as_ref());
     Tensor::from_dispatch(Dispatch::conv2d_fused(
         x.into_dispatch(),

@@ -137,7 +137,7 @@ pub(super) fn bias_act(
     // An input nothing else holds (a matmul's output, as in `Linear`) is overwritten in place,
     // as burn's elementwise ops do: no second buffer of its size while the kernel runs.
     let in_place = input.can_mut();
-    let output = if in_place { input.clone() } else { empty_like(&input, shape) };
+    let output = if in_place { Cube::float_reshape(input.clone(), shape) } else { empty_like(&input, shape) };
     let (has_bias, has_residual) = (bias.is_some(), residual.is_some());
     // Absent operands: a one-vector buffer stands in for the bindings the kernel never reads (not
     // the input, which may be bound read-write here).

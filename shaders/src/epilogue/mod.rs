@@ -144,6 +144,9 @@ pub fn bias_act<const D: usize>(
     act: Act,
     residual: Option<Tensor<D>>,
 ) -> Tensor<D> {
+    if crate::burn_ops() {
+        return bias_act_twin(x, bias, act, residual);
+    }
     check_bias_act(&x, bias.as_ref(), residual.as_ref());
     Tensor::from_dispatch(Dispatch::bias_act_fused(
         x.into_dispatch(),
@@ -184,6 +187,9 @@ fn check_bias_act<const D: usize>(x: &Tensor<D>, bias: Option<&Tensor<1>>, resid
 /// # Panics
 /// When the last dimension of `h` is odd or `bias` is not `[2·inner]` (programming errors).
 pub fn geglu<const D: usize>(h: Tensor<D>, bias: Option<Tensor<1>>) -> Tensor<D> {
+    if crate::burn_ops() {
+        return geglu_twin(h, bias);
+    }
     check_geglu(&h, bias.as_ref());
     Tensor::from_dispatch(Dispatch::geglu_fused(h.into_dispatch(), Operand::from(bias)))
 }

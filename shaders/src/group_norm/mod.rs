@@ -120,6 +120,9 @@ pub fn group_norm<const D: usize>(
     eps: f64,
     silu: bool,
 ) -> Tensor<D> {
+    if crate::burn_ops() {
+        return group_norm_twin(x, affine, groups, eps, silu);
+    }
     check(&x, affine.as_ref(), groups);
     Tensor::from_dispatch(match affine {
         None => Dispatch::group_norm_fused(x.into_dispatch(), groups, eps, silu),

@@ -64,6 +64,18 @@ pub struct Args {
     /// The model folder for `--pipeline`.
     #[arg(long)]
     pub(crate) model: Option<std::path::PathBuf>,
+    /// Whose kernels run the step: ours (`i2vgen_shaders`), burn's default ones (each of our
+    /// kernels' burn-op twin), or both, burn's first, in this process (the JSON's top level is
+    /// ours, burn's figures under `burn_kernels`).
+    #[arg(long, value_enum, default_value = "ours")]
+    pub(crate) kernels: Kernels,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Kernels {
+    Ours,
+    Burn,
+    Both,
 }
 
 /// Kernel launches per kernel name.
@@ -220,21 +232,47 @@ pub fn run(args: Args) -> Result<()> {
         println!("{label}: {:.0} ms", seconds * 1e3);
         Ok((seconds, deep, launches))
     };
-    let (_, mut deep, _) = timed("warm-up", None, 981.0)?;
-    let mut times = Vec::new();
-    let mut launches = None;
-    for step in 1..=args.steps {
-        let (seconds, features, counted) =
-            timed(&format!("step {step}/{}", args.steps), None, 981.0 - 20.0 * step as f32)?;
-        times.push(seconds);
-        deep = features;
-        launches.get_or_insert(counted);
+    // A warm-up step, then the timed ones: their mean, the last deep features, the first
+    // one's launches (NdArray launches no kernels: the CPU backend measures none).
+    let run_steps = |kernels: &str| -> Result<(f64, Tensor<4>, Launches, Option<u64>)> {
+        let (_, mut deep, _) = timed(&format!("{kernels}: warm-up"), None, 981.0)?;
+        let mut times = Vec::new();
+        let mut launches = None;
+        for step in 1..=args.steps {
+            let (seconds, features, counted) =
+                timed(&format!("{kernels}: step {step}/{}", args.steps), None, 981.0 - 20.0 * step as f32)?;
+            times.push(seconds);
+            deep = features;
+            launches.get_or_insert(counted);
+        }
+        let launches = launches.expect("at least one timed step");
+        let dispatches = adapter.alignment.map(|_| launches.values().sum::<u64>());
+        let mean = times.iter().sum::<f64>() / times.len() as f64;
+        println!("{kernels}: mean {:.0} ms/step, {:.1} GFLOP/s", mean * 1e3, flops as f64 / mean / 1e9);
+        Ok((mean, deep, launches, dispatches))
+    };
+    let burn = if args.kernels == Kernels::Ours {
+        None
+    } else {
+        i2vgen_shaders::use_burn_ops(true);
+        let (mean, _, _, dispatches) = run_steps("burn's kernels")?;
+        i2vgen_shaders::use_burn_ops(false);
+        let memory = device.memory_pool_usage();
+        println!("burn's kernels: {} dispatches per guided step", dispatches.unwrap_or(0));
+        device.memory_cleanup();
+        Some(serde_json::json!({
+            "dispatches_per_step": dispatches,
+            "ms_per_step": mean * 1e3,
+            "peak_bytes": memory.as_ref().map(|m| m.bytes_reserved),
+        }))
+    };
+    if args.kernels == Kernels::Burn {
+        if args.json {
+            println!("{}", serde_json::json!({ "adapter": adapter.name, "burn_kernels": burn }));
+        }
+        return Ok(());
     }
-    let launches = launches.expect("at least one timed step");
-    // NdArray launches no kernels: the CPU backend measures none.
-    let dispatches = adapter.alignment.map(|_| launches.values().sum::<u64>());
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
-    println!("mean: {:.0} ms/step, {:.1} GFLOP/s", mean * 1e3, flops as f64 / mean / 1e9);
+    let (mean, deep, launches, dispatches) = run_steps("our kernels")?;
 
     let preset = args.preset.preset();
     let sampling = preset.sampling();
@@ -296,6 +334,7 @@ pub fn run(args: Args) -> Result<()> {
             "unet_equivalents_per_preset": presets,
             "unet_seconds_per_video": seconds_per_video,
             "peak_bytes": memory.as_ref().map(|m| m.bytes_reserved),
+            "burn_kernels": burn,
         });
         if let (Some(report), serde_json::Value::Object(measured)) = (report.as_object_mut(), measured) {
             report.extend(measured);
