@@ -6,8 +6,10 @@
 pub mod attention;
 pub mod conv;
 pub mod epilogue;
+pub mod gemm;
 pub mod group_norm;
 pub mod layer_norm;
+pub mod packed;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
