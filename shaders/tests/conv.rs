@@ -14,7 +14,7 @@ use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use i2vgen_shaders::conv::{
-    conv2d, conv2d_twin, prepare_weight, temporal_conv, temporal_conv_twin, temporal_taps, upsample_conv2d,
+    conv2d, conv2d_twin, prepare_weight, prepare_weight_packed, temporal_conv, temporal_conv_twin, temporal_taps, upsample_conv2d,
     upsample_conv2d_twin,
 };
 
@@ -340,4 +340,125 @@ fn one_launch_per_conv() {
     println!("temporal twin: {} launches {twin:?}", twin.len());
     println!("temporal kernel: {} launches {fused:?}", fused.len());
     assert_eq!(fused.len(), 1, "{fused:?}");
+}
+
+// Packed-f16 weights (`prepare_weight_packed`): the kernel reads two u32 words per four output
+// channels and widens them; the twin is burn's conv with the same f16 values unpacked to f32.
+
+impl Case {
+    /// Kernel with the packed weight (on `device`) and twin with its f16 values (on wgpu).
+    fn run_packed(&self, device: &Device, bias: bool, residual: bool) -> (Vec<f32>, Vec<f32>) {
+        let operands = |device: &Device| {
+            (
+                tensor(&self.x, self.x_shape, device),
+                bias.then(|| tensor(&self.bias, [self.weight_shape[0]], device)),
+                residual.then(|| tensor(&self.residual, self.out_shape(), device)),
+            )
+        };
+        let packed = prepare_weight_packed(tensor(&self.weight, self.weight_shape, device));
+        let (x, b, r) = operands(device);
+        let got = values(conv2d(x, &packed, b, &self.options, r));
+        let (x, b, r) = operands(&wgpu());
+        let w16 = f16_rounded(&self.weight, self.weight_shape, &wgpu());
+        let want = values(conv2d_twin(x, w16, b, &self.options, r));
+        (got, want)
+    }
+
+    fn check_packed(&self, bias: bool, residual: bool) {
+        let (got, want) = self.run_packed(&wgpu(), bias, residual);
+        let err = relative_error(&got, &want);
+        println!("packed f16 {:?} -> {:?} k{}: relative {err:.2e}", self.x_shape, self.out_shape(), self.weight_shape[2]);
+        assert!(err <= TOLERANCE, "{:?}: relative error {err:e}", self.x_shape);
+    }
+}
+
+/// The weight rounded to f16 on the host (`half::f16::from_f32`), as f32.
+fn f16_rounded(data: &TensorData, shape: [usize; 4], device: &Device) -> Tensor<4> {
+    let v: Vec<f32> = data.clone().convert::<f32>().try_into_vec::<f32>().unwrap();
+    let v: Vec<f32> = v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+    Tensor::<1>::from_data(TensorData::new(v, [shape.iter().product::<usize>()]), device).reshape(shape)
+}
+
+#[test]
+fn packed_weight_unpacks_to_the_f16_values() {
+    let case = Case::new([1, 33, 5, 7], 17, 3, 1, P1);
+    for device in [wgpu(), cpu()] {
+        let packed = prepare_weight_packed(tensor(&case.weight, case.weight_shape, &device));
+        assert!(packed.packed().is_none() && packed.packed_f16().is_some());
+        assert_eq!(packed.dims(), case.weight_shape);
+        let got = values(packed.weight());
+        let want = values(f16_rounded(&case.weight, case.weight_shape, &device));
+        assert_eq!(got, want);
+        // Half the f32 bytes (C_out padded to 64 either way).
+        assert_eq!(packed.packed_f16().unwrap().bytes(), 33 * 9 * 64 * 2);
+    }
+}
+
+#[test]
+fn packed_resnet_3x3_and_shortcut() {
+    Case::new([2, 320, 6, 10], 320, 3, 1, P1).check_packed(true, false);
+    Case::new([2, 640, 7, 12], 1280, 1, 1, P0).check_packed(true, false);
+}
+
+#[test]
+fn packed_odd_shapes_and_epilogue() {
+    Case::new([1, 4, 33, 57], 320, 3, 1, P1).check_packed(true, false);
+    Case::new([3, 33, 5, 7], 17, 3, 1, P1).check_packed(true, true);
+    Case::new([2, 320, 12, 20], 320, 3, 2, P1).check_packed(false, true);
+    Case::new([1, 128, 15, 21], 128, 3, 2, [(0, 1), (0, 1)]).check_packed(false, false);
+}
+
+#[test]
+fn packed_cpu_route_matches_wgpu_kernel() {
+    let case = Case::new([2, 24, 7, 9], 40, 3, 1, P1);
+    let (on_cpu, _) = case.run_packed(&cpu(), true, true);
+    let (on_wgpu, _) = case.run_packed(&wgpu(), true, true);
+    let err = relative_error(&on_wgpu, &on_cpu);
+    println!("packed: cpu route vs wgpu kernel: relative {err:.2e}");
+    assert!(err <= TOLERANCE, "relative error {err:e}");
+}
+
+/// Upsample + conv and the temporal conv with packed weights.
+#[test]
+fn packed_upsample_and_temporal() {
+    let device = wgpu();
+    let options = options(1, P1);
+    let ([n, c, h, w], size) = ([2, 96, 5, 7], [10, 14]);
+    let x = random(&[n, c, h, w], -0.5, 1.5);
+    let weight = random(&[64, c, 3, 3], -0.1, 0.1);
+    let bias = random(&[64], -1.0, 1.0);
+    let xs = || tensor(&x, [n, c, h, w], &device);
+    let b = || Some(tensor(&bias, [64], &device));
+    let packed = prepare_weight_packed(tensor(&weight, [64, c, 3, 3], &device));
+    let got = values(upsample_conv2d(xs(), size, &packed, b(), &options, None));
+    let want = values(upsample_conv2d_twin(xs(), size, f16_rounded(&weight, [64, c, 3, 3], &device), b(), &options, None));
+    let err = relative_error(&got, &want);
+    println!("packed upsample: relative {err:.2e}");
+    assert!(err <= TOLERANCE, "upsample: relative error {err:e}");
+
+    let [b, c, f, h, w] = [1, 320, 5, 6, 10];
+    let x = random(&[b, c, f, h, w], -0.5, 1.5);
+    let scale = (1.0 / (3 * c) as f64).sqrt();
+    let weight = random(&[c, c, 3, 1], -scale, scale);
+    let identity = random(&[b, f, c, h, w], -1.0, 1.0);
+    let xs = || tensor(&x, [b, c, f, h, w], &device);
+    let residual = || Some(tensor(&identity, [b, f, c, h, w], &device).swap_dims(1, 2));
+    let packed = prepare_weight_packed(tensor(&weight, [c, c, 3, 1], &device));
+    let got = values(temporal_conv(xs(), &packed, None, residual()));
+    let taps = temporal_taps(f16_rounded(&weight, [c, c, 3, 1], &device));
+    let want = values(temporal_conv_twin(xs(), &taps, None, residual()));
+    let err = relative_error(&got, &want);
+    println!("packed temporal: relative {err:.2e}");
+    assert!(err <= TOLERANCE, "temporal: relative error {err:e}");
+}
+
+/// Still one launch per conv with a packed weight.
+#[test]
+fn packed_one_launch() {
+    let device = wgpu();
+    let case = Case::new([1, 64, 8, 8], 64, 3, 1, P1);
+    let packed = prepare_weight_packed(tensor(&case.weight, case.weight_shape, &device));
+    let x = tensor(&case.x, case.x_shape, &device);
+    let names = launches(|| conv2d(x, &packed, None, &case.options, None));
+    assert_eq!(names.len(), 1, "{names:?}");
 }

@@ -14,11 +14,13 @@
 use burn::backend::Cube;
 use burn::backend::TensorMetadata;
 use burn::backend::ops::FloatTensorOps;
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::cubecl;
 use burn::cubecl::prelude::*;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Shape};
+
+use crate::packed::kernels::f16_to_f32;
 
 /// Output channels per workgroup tile (the packed weight is padded to a multiple of it).
 pub const TILE_M: usize = 64;
@@ -42,6 +44,7 @@ type Vec4 = Vector<f32, Const<4>>;
 fn conv2d_igemm(
     input: &[f32],
     weight: &[Vec4],
+    words: &[u32],
     bias: &[f32],
     residual: &[f32],
     output: &mut [f32],
@@ -65,6 +68,7 @@ fn conv2d_igemm(
     #[comptime] has_bias: bool,
     #[comptime] has_residual: bool,
     #[comptime] upsample: bool,
+    #[comptime] packed_f16: bool,
 ) {
     let pixel_tile = CUBE_POS_Z as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
     if pixel_tile * 64 >= pixels {
@@ -106,7 +110,7 @@ fn conv2d_igemm(
         acc[i] = Vec4::new(0.0f32);
     }
 
-    let mut a_next = load_weight(weight, row, k_len, row * weight_row + weight_col);
+    let mut a_next = load_weight(weight, words, row, k_len, row * weight_row + weight_col, packed_f16);
     let mut b_next = gather(
         input, row, k_len, &image_at, &top, &left, plane, height, width, src_height, src_width, pad_top, pad_left,
         kernel_h, kernel_w, upsample,
@@ -118,7 +122,7 @@ fn conv2d_igemm(
         sync_cube();
 
         let k = (step + 1) * 16 + row;
-        a_next = load_weight(weight, k, k_len, k * weight_row + weight_col);
+        a_next = load_weight(weight, words, k, k_len, k * weight_row + weight_col, packed_f16);
         b_next = gather(
             input, k, k_len, &image_at, &top, &left, plane, height, width, src_height, src_width, pad_top, pad_left,
             kernel_h, kernel_w, upsample,
@@ -160,12 +164,22 @@ fn conv2d_igemm(
     }
 }
 
-/// Row `k` of the packed weight at vec4 `at`, or zeros past K.
+/// Row `k` of the packed weight at vec4 `at`, or zeros past K. With `packed_f16` the same four
+/// channels are read from `words` (f16 pairs, two words per vec4) and widened to f32.
 #[cube]
-fn load_weight(weight: &[Vec4], k: usize, k_len: usize, at: usize) -> Vec4 {
+fn load_weight(weight: &[Vec4], words: &[u32], k: usize, k_len: usize, at: usize, #[comptime] packed_f16: bool) -> Vec4 {
     let mut a = Vec4::new(0.0f32);
     if k < k_len {
-        a = weight[at];
+        if packed_f16 {
+            let low = words[at * 2];
+            let high = words[at * 2 + 1];
+            a.insert(0usize, f16_to_f32(low & 0xFFFFu32));
+            a.insert(1usize, f16_to_f32(low >> 16u32));
+            a.insert(2usize, f16_to_f32(high & 0xFFFFu32));
+            a.insert(3usize, f16_to_f32(high >> 16u32));
+        } else {
+            a = weight[at];
+        }
     }
     a
 }
@@ -219,11 +233,19 @@ fn gather(
     b
 }
 
-/// Launches the kernel on `x`'s device. Every operand is f32; `packed` is `[C_in, kh, kw, M_pad]`.
-/// With `upsample`, the conv reads `x` nearest-upsampled to that `[H, W]`.
+/// The weight operand of [`conv2d`].
+pub(super) enum Weight {
+    /// f32 `[C_in, kh, kw, M_pad]`.
+    Dense(FloatTensor<Cube>),
+    /// u32 words `[C_in·kh·kw, M_pad / 2]` of f16 pairs, and `[kh, kw]`.
+    PackedF16(IntTensor<Cube>, [usize; 2]),
+}
+
+/// Launches the kernel on `x`'s device. Every float operand is f32. With `upsample`, the conv
+/// reads `x` nearest-upsampled to that `[H, W]`.
 pub(super) fn conv2d(
     x: FloatTensor<Cube>,
-    packed: FloatTensor<Cube>,
+    packed: Weight,
     bias: Option<FloatTensor<Cube>>,
     residual: Option<FloatTensor<Cube>>,
     c_out: usize,
@@ -233,8 +255,13 @@ pub(super) fn conv2d(
     let x_shape = x.shape();
     let [n, c_in, src_height, src_width] = [x_shape[0], x_shape[1], x_shape[2], x_shape[3]];
     let [height, width] = upsample.unwrap_or([src_height, src_width]);
-    let w_shape = packed.shape();
-    let [kernel_h, kernel_w, m_pad] = [w_shape[1], w_shape[2], w_shape[3]];
+    let [kernel_h, kernel_w, m_pad] = match &packed {
+        Weight::Dense(w) => {
+            let w_shape = w.shape();
+            [w_shape[1], w_shape[2], w_shape[3]]
+        }
+        Weight::PackedF16(words, [kh, kw]) => [*kh, *kw, words.shape()[1] * 2],
+    };
     let out_shape = super::output_shape([n, c_in, height, width], c_out, [kernel_h, kernel_w], options);
     let [_, _, out_h, out_w] = out_shape;
     let client = x.client.clone();
@@ -256,7 +283,15 @@ pub(super) fn conv2d(
 
     // The kernel indexes row-major memory: a strided view is copied once here.
     let input = contiguous(x);
-    let weight = contiguous(packed);
+    // The binding the kernel does not read gets the other one's buffer.
+    let packed_f16 = matches!(packed, Weight::PackedF16(..));
+    let (weight, words) = match packed {
+        Weight::Dense(w) => {
+            let w = contiguous(w);
+            (w.clone(), w)
+        }
+        Weight::PackedF16(words, _) => (words.clone(), words),
+    };
     let (has_bias, has_residual) = (bias.is_some(), residual.is_some());
     // Absent operands: `input` stands in for the bindings the kernel never reads.
     let bias = bias.map_or_else(|| input.clone(), contiguous);
@@ -270,6 +305,7 @@ pub(super) fn conv2d(
         CubeDim::new_1d(UNITS),
         input.into_buffer_arg(),
         weight.into_buffer_arg(),
+        words.into_buffer_arg(),
         bias.into_buffer_arg(),
         residual.into_buffer_arg(),
         output.clone().into_buffer_arg(),
@@ -293,6 +329,7 @@ pub(super) fn conv2d(
         has_bias,
         has_residual,
         upsample.is_some(),
+        packed_f16,
     );
     output
 }

@@ -17,10 +17,13 @@ mod kernels;
 
 pub use kernels::{TILE_K, TILE_M, TILE_N};
 
-use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Cube, Dispatch, ExtensionType, backend_extension};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Backend, Cube, Dispatch, ExtensionType, TensorMetadata, backend_extension};
 use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
-use burn::tensor::{DType, Slice, Tensor};
+use burn::tensor::{DType, Shape, Slice, Tensor};
+
+use crate::packed::{PackedBackend, PackedF16};
 
 #[cfg(not(target_arch = "wasm32"))]
 use burn::backend::NdArray;
@@ -52,13 +55,27 @@ impl Operand<Dispatch> {
 /// `*_twin` burn's `conv2d` + add on any backend with the checkpoint's `[C_out, C_in, kh, kw]`,
 /// the kernel's reference.
 #[backend_extension(Cube, NdArray: cfg(not(target_arch = "wasm32")))]
-pub trait ConvBackend: Backend {
+pub trait ConvBackend: Backend + PackedBackend {
     fn conv2d_fused(
         x: FloatTensor<Self>,
         packed: FloatTensor<Self>,
         #[extension_type] bias: Operand<Self>,
         #[extension_type] residual: Operand<Self>,
         c_out: usize,
+        options: ConvOptions<2>,
+        upsample: Option<[usize; 2]>,
+    ) -> FloatTensor<Self>;
+
+    /// [`Self::conv2d_fused`] with the weight as a [`PackedF16`]'s words `[C_in·kh·kw, M_pad / 2]`
+    /// (`kernel` = `[kh, kw]`), computed in f32.
+    #[allow(clippy::too_many_arguments)] // the extension's operands, routed one by one
+    fn conv2d_fused_packed(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        #[extension_type] bias: Operand<Self>,
+        #[extension_type] residual: Operand<Self>,
+        c_out: usize,
+        kernel: [usize; 2],
         options: ConvOptions<2>,
         upsample: Option<[usize; 2]>,
     ) -> FloatTensor<Self>;
@@ -91,10 +108,33 @@ impl ConvBackend for Cube {
             .flatten()
             .all(|t| t.dtype == DType::F32);
         if f32_operands {
-            kernels::conv2d(x, packed, bias, residual, c_out, &options, upsample)
+            kernels::conv2d(x, kernels::Weight::Dense(packed), bias, residual, c_out, &options, upsample)
         } else {
             // The kernel is written for f32; other dtypes keep burn's conv until they have a path.
             twin::<Self>(x, unpack::<Self>(packed, c_out), bias, residual, options, upsample)
+        }
+    }
+
+    fn conv2d_fused_packed(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        bias: Operand<Self>,
+        residual: Operand<Self>,
+        c_out: usize,
+        kernel: [usize; 2],
+        options: ConvOptions<2>,
+        upsample: Option<[usize; 2]>,
+    ) -> FloatTensor<Self> {
+        let (bias, residual) = (bias.into_option(), residual.into_option());
+        let f32_operands =
+            [Some(&x), bias.as_ref(), residual.as_ref()].into_iter().flatten().all(|t| t.dtype == DType::F32);
+        if f32_operands {
+            let weight = kernels::Weight::PackedF16(words, kernel);
+            kernels::conv2d(x, weight, bias, residual, c_out, &options, upsample)
+        } else {
+            let weight = unpack_words::<Self>(words, c_out, kernel);
+            let weight = Self::float_cast(weight, x.dtype.into());
+            twin::<Self>(x, weight, bias, residual, options, upsample)
         }
     }
 }
@@ -114,6 +154,29 @@ impl ConvBackend for NdArray {
         let weight = unpack::<Self>(packed, c_out);
         twin::<Self>(x, weight, bias.into_option(), residual.into_option(), options, upsample)
     }
+
+    fn conv2d_fused_packed(
+        x: FloatTensor<Self>,
+        words: IntTensor<Self>,
+        bias: Operand<Self>,
+        residual: Operand<Self>,
+        c_out: usize,
+        kernel: [usize; 2],
+        options: ConvOptions<2>,
+        upsample: Option<[usize; 2]>,
+    ) -> FloatTensor<Self> {
+        let weight = unpack_words::<Self>(words, c_out, kernel);
+        twin::<Self>(x, weight, bias.into_option(), residual.into_option(), options, upsample)
+    }
+}
+
+/// A packed-f16 conv weight's words `[C_in·kh·kw, M_pad / 2]` as the checkpoint's f32
+/// `[C_out, C_in, kh, kw]` (a strided view of the unpacked `[K, C_out]`).
+fn unpack_words<B: PackedBackend>(words: IntTensor<B>, c_out: usize, [kh, kw]: [usize; 2]) -> FloatTensor<B> {
+    let k_len = words.shape()[0];
+    let matrix = B::unpack_f16(words, c_out);
+    let weight = B::float_reshape(matrix, Shape::new([k_len / (kh * kw), kh, kw, c_out]));
+    B::float_permute(weight, &[3, 0, 1, 2])
 }
 
 /// A convolution weight in the layout the kernel reads: `[C_in, kh, kw, C_out_pad]` row-major,
@@ -121,26 +184,61 @@ impl ConvBackend for NdArray {
 /// output channels contiguous (vec4 loads), zero-padded to a whole number of [`TILE_M`] tiles so
 /// the kernel's weight loads need no bounds check on M. Built once at load by [`prepare_weight`]
 /// on every backend; the CPU route reads it back as a strided view (no copy).
+///
+/// [`prepare_weight_packed`] holds the same `[K, C_out_pad]` matrix as f16 pairs in u32 words
+/// ([`PackedF16`], two output channels per word, half the bytes); the kernel reads two words for
+/// its four channels and widens them, computing in f32 as before.
 #[derive(Clone, Debug)]
 pub struct ConvWeight {
-    packed: Tensor<4>,
+    storage: Storage,
     c_out: usize,
 }
 
+#[derive(Clone, Debug)]
+enum Storage {
+    /// `[C_in, kh, kw, C_out_pad]` f32.
+    Dense(Tensor<4>),
+    /// `[C_in·kh·kw, C_out]` as packed f16, and `[C_in, kh, kw]`.
+    PackedF16(PackedF16, [usize; 3]),
+}
+
 impl ConvWeight {
-    /// The checkpoint's `[C_out, C_in, kh, kw]` weight, as a view of the packed one.
+    /// The checkpoint's `[C_out, C_in, kh, kw]` weight: a view of the dense one, or the packed
+    /// one unpacked to f32 (each value an f16).
     pub fn weight(&self) -> Tensor<4> {
-        self.packed.clone().narrow(3, 0, self.c_out).permute([3, 0, 1, 2])
+        match &self.storage {
+            Storage::Dense(packed) => packed.clone().narrow(3, 0, self.c_out).permute([3, 0, 1, 2]),
+            Storage::PackedF16(words, [c_in, kh, kw]) => {
+                words.unpack().reshape([*c_in, *kh, *kw, self.c_out]).permute([3, 0, 1, 2])
+            }
+        }
     }
 
-    /// The packed `[C_in, kh, kw, C_out_pad]` tensor the kernel reads.
-    pub fn packed(&self) -> &Tensor<4> {
-        &self.packed
+    /// The dense `[C_in, kh, kw, C_out_pad]` tensor the kernel reads (`None` when packed).
+    pub fn packed(&self) -> Option<&Tensor<4>> {
+        match &self.storage {
+            Storage::Dense(packed) => Some(packed),
+            Storage::PackedF16(..) => None,
+        }
+    }
+
+    /// The packed-f16 words (`None` when dense).
+    pub fn packed_f16(&self) -> Option<&PackedF16> {
+        match &self.storage {
+            Storage::Dense(_) => None,
+            Storage::PackedF16(words, _) => Some(words),
+        }
     }
 
     /// `[C_out, C_in, kh, kw]`.
     pub fn dims(&self) -> [usize; 4] {
-        let [c_in, kh, kw, _] = self.packed.dims();
+        let [c_in, kh, kw] = match &self.storage {
+            Storage::Dense(packed) => {
+                let [c_in, kh, kw, _] = packed.dims();
+                [c_in, kh, kw]
+            }
+            Storage::PackedF16(_, dims) => *dims,
+        };
         [self.c_out, c_in, kh, kw]
     }
 }
@@ -161,7 +259,18 @@ pub fn prepare_weight(weight: Tensor<4>) -> ConvWeight {
     } else {
         matrix
     };
-    ConvWeight { packed: matrix.reshape([c_in, kh, kw, c_out + pad]), c_out }
+    ConvWeight { storage: Storage::Dense(matrix.reshape([c_in, kh, kw, c_out + pad])), c_out }
+}
+
+/// [`prepare_weight`] with the weight rounded to f16 and packed two channels to a u32 word
+/// ([`PackedF16`], `[C_in·kh·kw, C_out_pad / 2]`): half the memory; the kernel computes in f32.
+///
+/// # Shapes
+/// As [`prepare_weight`].
+pub fn prepare_weight_packed(weight: Tensor<4>) -> ConvWeight {
+    let [c_out, c_in, kh, kw] = weight.dims();
+    let matrix = weight.permute([1, 2, 3, 0]).reshape([c_in * kh * kw, c_out]);
+    ConvWeight { storage: Storage::PackedF16(PackedF16::pack(matrix), [c_in, kh, kw]), c_out }
 }
 
 /// `nn.Conv2d` with groups 1 and dilation 1, then `+ residual` when given: the implicit-GEMM
@@ -238,9 +347,24 @@ fn fused(
         return twin_dispatch(x, weight.weight(), bias, options, residual, upsample);
     }
     check(conv_input(&x, upsample), weight.dims(), bias.as_ref(), options, residual.as_ref());
+    let dense = match &weight.storage {
+        Storage::Dense(packed) => packed,
+        Storage::PackedF16(words, [_, kh, kw]) => {
+            return Tensor::from_dispatch(Dispatch::conv2d_fused_packed(
+                x.into_dispatch(),
+                words.words().clone().into_dispatch(),
+                Operand::from_tensor(bias),
+                Operand::from_tensor(residual),
+                weight.c_out,
+                [*kh, *kw],
+                options.clone(),
+                upsample,
+            ));
+        }
+    };
     Tensor::from_dispatch(Dispatch::conv2d_fused(
         x.into_dispatch(),
-        weight.packed.clone().into_dispatch(),
+        dense.clone().into_dispatch(),
         Operand::from_tensor(bias),
         Operand::from_tensor(residual),
         weight.c_out,
