@@ -42,6 +42,8 @@ pub struct Weights {
     device: Device,
     tensors: BTreeMap<String, Stored>,
     mode: Mode,
+    /// Whether `Linear` and conv weights are kept as packed f16 ([`Weights::with_packed_f16`]).
+    packed_f16: bool,
 }
 
 /// Join a module path and a field name the way state-dict keys are spelled.
@@ -105,7 +107,7 @@ impl Weights {
 
     /// No tensors yet: [`Weights::insert`] them one by one.
     pub fn new(device: &Device) -> Self {
-        Self { device: device.clone(), tensors: BTreeMap::new(), mode: Mode::Stored }
+        Self { device: device.clone(), tensors: BTreeMap::new(), mode: Mode::Stored, packed_f16: false }
     }
 
     /// Add one tensor from its safetensors bytes (little-endian `dtype` values); it goes to the
@@ -142,14 +144,14 @@ impl Weights {
     /// Every `take` draws fresh values on the device: uniform in ±1/√fan_in, where fan_in is
     /// the elements per output channel (±1 for vectors), so activations stay in range.
     pub fn random(device: &Device) -> Self {
-        Self { device: device.clone(), tensors: BTreeMap::new(), mode: Mode::Random }
+        Self { device: device.clone(), tensors: BTreeMap::new(), mode: Mode::Random, packed_f16: false }
     }
 
     /// Every `take` writes down its key and shape and gets a one-element placeholder (as for
     /// [`Weights::declare`]d tensors): building a network lists the checkpoint it takes, at no
     /// memory cost — read it with [`Weights::recorded`], never run the network.
     pub fn shapes(device: &Device) -> Self {
-        Self { device: device.clone(), tensors: BTreeMap::new(), mode: Mode::Record(Vec::new()) }
+        Self { device: device.clone(), tensors: BTreeMap::new(), mode: Mode::Record(Vec::new()), packed_f16: false }
     }
 
     /// The keys and shapes taken so far by a [`Weights::shapes`] build, in the order they were
@@ -163,6 +165,19 @@ impl Weights {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The networks built from these weights keep their `Linear` and conv weights as f16 pairs
+    /// packed in u32 words (`i2vgen_shaders::packed`), half the memory, computing in f32; norm
+    /// weights, biases and embeddings stay f32. Each weight is packed as it is taken.
+    pub fn with_packed_f16(mut self) -> Self {
+        self.packed_f16 = true;
+        self
+    }
+
+    /// Whether [`Weights::with_packed_f16`] was asked for.
+    pub fn packed_f16(&self) -> bool {
+        self.packed_f16
     }
 
     /// Take the tensor `key`, which must have `shape`.

@@ -4,6 +4,8 @@ use burn::tensor::Tensor;
 use burn::tensor::ops::ConvOptions;
 use i2vgen_shaders::conv::{self, ConvWeight};
 use i2vgen_shaders::epilogue::{self, Act};
+use i2vgen_shaders::gemm::matmul_packed;
+use i2vgen_shaders::packed::PackedF16;
 
 use crate::Result;
 use crate::loading::weights::{Weights, key};
@@ -21,19 +23,32 @@ pub const MAX_BINDING_BYTES: usize = 1 << 30;
 /// (`i2vgen_shaders::epilogue::bias_act`).
 #[derive(Clone, Debug)]
 pub struct Linear {
-    pub weight: Tensor<2>,
+    pub weight: LinearWeight,
     pub bias: Option<Tensor<1>>,
+}
+
+/// A [`Linear`]'s `[in, out]` weight: f32 for burn's matmul, or packed f16 for
+/// `i2vgen_shaders::gemm::matmul_packed` ([`Weights::with_packed_f16`]).
+#[derive(Clone, Debug)]
+pub enum LinearWeight {
+    Dense(Tensor<2>),
+    PackedF16(PackedF16),
 }
 
 impl Linear {
     pub fn load(w: &mut Weights, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        // `[out, in]` → `[in, out]` (a view; packing makes it contiguous first, as burn's matmul would).
         let weight = w.take(&key(prefix, "weight"), [d_out, d_in])?.transpose();
+        let weight = if w.packed_f16() { LinearWeight::PackedF16(PackedF16::pack(weight)) } else { LinearWeight::Dense(weight) };
         let bias = if bias { Some(w.take(&key(prefix, "bias"), [d_out])?) } else { None };
         Ok(Self { weight, bias })
     }
 
     pub fn d_out(&self) -> usize {
-        self.weight.dims()[1]
+        match &self.weight {
+            LinearWeight::Dense(weight) => weight.dims()[1],
+            LinearWeight::PackedF16(weight) => weight.dims()[1],
+        }
     }
 
     /// # Shapes
@@ -59,7 +74,11 @@ impl Linear {
     pub fn matmul<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let mut shape = x.dims();
         let rows = shape[..D - 1].iter().product::<usize>();
-        let y = x.reshape([rows, shape[D - 1]]).matmul(self.weight.clone());
+        let x = x.reshape([rows, shape[D - 1]]);
+        let y = match &self.weight {
+            LinearWeight::Dense(weight) => x.matmul(weight.clone()),
+            LinearWeight::PackedF16(weight) => matmul_packed(x, weight),
+        };
         shape[D - 1] = self.d_out();
         y.reshape(shape)
     }
@@ -104,7 +123,7 @@ impl Conv2d {
         let weight = w.take(&key(prefix, "weight"), [c_out, c_in, kernel, kernel])?;
         let bias = if bias { Some(w.take(&key(prefix, "bias"), [c_out])?) } else { None };
         let options = ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1);
-        Ok(Self { weight: conv::prepare_weight(weight), bias, options })
+        Ok(Self { weight: conv_weight(w, weight), bias, options })
     }
 
     /// The same conv with zero padding (before, after) per axis (height, width).
@@ -136,6 +155,12 @@ impl Conv2d {
         let options = ConvOptions::new_with_padding(self.options.stride, padding, [1, 1], 1);
         conv::conv2d(x, &self.weight, self.bias.clone(), &options, None)
     }
+}
+
+/// A checkpoint conv weight `[C_out, C_in, kh, kw]` in the conv kernel's layout: f32, or packed
+/// f16 when `w` asks for it ([`Weights::with_packed_f16`]).
+pub fn conv_weight(w: &Weights, weight: Tensor<4>) -> ConvWeight {
+    if w.packed_f16() { conv::prepare_weight_packed(weight) } else { conv::prepare_weight(weight) }
 }
 
 /// `nn.GroupNorm` (affine) over `[N, C, ...]` of any rank: the fused kernels of

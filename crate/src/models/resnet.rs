@@ -6,7 +6,7 @@ use i2vgen_shaders::conv::{self, ConvWeight};
 
 use crate::Result;
 use crate::loading::weights::{Weights, key};
-use crate::models::nn::{Conv2d, GroupNorm, Linear, silu};
+use crate::models::nn::{Conv2d, GroupNorm, Linear, conv_weight, silu};
 
 /// `ResnetBlock2D` (time_embedding_norm "default", output_scale_factor 1, SiLU).
 #[derive(Clone, Debug)]
@@ -144,7 +144,7 @@ impl TemporalConvLayer {
             let [c_out, c_in, taps, ..] = weight.dims();
             Ok(TemporalConv {
                 norm: GroupNorm::load(w, &key(&seq, "0"), groups, channels, 1e-5)?,
-                weight: conv::prepare_weight(weight.reshape([c_out, c_in, taps, 1])),
+                weight: conv_weight(w, weight.reshape([c_out, c_in, taps, 1])),
                 bias: w.take(&key(&conv, "bias"), [channels])?,
             })
         };

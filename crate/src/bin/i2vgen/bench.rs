@@ -162,15 +162,22 @@ pub fn run(args: Args) -> Result<()> {
     }
     let (device, adapter) = crate::devices::device_and_adapter(args.backend, args.dtype)?;
     if let Some(model) = args.model.as_deref().filter(|_| args.pipeline) {
+        if args.dtype == DType::PackedF16 {
+            bail!("--dtype packed-f16 is not wired into the pipeline benchmark yet; bench the UNet alone");
+        }
         let dtype = if args.dtype == DType::F16 { Precision::F16 } else { Precision::F32 };
         let size = Size { frames: args.frames, height: args.height, width: args.width };
         return crate::bench_pipeline::run(model, size, dtype, &device, args.json);
     }
 
     let start = Instant::now();
-    let net = config.build(&mut Weights::random(&device))?;
+    let weights = Weights::random(&device);
+    let mut weights = if args.dtype == DType::PackedF16 { weights.with_packed_f16() } else { weights };
+    let net = config.build(&mut weights)?;
     device.sync().map_err(|err| anyhow!("{err:?}"))?;
     let built = start.elapsed().as_secs_f64();
+    // What the network holds on the device before any input exists: its weights.
+    let weights_bytes = device.memory_pool_usage().map(|m| m.bytes_in_use);
 
     let (b, f, h, w) = (2, args.frames, args.height / 8, args.width / 8);
     let config_unet = config.unet();
@@ -192,6 +199,9 @@ pub fn run(args: Args) -> Result<()> {
         config_unet.block_out_channels, args.height, args.width, args.dtype, args.backend, adapter.name
     );
     println!("built with random weights in {built:.1} s");
+    if let Some(bytes) = weights_bytes {
+        println!("weights on the device: {} ({bytes} B)", gib(bytes));
+    }
     println!("analytic cost: {:.1} GFLOP per step", flops as f64 / 1e9);
 
     let normal = |shape: [usize; 5]| Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device);
@@ -334,6 +344,7 @@ pub fn run(args: Args) -> Result<()> {
             "unet_equivalents_per_preset": presets,
             "unet_seconds_per_video": seconds_per_video,
             "peak_bytes": memory.as_ref().map(|m| m.bytes_reserved),
+            "weights_bytes": weights_bytes,
             "burn_kernels": burn,
         });
         if let (Some(report), serde_json::Value::Object(measured)) = (report.as_object_mut(), measured) {
