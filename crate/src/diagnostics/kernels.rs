@@ -72,7 +72,7 @@ pub struct Counts {
 /// The family of a kernel as cubecl names it (the measured side), in the words [`Counts`] uses.
 pub fn family(kernel: &str) -> &'static str {
     match kernel {
-        "MatmulEntry" => "matmul",
+        "MatmulEntry" | "MatmulPackedF16" => "matmul",
         "DirectConv2dKernel" | "Conv2dIgemm" => "conv",
         "CopyKernel" | "CopyKernelPack" => "copy",
         "SliceKernel" => "slice",

@@ -42,7 +42,7 @@ pub struct Weights {
     device: Device,
     tensors: BTreeMap<String, Stored>,
     mode: Mode,
-    /// Whether `Linear` and conv weights are kept as packed f16 ([`Weights::with_packed_f16`]).
+    /// Whether `Linear` and conv weights are kept as packed f16 ([`Weights::set_packed_f16`]).
     packed_f16: bool,
 }
 
@@ -167,15 +167,14 @@ impl Weights {
         &self.device
     }
 
-    /// The networks built from these weights keep their `Linear` and conv weights as f16 pairs
+    /// Whether the networks built from these weights keep their `Linear` and conv weights as f16 pairs
     /// packed in u32 words (`i2vgen_shaders::packed`), half the memory, computing in f32; norm
     /// weights, biases and embeddings stay f32. Each weight is packed as it is taken.
-    pub fn with_packed_f16(mut self) -> Self {
-        self.packed_f16 = true;
-        self
+    pub fn set_packed_f16(&mut self, on: bool) {
+        self.packed_f16 = on;
     }
 
-    /// Whether [`Weights::with_packed_f16`] was asked for.
+    /// Whether [`Weights::set_packed_f16`] is on.
     pub fn packed_f16(&self) -> bool {
         self.packed_f16
     }

@@ -28,7 +28,7 @@ pub struct Linear {
 }
 
 /// A [`Linear`]'s `[in, out]` weight: f32 for burn's matmul, or packed f16 for
-/// `i2vgen_shaders::gemm::matmul_packed` ([`Weights::with_packed_f16`]).
+/// `i2vgen_shaders::gemm::matmul_packed` ([`Weights::set_packed_f16`]).
 #[derive(Clone, Debug)]
 pub enum LinearWeight {
     Dense(Tensor<2>),
@@ -158,7 +158,7 @@ impl Conv2d {
 }
 
 /// A checkpoint conv weight `[C_out, C_in, kh, kw]` in the conv kernel's layout: f32, or packed
-/// f16 when `w` asks for it ([`Weights::with_packed_f16`]).
+/// f16 when `w` asks for it ([`Weights::set_packed_f16`]).
 pub fn conv_weight(w: &Weights, weight: Tensor<4>) -> ConvWeight {
     if w.packed_f16() { conv::prepare_weight_packed(weight) } else { conv::prepare_weight(weight) }
 }

@@ -142,3 +142,48 @@ fn refiner_unet_forward_cached_reuses_deep_features() {
         );
     }
 }
+
+/// The tiny I2VGenXLUNet with its Linear and conv weights packed to f16 (`Weights::set_packed_f16`,
+/// computing in f32) against diffusers' f32 output, on both backends, within the bounds the f16
+/// golden (`generate_in_f16_stays_near_diffusers`) allows; and measurably not the f32 network (the
+/// packing took place).
+#[test]
+fn unet_with_packed_f16_weights_stays_near_diffusers() {
+    let golden = Golden::open("unet.safetensors");
+    // `timestep` and `fps` are int64 `[B]` in the golden file.
+    let bytes = std::fs::read(std::path::Path::new(common::FIXTURES).join("golden/unet.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let per_batch = |name: &str, _b: usize| -> Vec<f32> {
+        let view = file.tensor(name).unwrap();
+        assert_eq!(view.dtype(), safetensors::Dtype::I64, "{name}");
+        view.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+    };
+    let reference = &golden.0["out_sample"].1;
+    for (backend, device) in common::devices() {
+        let input = || {
+            let sample: Tensor<5> = golden.get("sample", &device);
+            let b = sample.dims()[0];
+            I2VGenXLUNetInput {
+                sample,
+                timesteps: per_batch("timestep", b),
+                encoder_hidden_states: golden.get("encoder_hidden_states", &device),
+                fps: per_batch("fps", b),
+                image_latents: golden.get("image_latents", &device),
+                image_embeddings: golden.get("image_embeddings", &device),
+            }
+        };
+        let packed = fixture_unet("tiny-i2vgen", &device, |w, c| {
+            w.set_packed_f16(true);
+            I2VGenXLUNet::load(w, c)
+        });
+        let got = values(packed.forward(input()));
+        let f32_net = fixture_unet("tiny-i2vgen", &device, I2VGenXLUNet::load);
+        let dense = values(f32_net.forward(input()));
+        let max = common::max_abs_diff(&got, reference);
+        let mean = got.iter().zip(reference).map(|(a, b)| (a - b).abs()).sum::<f32>() / got.len() as f32;
+        let from_f32 = common::max_abs_diff(&got, &dense);
+        println!("packed f16 UNet [{backend}] vs diffusers f32: max abs {max:.3e}, mean abs {mean:.3e}; vs our f32 {from_f32:.3e}");
+        assert!(max < 0.1 && mean < 1e-2, "[{backend}] packed f16: max abs {max}, mean abs {mean}");
+        assert!(from_f32 > 1e-6, "[{backend}] the packed network computed exactly the f32 one: nothing was packed");
+    }
+}

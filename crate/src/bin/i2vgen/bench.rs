@@ -171,8 +171,8 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let start = Instant::now();
-    let weights = Weights::random(&device);
-    let mut weights = if args.dtype == DType::PackedF16 { weights.with_packed_f16() } else { weights };
+    let mut weights = Weights::random(&device);
+    weights.set_packed_f16(args.dtype == DType::PackedF16);
     let net = config.build(&mut weights)?;
     device.sync().map_err(|err| anyhow!("{err:?}"))?;
     let built = start.elapsed().as_secs_f64();
