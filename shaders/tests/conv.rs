@@ -14,8 +14,8 @@ use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use i2vgen_shaders::conv::{
-    conv2d, conv2d_twin, prepare_weight, prepare_weight_packed, temporal_conv, temporal_conv_twin, temporal_taps, upsample_conv2d,
-    upsample_conv2d_twin,
+    conv2d, conv2d_twin, prepare_weight, prepare_weight_packed, temporal_conv, temporal_conv_twin, temporal_taps,
+    upsample_conv2d, upsample_conv2d_twin,
 };
 
 const TOLERANCE: f32 = 1e-5;
@@ -367,7 +367,12 @@ impl Case {
     fn check_packed(&self, bias: bool, residual: bool) {
         let (got, want) = self.run_packed(&wgpu(), bias, residual);
         let err = relative_error(&got, &want);
-        println!("packed f16 {:?} -> {:?} k{}: relative {err:.2e}", self.x_shape, self.out_shape(), self.weight_shape[2]);
+        println!(
+            "packed f16 {:?} -> {:?} k{}: relative {err:.2e}",
+            self.x_shape,
+            self.out_shape(),
+            self.weight_shape[2]
+        );
         assert!(err <= TOLERANCE, "{:?}: relative error {err:e}", self.x_shape);
     }
 }
@@ -431,7 +436,8 @@ fn packed_upsample_and_temporal() {
     let b = || Some(tensor(&bias, [64], &device));
     let packed = prepare_weight_packed(tensor(&weight, [64, c, 3, 3], &device));
     let got = values(upsample_conv2d(xs(), size, &packed, b(), &options, None));
-    let want = values(upsample_conv2d_twin(xs(), size, f16_rounded(&weight, [64, c, 3, 3], &device), b(), &options, None));
+    let want =
+        values(upsample_conv2d_twin(xs(), size, f16_rounded(&weight, [64, c, 3, 3], &device), b(), &options, None));
     let err = relative_error(&got, &want);
     println!("packed upsample: relative {err:.2e}");
     assert!(err <= TOLERANCE, "upsample: relative error {err:e}");

@@ -234,4 +234,3 @@ fn cpu_route_matches_wgpu_kernel() {
     println!("cpu route vs wgpu kernel: {error:.1e}");
     assert!(error <= TOLERANCE, "cpu vs wgpu: {error:e}");
 }
-

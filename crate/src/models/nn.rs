@@ -39,7 +39,8 @@ impl Linear {
     pub fn load(w: &mut Weights, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
         // `[out, in]` → `[in, out]` (a view; packing makes it contiguous first, as burn's matmul would).
         let weight = w.take(&key(prefix, "weight"), [d_out, d_in])?.transpose();
-        let weight = if w.packed_f16() { LinearWeight::PackedF16(PackedF16::pack(weight)) } else { LinearWeight::Dense(weight) };
+        let weight =
+            if w.packed_f16() { LinearWeight::PackedF16(PackedF16::pack(weight)) } else { LinearWeight::Dense(weight) };
         let bias = if bias { Some(w.take(&key(prefix, "bias"), [d_out])?) } else { None };
         Ok(Self { weight, bias })
     }

@@ -182,7 +182,9 @@ fn unet_with_packed_f16_weights_stays_near_diffusers() {
         let max = common::max_abs_diff(&got, reference);
         let mean = got.iter().zip(reference).map(|(a, b)| (a - b).abs()).sum::<f32>() / got.len() as f32;
         let from_f32 = common::max_abs_diff(&got, &dense);
-        println!("packed f16 UNet [{backend}] vs diffusers f32: max abs {max:.3e}, mean abs {mean:.3e}; vs our f32 {from_f32:.3e}");
+        println!(
+            "packed f16 UNet [{backend}] vs diffusers f32: max abs {max:.3e}, mean abs {mean:.3e}; vs our f32 {from_f32:.3e}"
+        );
         assert!(max < 0.1 && mean < 1e-2, "[{backend}] packed f16: max abs {max}, mean abs {mean}");
         assert!(from_f32 > 1e-6, "[{backend}] the packed network computed exactly the f32 one: nothing was packed");
     }

@@ -167,7 +167,14 @@ fn conv2d_igemm(
 /// Row `k` of the packed weight at vec4 `at`, or zeros past K. With `packed_f16` the same four
 /// channels are read from `words` (f16 pairs, two words per vec4) and widened to f32.
 #[cube]
-fn load_weight(weight: &[Vec4], words: &[u32], k: usize, k_len: usize, at: usize, #[comptime] packed_f16: bool) -> Vec4 {
+fn load_weight(
+    weight: &[Vec4],
+    words: &[u32],
+    k: usize,
+    k_len: usize,
+    at: usize,
+    #[comptime] packed_f16: bool,
+) -> Vec4 {
     let mut a = Vec4::new(0.0f32);
     if k < k_len {
         if packed_f16 {
