@@ -35,7 +35,10 @@ pub trait PackedBackend: Backend {
 
 impl PackedBackend for Cube {
     fn pack_f16(values: FloatTensor<Self>, words_per_row: usize) -> IntTensor<Self> {
-        assert_eq!(values.dtype, DType::F32, "pack_f16: the values must be f32");
+        use burn::backend::ops::FloatTensorOps;
+        // The kernel reads f32; other float dtypes widen first (exactly, for f16 and bf16).
+        let values =
+            if values.dtype == DType::F32 { values } else { Self::float_cast(values, burn::tensor::FloatDType::F32) };
         kernels::pack(values, words_per_row)
     }
 
