@@ -37,7 +37,8 @@ pub struct Args {
     /// Also print one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
-    /// Only the cases whose name contains this text (the probes always run).
+    /// Only the cases whose name contains one of these comma-separated texts (the probes always
+    /// run), e.g. `attention,layer_norm`.
     #[arg(long)]
     only: Option<String>,
     /// Shapes about 16× smaller than the UNet's (and smaller probes), for a quick check.
@@ -167,7 +168,7 @@ struct Bencher<'a> {
 
 impl Bencher<'_> {
     fn wants(&self, name: &str) -> bool {
-        self.only.is_none_or(|only| name.contains(only))
+        self.only.is_none_or(|only| only.split(',').any(|part| name.contains(part.trim())))
     }
 
     /// `bytes`: the minimum traffic, `flops` the analytic FLOPs of the op.
