@@ -95,27 +95,28 @@ impl Probes {
     }
 }
 
-/// Threads of the FMA probe (`2^18` fills a large GPU several times over), copy bytes, and the
-/// shortest FMA run that counts (the launch and sync overhead then is a small part of it).
+/// Threads of the FMA probe (`2^18` fills a large GPU several times over) and bytes of the copy
+/// (under wgpu's default 128 MiB storage-binding limit: a larger binding fails without a word
+/// on some adapters), full and `--small`.
 const FMA_THREADS: [usize; 2] = [1 << 18, 1 << 14];
-const COPY_BYTES: [usize; 2] = [256 << 20, 32 << 20];
-/// Copies timed between two syncs: on a GPU one 256 MiB copy takes about as long as a sync.
-const COPIES_PER_RUN: usize = 8;
-const FMA_MIN_SECONDS: f64 = 0.05;
+const COPY_BYTES: [usize; 2] = [64 << 20, 16 << 20];
+/// A timed probe run lasts at least this long (longer chains, more copies between two syncs), so
+/// the launch and sync overhead is a small part of it.
+const PROBE_MIN_SECONDS: f64 = 0.05;
 
 fn run_probes(device: &Device, repeats: usize, small: bool) -> Result<Probes> {
     let missing = || anyhow!("the probes need a cubecl device");
     let threads = FMA_THREADS[small as usize];
     let seed = Tensor::<1>::random([4 * threads], Distribution::Uniform(0.0, 1.0), device);
-    let fma = |iterations: usize| -> Result<f64> {
-        let run = || drop(probe::fma_probe(seed.clone(), iterations));
-        probe::fma_probe(seed.clone(), iterations).ok_or_else(missing)?;
-        time(device, &run)
-    };
-    // Longer chains until one run takes FMA_MIN_SECONDS (the first call also compiles).
+    let out = probe::fma_probe(seed.clone(), 16).ok_or_else(missing)?;
+    let magnitude = out.abs().max().into_scalar::<f32>();
+    if !(magnitude.is_finite() && magnitude > 0.0) {
+        bail!("the FMA probe returned {magnitude} (expected a finite, nonzero sum): the adapter did not run it");
+    }
+    let fma = |iterations: usize| time(device, &|| drop(probe::fma_probe(seed.clone(), iterations)));
+    // Longer chains until one run takes PROBE_MIN_SECONDS.
     let mut iterations = 256;
-    fma(iterations)?;
-    while fma(iterations)? < FMA_MIN_SECONDS && iterations < 1 << 22 {
+    while fma(iterations)? < PROBE_MIN_SECONDS && iterations < 1 << 24 {
         iterations *= 4;
     }
     let mut fma_best = f64::MAX;
@@ -125,25 +126,35 @@ fn run_probes(device: &Device, repeats: usize, small: bool) -> Result<Probes> {
     let flops = probe::fma_probe_flops(threads, iterations) as f64;
 
     let bytes = COPY_BYTES[small as usize];
-    let x = Tensor::<1>::random([bytes / 4], Distribution::Uniform(0.0, 1.0), device);
-    probe::copy_probe(x.clone()).ok_or_else(missing)?;
-    let copies = || {
-        for _ in 0..COPIES_PER_RUN {
-            drop(probe::copy_probe(x.clone()));
-        }
+    let x = Tensor::<1>::random([bytes / 4], Distribution::Uniform(0.5, 1.0), device);
+    let copied = probe::copy_probe(x.clone()).ok_or_else(missing)?;
+    let diff = (copied - x.clone()).abs().max().into_scalar::<f32>();
+    if diff != 0.0 {
+        bail!("the copy probe's output differs from its input by {diff}: the adapter did not run it");
+    }
+    let copy = |copies: usize| {
+        time(device, &|| {
+            for _ in 0..copies {
+                drop(probe::copy_probe(x.clone()));
+            }
+        })
     };
-    time(device, &copies)?;
+    // More copies between two syncs until one run takes PROBE_MIN_SECONDS.
+    let mut copies = 1;
+    while copy(copies)? < PROBE_MIN_SECONDS && copies < 1 << 12 {
+        copies *= 2;
+    }
     let mut copy_best = f64::MAX;
     for _ in 0..repeats {
-        copy_best = copy_best.min(time(device, &copies)?);
+        copy_best = copy_best.min(copy(copies)?);
     }
-    let moved = (2 * bytes * COPIES_PER_RUN) as f64;
+    let moved = (2 * bytes * copies) as f64;
     let probes = Probes {
         peak: flops / fma_best,
         bandwidth: moved / copy_best,
         report: json!({
             "fma": { "threads": threads, "iterations": iterations, "flops": flops, "ms": fma_best * 1e3 },
-            "copy": { "bytes": bytes, "copies": COPIES_PER_RUN, "moved_bytes": moved, "ms": copy_best * 1e3 },
+            "copy": { "bytes": bytes, "copies": copies, "moved_bytes": moved, "ms": copy_best * 1e3 },
         }),
     };
     Ok(probes)
@@ -156,7 +167,13 @@ struct Measured {
     flops: f64,
     kernel: f64,
     twin: f64,
+    /// max |kernel − twin| / max |twin| on the warm-up outputs (NaN when the twin's are all zero).
+    error: f32,
 }
+
+/// Kernel and twin agree to this (f32; the tests hold them to 1e-5): a case past it, or one whose
+/// outputs are all zero or not finite, did not run as intended and is not ranked.
+const TOLERANCE: f32 = 1e-4;
 
 /// Runs the cases `--only` selects, interleaved and best of `repeats`.
 struct Bencher<'a> {
@@ -172,11 +189,21 @@ impl Bencher<'_> {
     }
 
     /// `bytes`: the minimum traffic, `flops` the analytic FLOPs of the op.
-    fn case(&mut self, name: &str, bytes: usize, flops: f64, kernel: impl Fn(), twin: impl Fn()) -> Result<()> {
+    fn case<const D: usize>(
+        &mut self,
+        name: &str,
+        bytes: usize,
+        flops: f64,
+        kernel: impl Fn() -> Tensor<D>,
+        twin: impl Fn() -> Tensor<D>,
+    ) -> Result<()> {
         eprintln!("kbench: {name}");
-        // One warm-up each: it compiles the pipelines and sizes the memory pools.
-        time(self.device, &kernel)?;
-        time(self.device, &twin)?;
+        // One warm-up each (it compiles the pipelines and sizes the memory pools), whose outputs
+        // are compared.
+        let (a, b) = (kernel(), twin());
+        let diff = (a - b.clone()).abs().max().into_scalar::<f32>();
+        let error = diff / b.abs().max().into_scalar::<f32>();
+        let (kernel, twin) = (|| drop(kernel()), || drop(twin()));
         let (mut best_kernel, mut best_twin) = (f64::MAX, f64::MAX);
         for _ in 0..self.repeats {
             best_kernel = best_kernel.min(time(self.device, &kernel)?);
@@ -188,6 +215,7 @@ impl Bencher<'_> {
             flops,
             kernel: best_kernel,
             twin: best_twin,
+            error,
         });
         Ok(())
     }
@@ -225,8 +253,8 @@ fn run_cases(bench: &mut Bencher, small: bool) -> Result<()> {
                 &label,
                 2 * F32 * numel,
                 flops,
-                || drop(group_norm(x.clone(), affine(), 32, 1e-5, true)),
-                || drop(group_norm_twin(x.clone(), affine(), 32, 1e-5, true)),
+                || group_norm(x.clone(), affine(), 32, 1e-5, true),
+                || group_norm_twin(x.clone(), affine(), 32, 1e-5, true),
             )?;
         } else {
             let x = uniform::<5>([shape[0], shape[1], shape[2], shape[3], shape[4]], -0.5, 3.5, device);
@@ -234,8 +262,8 @@ fn run_cases(bench: &mut Bencher, small: bool) -> Result<()> {
                 &label,
                 2 * F32 * numel,
                 flops,
-                || drop(group_norm(x.clone(), affine(), 32, 1e-5, true)),
-                || drop(group_norm_twin(x.clone(), affine(), 32, 1e-5, true)),
+                || group_norm(x.clone(), affine(), 32, 1e-5, true),
+                || group_norm_twin(x.clone(), affine(), 32, 1e-5, true),
             )?;
         }
     }
@@ -251,8 +279,8 @@ fn run_cases(bench: &mut Bencher, small: bool) -> Result<()> {
             &label,
             2 * F32 * rows * 320,
             7.0 * (rows * 320) as f64,
-            || drop(layer_norm(x.clone(), w.clone(), b.clone(), 1e-5)),
-            || drop(layer_norm_twin(x.clone(), w.clone(), b.clone(), 1e-5)),
+            || layer_norm(x.clone(), w.clone(), b.clone(), 1e-5),
+            || layer_norm_twin(x.clone(), w.clone(), b.clone(), 1e-5),
         )?;
     }
 
@@ -266,8 +294,8 @@ fn run_cases(bench: &mut Bencher, small: bool) -> Result<()> {
             &label,
             3 * F32 * rows * 320,
             2.0 * (rows * 320) as f64,
-            || drop(bias_act(x.clone(), Some(b.clone()), Act::Identity, Some(r.clone()))),
-            || drop(bias_act_twin(x.clone(), Some(b.clone()), Act::Identity, Some(r.clone()))),
+            || bias_act(x.clone(), Some(b.clone()), Act::Identity, Some(r.clone())),
+            || bias_act_twin(x.clone(), Some(b.clone()), Act::Identity, Some(r.clone())),
         )?;
     }
 
@@ -282,13 +310,14 @@ fn run_cases(bench: &mut Bencher, small: bool) -> Result<()> {
             &label,
             2 * F32 * rows * 1280,
             24.0 * (rows * 1280) as f64,
-            || drop(bias_act(x.clone(), Some(b.clone()), Act::Gelu, None)),
-            || drop(bias_act_twin(x.clone(), Some(b.clone()), Act::Gelu, None)),
+            || bias_act(x.clone(), Some(b.clone()), Act::Gelu, None),
+            || bias_act_twin(x.clone(), Some(b.clone()), Act::Gelu, None),
         )?;
     }
 
     // GEGLU + bias, inner 1280: h read (2 per output), y written; FLOPs per output: the two bias
     // adds, GELU about 23, the product.
+    let rows = pick(4 * 1792, 448);
     let label = format!("geglu [{rows}, 2·1280]");
     if bench.wants(&label) {
         let h = uniform([rows, 2 * 1280], -6.0, 6.0, device);
@@ -297,8 +326,8 @@ fn run_cases(bench: &mut Bencher, small: bool) -> Result<()> {
             &label,
             3 * F32 * rows * 1280,
             26.0 * (rows * 1280) as f64,
-            || drop(geglu(h.clone(), Some(b.clone()))),
-            || drop(geglu_twin(h.clone(), Some(b.clone()))),
+            || geglu(h.clone(), Some(b.clone())),
+            || geglu_twin(h.clone(), Some(b.clone())),
         )?;
     }
 
@@ -323,8 +352,8 @@ fn run_cases(bench: &mut Bencher, small: bool) -> Result<()> {
             &label,
             F32 * (2 * b * tq * c + 2 * b * tk * c),
             flops,
-            || drop(attention(q.clone(), k.clone(), v.clone(), heads, false)),
-            || drop(attention_twin(q.clone(), k.clone(), v.clone(), heads, false)),
+            || attention(q.clone(), k.clone(), v.clone(), heads, false),
+            || attention_twin(q.clone(), k.clone(), v.clone(), heads, false),
         )?;
     }
 
@@ -345,8 +374,8 @@ fn run_cases(bench: &mut Bencher, small: bool) -> Result<()> {
             &label,
             F32 * (numel_x + 320 * 320 * 9 + 2 * numel_out),
             2.0 * (320 * 9 * numel_out) as f64,
-            || drop(conv2d(x.clone(), &packed, Some(bias.clone()), &p1, Some(res.clone()))),
-            || drop(conv2d_twin(x.clone(), weight.clone(), Some(bias.clone()), &p1, Some(res.clone()))),
+            || conv2d(x.clone(), &packed, Some(bias.clone()), &p1, Some(res.clone())),
+            || conv2d_twin(x.clone(), weight.clone(), Some(bias.clone()), &p1, Some(res.clone())),
         )?;
     }
 
@@ -365,8 +394,8 @@ fn run_cases(bench: &mut Bencher, small: bool) -> Result<()> {
             &label,
             F32 * (numel_x + 320 * 320 * 9 + numel_out),
             2.0 * (320 * 9 * numel_out) as f64,
-            || drop(upsample_conv2d(x.clone(), size, &packed, Some(bias.clone()), &p1, None)),
-            || drop(upsample_conv2d_twin(x.clone(), size, weight.clone(), Some(bias.clone()), &p1, None)),
+            || upsample_conv2d(x.clone(), size, &packed, Some(bias.clone()), &p1, None),
+            || upsample_conv2d_twin(x.clone(), size, weight.clone(), Some(bias.clone()), &p1, None),
         )?;
     }
 
@@ -385,8 +414,8 @@ fn run_cases(bench: &mut Bencher, small: bool) -> Result<()> {
             &label,
             F32 * (2 * numel + 320 * 320 * 3),
             2.0 * (320 * 3 * numel) as f64,
-            || drop(temporal_conv(x.clone(), &packed, Some(bias.clone()), Some(x.clone()))),
-            || drop(temporal_conv_twin(x.clone(), &taps, Some(bias.clone()), Some(x.clone()))),
+            || temporal_conv(x.clone(), &packed, Some(bias.clone()), Some(x.clone())),
+            || temporal_conv_twin(x.clone(), &taps, Some(bias.clone()), Some(x.clone())),
         )?;
     }
     Ok(())
@@ -423,17 +452,20 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     println!(
-        "{:<52} {:>9} {:>9} {:>8} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>7}  rank",
-        "case", "kernel ms", "twin ms", "speedup", "MB", "GFLOP", "FLOP/B", "GB/s", "GFLOP/s", "of BW", "of peak"
+        "{:<52} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>7}  rank",
+        "case", "kernel ms", "twin ms", "speedup", "rel diff", "MB", "GFLOP", "FLOP/B", "GB/s", "GFLOP/s", "of BW", "of peak"
     );
     let mut cases = Vec::new();
     for m in &bench.results {
         let intensity = m.flops / m.bytes;
         let compute_bound = intensity >= probes.ridge();
-        let rankable = !(adapter.cpu && compute_bound);
+        let agree = m.error <= TOLERANCE;
+        let rankable = agree && !(adapter.cpu && compute_bound);
         let speedup = m.twin / m.kernel;
         let order = if m.kernel <= m.twin { ["kernel", "twin"] } else { ["twin", "kernel"] };
-        let rank = if rankable {
+        let rank = if !agree {
+            format!("not ranked: kernel and twin disagree (max rel diff {:.1e})", m.error)
+        } else if rankable {
             format!("{} faster ({:.2}×)", order[0], speedup.max(1.0 / speedup))
         } else {
             "not rankable on a CPU adapter".to_string()
@@ -450,11 +482,12 @@ pub fn run(args: Args) -> Result<()> {
         };
         let (kernel, twin) = (side(m.kernel), side(m.twin));
         println!(
-            "{:<52} {:>9.2} {:>9.2} {:>7.2}× {:>9.1} {:>9.3} {:>7.2} {:>9.2} {:>9.2} {:>6.1}% {:>6.1}%  {} ({}-bound)",
+            "{:<52} {:>9.2} {:>9.2} {:>7.2}× {:>8.1e} {:>9.1} {:>9.3} {:>7.2} {:>9.2} {:>9.2} {:>6.1}% {:>6.1}%  {} ({}-bound)",
             m.name,
             m.kernel * 1e3,
             m.twin * 1e3,
             speedup,
+            m.error,
             m.bytes / 1e6,
             m.flops / 1e9,
             intensity,
@@ -474,11 +507,16 @@ pub fn run(args: Args) -> Result<()> {
             "kernel": kernel,
             "twin": twin,
             "speedup": speedup,
+            "max_rel_diff": m.error,
+            "agree": agree,
             "rankable": rankable,
             "rank": if rankable { json!(order) } else { Value::Null },
         }));
     }
-    println!("GB/s, GFLOP/s and the fractions are the kernel's (the JSON has the twin's too); speedup = twin ms / kernel ms");
+    println!(
+        "GB/s, GFLOP/s and the fractions are the kernel's (the JSON has the twin's too); speedup = twin ms / kernel ms; \
+         rel diff = max |kernel − twin| / max |twin| (ranked up to {TOLERANCE:.0e})"
+    );
     if adapter.cpu {
         println!("a CPU adapter: compute-bound cases are not ranked (its compute is not a GPU's); memory-bound ones are");
     }
