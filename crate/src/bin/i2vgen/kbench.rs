@@ -169,10 +169,12 @@ struct Measured {
     twin: f64,
     /// max |kernel − twin| / max |twin| on the warm-up outputs (NaN when the twin's are all zero).
     error: f32,
+    /// The most `error` a correct pair shows here.
+    tolerance: f32,
 }
 
-/// Kernel and twin agree to this (f32; the tests hold them to 1e-5): a case past it, or one whose
-/// outputs are all zero or not finite, did not run as intended and is not ranked.
+/// Kernel and twin agree to this (f32; the tests hold them to 1e-5): a case past its tolerance,
+/// or one whose outputs are all zero or not finite, did not run as intended and is not ranked.
 const TOLERANCE: f32 = 1e-4;
 
 /// Runs the cases `--only` selects, interleaved and best of `repeats`.
@@ -197,6 +199,19 @@ impl Bencher<'_> {
         kernel: impl Fn() -> Tensor<D>,
         twin: impl Fn() -> Tensor<D>,
     ) -> Result<()> {
+        self.case_within(name, TOLERANCE, bytes, flops, kernel, twin)
+    }
+
+    /// [`Self::case`] where kernel and twin may differ by up to `tolerance` (relative).
+    fn case_within<const D: usize>(
+        &mut self,
+        name: &str,
+        tolerance: f32,
+        bytes: usize,
+        flops: f64,
+        kernel: impl Fn() -> Tensor<D>,
+        twin: impl Fn() -> Tensor<D>,
+    ) -> Result<()> {
         eprintln!("kbench: {name}");
         // One warm-up each (it compiles the pipelines and sizes the memory pools), whose outputs
         // are compared.
@@ -216,6 +231,7 @@ impl Bencher<'_> {
             kernel: best_kernel,
             twin: best_twin,
             error,
+            tolerance,
         });
         Ok(())
     }
@@ -258,8 +274,13 @@ fn run_cases(bench: &mut Bencher, small: bool) -> Result<()> {
             )?;
         } else {
             let x = uniform::<5>([shape[0], shape[1], shape[2], shape[3], shape[4]], -0.5, 3.5, device);
-            bench.case(
+            // At the full shape a group holds 10 × 16·32·56 = 286,720 floats, and the twin's serial
+            // f32 sum over them is itself off by 0.14–0.19 (relative) from an f64 reference while
+            // the kernel is at 6e-7 (shaders/README.md, `group_norm`): a wrong twin, not a run
+            // that failed, which would differ by 1 (zeros) or NaN.
+            bench.case_within(
                 &label,
+                if small { TOLERANCE } else { 0.25 },
                 2 * F32 * numel,
                 flops,
                 || group_norm(x.clone(), affine(), 32, 1e-5, true),
@@ -459,7 +480,7 @@ pub fn run(args: Args) -> Result<()> {
     for m in &bench.results {
         let intensity = m.flops / m.bytes;
         let compute_bound = intensity >= probes.ridge();
-        let agree = m.error <= TOLERANCE;
+        let agree = m.error <= m.tolerance;
         let rankable = agree && !(adapter.cpu && compute_bound);
         let speedup = m.twin / m.kernel;
         let order = if m.kernel <= m.twin { ["kernel", "twin"] } else { ["twin", "kernel"] };
@@ -508,6 +529,7 @@ pub fn run(args: Args) -> Result<()> {
             "twin": twin,
             "speedup": speedup,
             "max_rel_diff": m.error,
+            "tolerance": m.tolerance,
             "agree": agree,
             "rankable": rankable,
             "rank": if rankable { json!(order) } else { Value::Null },
@@ -515,7 +537,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!(
         "GB/s, GFLOP/s and the fractions are the kernel's (the JSON has the twin's too); speedup = twin ms / kernel ms; \
-         rel diff = max |kernel − twin| / max |twin| (ranked up to {TOLERANCE:.0e})"
+         rel diff = max |kernel − twin| / max |twin| (ranked up to {TOLERANCE:.0e}; 0.25 for the full 5-D GroupNorm, whose twin drifts)"
     );
     if adapter.cpu {
         println!("a CPU adapter: compute-bound cases are not ranked (its compute is not a GPU's); memory-bound ones are");
