@@ -12,12 +12,7 @@ use burn::tensor::{DType, Shape};
 /// so a GPU's pipelines and a CPU's SIMD units stay full), `iterations` rounds, then their sum.
 /// `a` < 1 keeps every value finite and normal: each chain converges to b / (1 − a).
 #[cube(launch)]
-fn fma_chain_kernel<N: Size>(
-    seed: &[Vector<f32, N>],
-    output: &mut [Vector<f32, N>],
-    len: usize,
-    iterations: usize,
-) {
+fn fma_chain_kernel<N: Size>(seed: &[Vector<f32, N>], output: &mut [Vector<f32, N>], len: usize, iterations: usize) {
     let i = ABSOLUTE_POS;
     if i >= len {
         terminate!();

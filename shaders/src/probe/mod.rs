@@ -32,12 +32,9 @@ impl ProbeBackend for Cube {
 }
 
 /// Whether `device` runs cubecl kernels (native wgpu, WebGPU, any cubecl runtime).
+#[allow(unreachable_patterns)] // where the cubecl backend is the only one compiled in
 pub fn runs_kernels(device: &Device) -> bool {
-    #[allow(unreachable_patterns)] // with only the cubecl backend compiled in
-    match device.as_dispatch() {
-        burn::backend::DispatchDevice::Cube(_) => true,
-        _ => false,
-    }
+    matches!(device.as_dispatch(), burn::backend::DispatchDevice::Cube(_))
 }
 
 /// The FMA-peak probe: one thread per vec4 of `seed` (`[4·threads]`, f32), each running

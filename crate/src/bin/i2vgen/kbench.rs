@@ -474,7 +474,18 @@ pub fn run(args: Args) -> Result<()> {
 
     println!(
         "{:<52} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>7} {:>9} {:>9} {:>7} {:>7}  rank",
-        "case", "kernel ms", "twin ms", "speedup", "rel diff", "MB", "GFLOP", "FLOP/B", "GB/s", "GFLOP/s", "of BW", "of peak"
+        "case",
+        "kernel ms",
+        "twin ms",
+        "speedup",
+        "rel diff",
+        "MB",
+        "GFLOP",
+        "FLOP/B",
+        "GB/s",
+        "GFLOP/s",
+        "of BW",
+        "of peak"
     );
     let mut cases = Vec::new();
     for m in &bench.results {
@@ -540,7 +551,9 @@ pub fn run(args: Args) -> Result<()> {
          rel diff = max |kernel − twin| / max |twin| (ranked up to {TOLERANCE:.0e}; 0.25 for the full 5-D GroupNorm, whose twin drifts)"
     );
     if adapter.cpu {
-        println!("a CPU adapter: compute-bound cases are not ranked (its compute is not a GPU's); memory-bound ones are");
+        println!(
+            "a CPU adapter: compute-bound cases are not ranked (its compute is not a GPU's); memory-bound ones are"
+        );
     }
     if args.json {
         println!(
