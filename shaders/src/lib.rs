@@ -8,6 +8,7 @@ pub mod conv;
 pub mod epilogue;
 pub mod group_norm;
 pub mod layer_norm;
+pub mod probe;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
