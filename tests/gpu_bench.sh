@@ -7,6 +7,8 @@
 #   counted.jsonl   the same counters computed without running (`--count-only`), to compare
 #   pipeline.jsonl  the whole base pipeline's memory per stage next to the memory plan
 #                   (a 4.98 GB random full-size model is written to $OUT/real-f16 first)
+#   kbench.jsonl    each of our kernels against its burn-op twin, normalised to the measured FMA
+#                   peak and copy bandwidth (`i2vgen kbench`)
 # Usage: bash tests/gpu_bench.sh [OUT]   (default target/gpu-bench; about 30–60 min on a desktop GPU)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,4 +45,5 @@ for dtype in f32 f16; do
   record pipeline.jsonl "pipeline 256x448 $dtype" \
     "$bin" bench --pipeline --model "$out/real-f16" --frames 16 --height 256 --width 448 --backend wgpu --dtype "$dtype" --json
 done
-echo "results in $out: unet.jsonl counted.jsonl pipeline.jsonl" >&2
+record kbench.jsonl "kbench" "$bin" kbench --backend wgpu --json
+echo "results in $out: unet.jsonl counted.jsonl pipeline.jsonl kbench.jsonl" >&2

@@ -10,6 +10,7 @@ pub mod gemm;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod packed;
+pub mod probe;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

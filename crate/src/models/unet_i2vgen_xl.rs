@@ -144,7 +144,8 @@ impl I2VGenXLUNet {
         let [_, _, gh, gw] = x.dims();
         let latent_tokens = x.reshape([b, dim, gh * gw]).swap_dims(1, 2);
         let [l1, l2] = &self.context_embedding;
-        let image_tokens = l2.forward(l1.forward_act(image_embeddings, Act::Silu)).reshape([b, self.config.in_channels, dim]);
+        let image_tokens =
+            l2.forward(l1.forward_act(image_embeddings, Act::Silu)).reshape([b, self.config.in_channels, dim]);
         Tensor::cat(vec![text, latent_tokens, image_tokens], 1)
     }
 

@@ -590,3 +590,67 @@ fn a_failed_refinement_keeps_the_base_video() {
     assert_eq!(shape, [3, 24, 40, 3]);
     assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
 }
+
+/// `kbench --json`: the two probes measured (positive), each selected case with its timings,
+/// traffic, FLOPs and class; memory-bound cases ranked, compute-bound ones on a CPU adapter
+/// (llvmpipe here) marked not rankable. Small shapes, one timed run each.
+#[test]
+fn kbench_ranks_memory_bound_cases_and_probes_the_adapter() {
+    let out = i2vgen(&[
+        "kbench",
+        "--backend",
+        "wgpu",
+        "--small",
+        "--repeats",
+        "1",
+        "--only",
+        "layer_norm,attention spatial",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let last = stdout.lines().last().expect("kbench printed nothing");
+    let report: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
+    let probes = &report["probes"];
+    for key in ["fma_gflop_per_s", "copy_gb_per_s", "ridge_flop_per_byte"] {
+        let value = probes[key].as_f64().unwrap_or(0.0);
+        assert!(value > 0.0 && value.is_finite(), "probe {key}: {value} in {probes}");
+    }
+    let cpu = report["cpu_adapter"].as_bool().expect("cpu_adapter");
+    let cases = report["cases"].as_array().expect("cases");
+    let names: Vec<&str> = cases.iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names.len(), 2, "--only selects two cases: {names:?}");
+    assert!(names[0].starts_with("layer_norm") && names[1].starts_with("attention spatial"), "{names:?}");
+    let ridge = probes["ridge_flop_per_byte"].as_f64().unwrap_or(0.0);
+    for case in cases {
+        for key in ["bytes", "flops", "intensity", "speedup"] {
+            assert!(case[key].as_f64().unwrap_or(0.0) > 0.0, "{key} in {case}");
+        }
+        for side in ["kernel", "twin"] {
+            for key in ["ms", "gb_per_s", "gflop_per_s", "bandwidth_fraction", "peak_fraction"] {
+                assert!(case[side][key].as_f64().unwrap_or(0.0) > 0.0, "{side}.{key} in {case}");
+            }
+        }
+        let compute = case["intensity"].as_f64().unwrap_or(0.0) >= ridge;
+        assert_eq!(case["bound"], if compute { "compute" } else { "memory" }, "{case}");
+        if cpu && compute {
+            assert_eq!(case["rankable"], false, "{case}");
+            assert!(case["rank"].is_null(), "{case}");
+        } else {
+            assert_eq!(case["rankable"], true, "{case}");
+            let rank = case["rank"].as_array().expect("a rank");
+            let kernel_first = case["kernel"]["ms"].as_f64() <= case["twin"]["ms"].as_f64();
+            assert_eq!(rank[0], if kernel_first { "kernel" } else { "twin" }, "{case}");
+        }
+    }
+    // LayerNorm (under 1 FLOP per byte) is memory-bound and spatial attention (over 100) is
+    // compute-bound on any adapter whose FMA peak in FLOP/s is 1–100× its copy bandwidth in B/s.
+    assert_eq!(cases[0]["bound"], "memory", "{}", cases[0]);
+    assert_eq!(cases[1]["bound"], "compute", "{}", cases[1]);
+    if cpu {
+        assert!(stdout.contains("not rankable on a CPU adapter"), "{stdout}");
+    }
+    let cpu_backend = i2vgen(&["kbench", "--backend", "cpu"]);
+    assert!(cpu_backend.status.success());
+    assert!(String::from_utf8_lossy(&cpu_backend.stdout).contains("no GPU kernels on the CPU backend"));
+}

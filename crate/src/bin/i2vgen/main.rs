@@ -9,6 +9,7 @@ mod forward;
 mod generate;
 mod info;
 mod inputs;
+mod kbench;
 mod model;
 mod plan;
 mod progress;
@@ -65,6 +66,9 @@ enum Command {
     /// Time the real-size UNet (random weights) over warm denoising steps; print ms/step,
     /// analytic FLOPs, GFLOP/s and device memory.
     Bench(bench::Args),
+    /// Time each of our kernels against its burn-op twin at UNet shapes (interleaved, best of
+    /// N), normalised to the adapter's measured FMA peak and copy bandwidth.
+    Kbench(kbench::Args),
     /// Compare two videos frame by frame: PSNR (dB) and SSIM per frame, their means, and a
     /// temporal-difference score (to judge a faster sampler against the reference one).
     Compare(compare::Args),
@@ -114,6 +118,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tokenize { model, prompt } => tokenize(&model, &prompt),
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Kbench(args) => kbench::run(args),
         Command::Refine(args) => refine::run(args),
         Command::Schedule(args) => schedule::run(args),
         Command::Plan(args) => plan::run(args),
