@@ -459,7 +459,8 @@ async function main() {
   setState('loading', 'Loading the WebAssembly module…');
   await init();
   DEFAULTS = JSON.parse(defaults());
-  // `?precision=f32` keeps f32 on a GPU with shader-f16 (the default, "auto", uses f16 there).
+  // `?precision=f32` keeps f32 weights and compute (the default, "auto", uses f16 weights: f16 compute
+  // where the GPU has shader-f16, f32 compute with packed weights elsewhere).
   const chosen = new URLSearchParams(location.search).get('precision') ?? 'auto';
   try {
     choosePrecision(chosen);
@@ -475,9 +476,11 @@ async function main() {
   $('check-time').textContent = `(${ms.toFixed(0)} ms including shader compilation)`;
   $('check').hidden = false;
   // The worker is started with the same choice, so it computes in the same precision.
-  $('precision').textContent = await precision() === 'f16'
-    ? 'Precision: f16 weights and compute (this GPU has shader-f16: half the memory; add ?precision=f32 to the address for f32).'
-    : `Precision: f32 weights and compute (${chosen === 'f32' ? 'chosen with ?precision=f32' : 'this GPU has no shader-f16'}).`;
+  $('precision').textContent = {
+    'f16': 'Precision: f16 weights and compute (this GPU has shader-f16: half the memory; add ?precision=f32 to the address for f32).',
+    'packed-f16': 'Precision: f16 weights, f32 compute (this GPU has no shader-f16; the weights are packed two to a word: half the memory; add ?precision=f32 to the address for f32 weights).',
+    'f32': 'Precision: f32 weights and compute (chosen with ?precision=f32).',
+  }[await precision()];
   client = sharedClient({ precision: chosen });
   wireForm();
   setState('ready', 'WebGPU works: burn ran the device check on your GPU. Choose an image and a prompt.');

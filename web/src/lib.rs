@@ -37,8 +37,8 @@ impl<T, E: std::fmt::Display> IntoJs<T> for Result<T, E> {
 }
 
 /// Initialise burn's wgpu runtime on the browser's WebGPU (once per page). Everything computes
-/// in f16 where the adapter has `shader-f16` (half the memory and bandwidth), else in f32, or in
-/// f32 anyway after `choosePrecision("f32")`.
+/// in f16 where the adapter has `shader-f16` (half the memory and bandwidth), else in f32 with the
+/// weights held as packed f16 ([`packs_f16`]), or all in f32 after `choosePrecision("f32")`.
 async fn device() -> Result<Device, JsError> {
     if let Some(device) = DEVICE.with(|d| d.borrow().clone()) {
         return Ok(device);
@@ -60,7 +60,8 @@ async fn device() -> Result<Device, JsError> {
 }
 
 /// Choose the precision before anything runs on the GPU: `"auto"` (f16 where the adapter has
-/// `shader-f16`, the default) or `"f32"` (a way out should f16 misbehave on some GPU).
+/// `shader-f16`, else f16 weights computing in f32; the default) or `"f32"` (f32 weights and
+/// compute: a way out should f16 misbehave on some GPU).
 #[wasm_bindgen(js_name = choosePrecision)]
 pub fn choose_precision(choice: &str) -> Result<(), JsError> {
     let force_f32 = match choice {
@@ -84,10 +85,26 @@ fn computes_in_f16(device: &Device) -> bool {
     device.settings().float_dtype == FloatDType::F16
 }
 
-/// `"f16"` or `"f32"`: what weights and activations are stored and computed in on this GPU.
+/// Whether the networks on `device` hold their `Linear` and conv weights as f16 pairs packed in
+/// u32 words, computing in f32: the default on a GPU without `shader-f16` (half the weight
+/// memory, every GPU can run it), unless `choosePrecision("f32")` asked for f32 weights.
+fn packs_f16(device: &Device) -> bool {
+    !computes_in_f16(device) && !FORCE_F32.get()
+}
+
+/// `"f16"`, `"packed-f16"` (f16 weights, f32 compute) or `"f32"`: what weights and activations
+/// are stored and computed in on this GPU.
 #[wasm_bindgen]
 pub async fn precision() -> Result<String, JsError> {
-    Ok(if computes_in_f16(&device().await?) { "f16" } else { "f32" }.to_string())
+    let device = device().await?;
+    Ok(if computes_in_f16(&device) {
+        "f16"
+    } else if packs_f16(&device) {
+        "packed-f16"
+    } else {
+        "f32"
+    }
+    .to_string())
 }
 
 /// Run the device check (conv2d, GroupNorm, SiLU, attention) on WebGPU and read its checksum back.

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
 use crate::stage::Stage;
-use crate::{IntoJs, computes_in_f16, device};
+use crate::{IntoJs, computes_in_f16, device, packs_f16};
 
 #[wasm_bindgen]
 pub struct ModelLoader {
@@ -51,7 +51,9 @@ impl ModelLoader {
     /// Start a model on the page's WebGPU device.
     pub async fn create() -> Result<ModelLoader, JsError> {
         let device = device().await?;
-        Ok(Self { model: StreamedModel::new(&device), device, params: Parameters::default() })
+        let mut model = StreamedModel::new(&device);
+        model.set_packed_f16(packs_f16(&device));
+        Ok(Self { model, device, params: Parameters::default() })
     }
 
     /// A text file of the folder by its path (`unet/config.json`, `tokenizer/vocab.json`).
@@ -493,7 +495,13 @@ pub fn phase_components(phase: &str) -> Result<Vec<String>, JsError> {
 
 /// The weights' precision on this device, as the memory plan counts it.
 fn precision(device: &Device) -> Precision {
-    if computes_in_f16(device) { Precision::F16 } else { Precision::F32 }
+    if computes_in_f16(device) {
+        Precision::F16
+    } else if packs_f16(device) {
+        Precision::PackedF16
+    } else {
+        Precision::F32
+    }
 }
 
 /// What the memory plan needs of a request: its size and how it is sampled.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use i2vgen::loading::folder::{WeightFiles, index_shards, select_weight_files};
 use i2vgen::loading::manifest::{
-    FORMAT, FileEntry, Manifest, Q8_SCALE, StorageDType, TensorEntry, VERSION, is_q8, quantize_q8,
+    FORMAT, FileEntry, Manifest, Q8_SCALE, StorageDType, TensorEntry, VERSION, is_matrix_weight, quantize_q8,
 };
 use i2vgen::loading::weights::to_f32;
 use safetensors::tensor::TensorView;
@@ -88,7 +88,7 @@ fn component_tensors(component: &str, dir: &Path, dtype: StorageDType) -> Result
                     shape,
                     bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
                 }),
-                StorageDType::Q8 if is_q8(&key, &shape) => {
+                StorageDType::Q8 if is_matrix_weight(&key, &shape) => {
                     let (q, scales) = quantize_q8(&values, shape[0]);
                     out.push(Stored {
                         name: name.clone(),

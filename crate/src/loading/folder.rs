@@ -244,11 +244,18 @@ pub struct StreamedModel {
     device: Device,
     files: BTreeMap<String, String>,
     weights: BTreeMap<String, Weights>,
+    packed_f16: bool,
 }
 
 impl StreamedModel {
     pub fn new(device: &Device) -> Self {
-        Self { device: device.clone(), files: BTreeMap::new(), weights: BTreeMap::new() }
+        Self { device: device.clone(), files: BTreeMap::new(), weights: BTreeMap::new(), packed_f16: false }
+    }
+
+    /// Hold the `Linear` and conv weights added from now on as packed f16, and build networks
+    /// that keep them so ([`Weights::set_packed_f16`]): half the weight memory, computing in f32.
+    pub fn set_packed_f16(&mut self, on: bool) {
+        self.packed_f16 = on;
     }
 
     /// A text file by its path in the folder.
@@ -270,7 +277,11 @@ impl StreamedModel {
         shape: &[usize],
         bytes: &[u8],
     ) -> Result<()> {
-        let weights = self.weights.entry(component.to_string()).or_insert_with(|| Weights::new(&self.device));
+        let weights = self.weights.entry(component.to_string()).or_insert_with(|| {
+            let mut weights = Weights::new(&self.device);
+            weights.set_packed_f16(self.packed_f16);
+            weights
+        });
         weights
             .insert(key, dtype, shape, bytes)
             .map_err(|e| Error::Component { component: component.to_string(), source: Box::new(e) })

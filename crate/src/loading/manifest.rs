@@ -183,8 +183,9 @@ impl Manifest {
     }
 }
 
-/// Whether `q8` stores this tensor as int8 (Linear and Conv weights, not embeddings).
-pub fn is_q8(key: &str, shape: &[usize]) -> bool {
+/// Whether this is a `Linear` or conv weight (not an embedding): what `q8` stores as int8 and
+/// packed-f16 weights hold packed ([`crate::loading::weights::Weights::set_packed_f16`]).
+pub fn is_matrix_weight(key: &str, shape: &[usize]) -> bool {
     key.ends_with(".weight") && shape.len() >= 2 && !key.contains("embeddings.")
 }
 

@@ -6,7 +6,8 @@
 //! Each tensor goes to the device as soon as it is inserted, so a caller that streams a file
 //! ([`Weights::insert`], the browser) never holds more than one tensor's bytes. int8 tensors with a
 //! `<key>.q8_scale` beside them (converted `q8` weights, see `manifest`) are dequantised on the
-//! device when taken.
+//! device when taken. With [`Weights::set_packed_f16`] on, the `Linear` and conv weights inserted
+//! are held as f16 pairs packed in u32 words (half the memory of f32) until taken.
 //! [`Weights::random`] builds any network at its real size with nothing on disk (benchmarks);
 //! [`Weights::declare`] checks a checkpoint's keys and shapes against a network without its values;
 //! [`Weights::shapes`] lists the keys and shapes a network takes, in the order it takes them, with
@@ -15,16 +16,24 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use i2vgen_shaders::packed::PackedF16;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::loading::manifest::Q8_SCALE;
+use crate::loading::manifest::{Q8_SCALE, is_matrix_weight};
 use crate::models::nn::MAX_BINDING_BYTES;
 use crate::{Error, Result};
 
 struct Stored {
     shape: Vec<usize>,
-    /// The values, flat, already on the device; `None` for a tensor declared by shape only.
-    values: Option<Tensor<1>>,
+    /// The values, already on the device; `None` for a tensor declared by shape only.
+    values: Option<Values>,
+}
+
+enum Values {
+    /// Flat f32.
+    F32(Tensor<1>),
+    /// `[shape[0], the rest]` as packed f16 ([`Weights::set_packed_f16`]).
+    PackedF16(PackedF16),
 }
 
 /// Where `take` gets its tensors.
@@ -124,6 +133,12 @@ impl Weights {
         }
         let values = to_f32(dtype, bytes, key)?;
         let values = Tensor::from_data(TensorData::new(values, [elements]), &self.device);
+        // int8 (q8) tensors stay as they are: they are dequantised with their scale when taken.
+        let values = if self.packed_f16 && dtype != Dtype::I8 && is_matrix_weight(key, shape) {
+            Values::PackedF16(PackedF16::pack(values.reshape([shape[0], elements / shape[0]])))
+        } else {
+            Values::F32(values)
+        };
         self.store(key, shape, Some(values))
     }
 
@@ -134,7 +149,7 @@ impl Weights {
         self.store(key, shape, None)
     }
 
-    fn store(&mut self, key: &str, shape: &[usize], values: Option<Tensor<1>>) -> Result<()> {
+    fn store(&mut self, key: &str, shape: &[usize], values: Option<Values>) -> Result<()> {
         if self.tensors.insert(key.to_string(), Stored { shape: shape.to_vec(), values }).is_some() {
             return Err(Error::Tensor { key: key.to_string(), message: "appears twice".into() });
         }
@@ -169,7 +184,10 @@ impl Weights {
 
     /// Whether the networks built from these weights keep their `Linear` and conv weights as f16 pairs
     /// packed in u32 words (`i2vgen_shaders::packed`), half the memory, computing in f32; norm
-    /// weights, biases and embeddings stay f32. Each weight is packed as it is taken.
+    /// weights, biases and embeddings stay f32. Each weight is packed in its network's layout as
+    /// it is taken; the ones [`Weights::insert`]ed after this is turned on are held packed until
+    /// then (rounded to f16 on arrival: a loader that streams the checkpoint never holds its f32
+    /// weights, and the f16 checkpoints on the hub lose nothing).
     pub fn set_packed_f16(&mut self, on: bool) {
         self.packed_f16 = on;
     }
@@ -204,9 +222,13 @@ impl Weights {
         if stored.shape != shape {
             return Err(Error::WeightShape { key: key.to_string(), expected: shape.to_vec(), found: stored.shape });
         }
-        let Some(mut values) = stored.values else {
-            self.tensors.remove(&format!("{key}{Q8_SCALE}"));
-            return Ok(Tensor::zeros([1; D], &self.device));
+        let mut values = match stored.values {
+            None => {
+                self.tensors.remove(&format!("{key}{Q8_SCALE}"));
+                return Ok(Tensor::zeros([1; D], &self.device));
+            }
+            Some(Values::PackedF16(packed)) => return Ok(packed.unpack().reshape(shape)),
+            Some(Values::F32(values)) => values,
         };
         // A q8 tensor: int8 values × one scale per output channel (dimension 0).
         if let Some(scale) = self.tensors.remove(&format!("{key}{Q8_SCALE}")) {
@@ -219,7 +241,7 @@ impl Weights {
                 });
             }
             let per = values.dims()[0] / out.max(1);
-            if let Some(scale) = scale.values {
+            if let Some(Values::F32(scale)) = scale.values {
                 values = (values.reshape([out, per]) * scale.reshape([out, 1])).reshape([out * per]);
             }
         }

@@ -133,23 +133,28 @@ fn generate_writes_a_looping_gif() {
     std::fs::remove_file(&out).ok();
 }
 
-/// f16 compute on wgpu (Mesa llvmpipe has `shader-f16`; so do most browser GPUs): the golden
-/// generation against diffusers' f32 frames. Three steps at guidance 9 amplify f16 rounding; the
-/// bound catches a broken f16 path (NaN, overflow, a wrong cast), not f16 itself.
+/// f16 compute on wgpu (Mesa llvmpipe has `shader-f16`; so do most browser GPUs), and f16
+/// weights packed in u32 words computing in f32 (the page's default without `shader-f16`): the
+/// golden generation against diffusers' f32 frames. Three steps at guidance 9 amplify f16
+/// rounding; the bound catches a broken f16 path (NaN, overflow, a wrong cast), not f16 itself.
 #[test]
 fn generate_in_f16_stays_near_diffusers() {
     let reference = common::read_f32(&golden("pipeline.safetensors"));
-    let out = std::env::temp_dir().join(format!("i2vgen-generate-f16-{}.safetensors", std::process::id()));
-    let status =
-        golden_generate().args(["--backend", "wgpu", "--dtype", "f16", "--output"]).arg(&out).status().unwrap();
-    assert!(status.success(), "generate --dtype f16 failed");
-    let got = common::read_f32(&out);
-    std::fs::remove_file(&out).ok();
-    let (got, want) = (&got["frames"].1, &reference["frames"].1);
-    let mean = got.iter().zip(want).map(|(a, b)| (a - b).abs()).sum::<f32>() / got.len() as f32;
-    let max = common::max_abs_diff(got, want);
-    eprintln!("f16 frames vs diffusers f32: max abs {max:.3e}, mean abs {mean:.3e}");
-    assert!(max < 0.1 && mean < 1e-2, "f16 frames: max abs {max}, mean abs {mean}");
+    let want = &reference["frames"].1;
+    for dtype in ["f16", "packed-f16"] {
+        let out = std::env::temp_dir().join(format!("i2vgen-generate-{dtype}-{}.safetensors", std::process::id()));
+        let status =
+            golden_generate().args(["--backend", "wgpu", "--dtype", dtype, "--output"]).arg(&out).status().unwrap();
+        assert!(status.success(), "generate --dtype {dtype} failed");
+        let got = common::read_f32(&out);
+        std::fs::remove_file(&out).ok();
+        let got = &got["frames"].1;
+        let mean = got.iter().zip(want).map(|(a, b)| (a - b).abs()).sum::<f32>() / got.len() as f32;
+        let max = common::max_abs_diff(got, want);
+        eprintln!("{dtype} frames vs diffusers f32: max abs {max:.3e}, mean abs {mean:.3e}");
+        assert!(max < 0.1 && mean < 1e-2, "{dtype} frames: max abs {max}, mean abs {mean}");
+        assert!(max > 1e-6, "{dtype} frames equal the f32 reference: the weights were not rounded to f16");
+    }
 }
 
 /// The MP4 read back by an independent demuxer (`mp4`) and decoded by OpenH264 is the video

@@ -141,3 +141,63 @@ fn weight_files_are_chosen_like_diffusers() {
     let index = r#"{"metadata": {}, "weight_map": {"a": "s-00002.safetensors", "b": "s-00001.safetensors", "c": "s-00002.safetensors"}}"#;
     assert_eq!(index_shards(index, "index.json").unwrap(), vec!["s-00001.safetensors", "s-00002.safetensors"]);
 }
+
+/// With packed f16 on, the `Linear` and conv weights inserted are held as f16 pairs in u32 words
+/// (half the device memory) and taken as their f16-rounded values; norm weights, biases,
+/// embeddings and q8 tensors are kept as they came.
+#[test]
+fn packed_f16_weights_are_held_packed_and_taken_rounded() {
+    let values = |n: usize, seed: u32| -> Vec<f32> {
+        (0..n).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / 16_777_216.0 - 0.5).collect()
+    };
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let rounded = |v: &[f32]| v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect::<Vec<f32>>();
+    let (conv, linear, norm, embedding) = (values(8 * 3 * 9, 1), values(300 * 70, 2), values(8, 3), values(4 * 6, 4));
+    for (backend, device) in common::devices() {
+        let mut w = Weights::new(&device);
+        w.set_packed_f16(true);
+        w.insert("conv.weight", Dtype::F32, &[8, 3, 3, 3], &bytes(&conv)).unwrap();
+        w.insert("proj.weight", Dtype::F32, &[300, 70], &bytes(&linear)).unwrap();
+        w.insert("norm.weight", Dtype::F32, &[8], &bytes(&norm)).unwrap();
+        w.insert("embeddings.position_embedding.weight", Dtype::F32, &[4, 6], &bytes(&embedding)).unwrap();
+        w.insert("q.weight", Dtype::I8, &[2, 3], &[1, 255, 3, 4, 5, 250]).unwrap();
+        w.insert("q.weight.q8_scale", Dtype::F32, &[2], &bytes(&[0.5, 2.0])).unwrap();
+        let take = |w: &mut Weights, key: &str, shape: &[usize]| -> Vec<f32> {
+            match *shape {
+                [a] => w.take(key, [a]).unwrap().into_data(),
+                [a, b] => w.take(key, [a, b]).unwrap().into_data(),
+                [a, b, c, d] => w.take(key, [a, b, c, d]).unwrap().into_data(),
+                _ => unreachable!(),
+            }
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+        };
+        assert_eq!(take(&mut w, "conv.weight", &[8, 3, 3, 3]), rounded(&conv), "[{backend}] conv");
+        assert_eq!(take(&mut w, "proj.weight", &[300, 70]), rounded(&linear), "[{backend}] linear");
+        assert_ne!(rounded(&linear), linear, "the values must not be f16 already");
+        assert_eq!(take(&mut w, "norm.weight", &[8]), norm, "[{backend}] norm");
+        assert_eq!(take(&mut w, "embeddings.position_embedding.weight", &[4, 6]), embedding, "[{backend}] embedding");
+        assert_eq!(take(&mut w, "q.weight", &[2, 3]), [0.5, -0.5, 1.5, 8.0, 10.0, -12.0], "[{backend}] q8");
+        w.finish().unwrap();
+    }
+
+    // On the GPU the held weight takes half the bytes of f32 (rows padded to 64 columns).
+    let device = common::wgpu();
+    let in_use = || {
+        device.sync().unwrap();
+        device.memory_pool_usage().unwrap().bytes_in_use
+    };
+    let big = bytes(&values(1024 * 1024, 5));
+    let mut held = Vec::new();
+    for packed in [false, true] {
+        let before = in_use();
+        let mut w = Weights::new(&device);
+        w.set_packed_f16(packed);
+        w.insert("proj.weight", Dtype::F32, &[1024, 1024], &big).unwrap();
+        held.push(in_use() - before);
+        drop(w);
+    }
+    println!("a [1024, 1024] weight held on wgpu: f32 {} bytes, packed f16 {} bytes", held[0], held[1]);
+    assert!(held[0] >= 4 << 20 && held[1] <= held[0] / 2 + (64 << 10), "{held:?}");
+}

@@ -162,10 +162,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     let (device, adapter) = crate::devices::device_and_adapter(args.backend, args.dtype)?;
     if let Some(model) = args.model.as_deref().filter(|_| args.pipeline) {
-        if args.dtype == DType::PackedF16 {
-            bail!("--dtype packed-f16 is not wired into the pipeline benchmark yet; bench the UNet alone");
-        }
-        let dtype = if args.dtype == DType::F16 { Precision::F16 } else { Precision::F32 };
+        let dtype = match args.dtype {
+            DType::F32 => Precision::F32,
+            DType::F16 => Precision::F16,
+            DType::PackedF16 => Precision::PackedF16,
+        };
         let size = Size { frames: args.frames, height: args.height, width: args.width };
         return crate::bench_pipeline::run(model, size, dtype, &device, args.json);
     }

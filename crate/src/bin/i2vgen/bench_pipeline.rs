@@ -50,7 +50,7 @@ pub fn run(model: &Path, size: Size, precision: Precision, device: &Device, json
         measured.push(Measured { stage, in_use: usage.bytes_in_use, reserved: usage.bytes_reserved });
         Ok(())
     };
-    let pipeline = crate::model::base(model, device)?;
+    let pipeline = crate::model::base(model, device, precision == Precision::PackedF16)?;
     record("weights")?;
     let request = GenerationRequest {
         height: size.height,

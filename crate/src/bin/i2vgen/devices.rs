@@ -19,15 +19,12 @@ pub enum DType {
     /// Weights and activations in f16 (wgpu on an adapter with `shader-f16`).
     F16,
     /// `Linear` and conv weights as f16 pairs packed in u32 words (half the weight memory on
-    /// every GPU), computing in f32. `i2vgen bench` only, so far.
+    /// every GPU), computing in f32.
     PackedF16,
 }
 
 /// The device for `--backend`, computing in `--dtype`.
 pub fn device(backend: Backend, dtype: DType) -> Result<Device> {
-    if dtype == DType::PackedF16 {
-        bail!("--dtype packed-f16 is wired into `i2vgen bench` only so far; use --dtype f32 or f16");
-    }
     Ok(device_and_adapter(backend, dtype)?.0)
 }
 

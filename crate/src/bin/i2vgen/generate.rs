@@ -12,6 +12,7 @@ use i2vgen::pipelines::noise::Draws;
 use i2vgen::pipelines::pipeline_i2vgen_xl::{GenerationRequest, check_image};
 use i2vgen::pipelines::pipeline_video_to_video::RefineRequest;
 
+use crate::devices::DType;
 use crate::{inputs, model, stage, video};
 
 const BASE: GenerationRequest = GenerationRequest::DEFAULT;
@@ -112,7 +113,8 @@ pub fn run(args: Args) -> Result<()> {
     let noise_file = inputs::noise_file(args.noise.as_deref())?;
     let device = crate::devices::device(args.run.backend, args.run.dtype)?;
     let started = Instant::now();
-    let pipeline = model::base(&args.model, &device)?;
+    let packed_f16 = args.run.dtype == DType::PackedF16;
+    let pipeline = model::base(&args.model, &device, packed_f16)?;
 
     let mut trace = Vec::new();
     let mut frames: Vec<TensorData> = Vec::new();
@@ -168,7 +170,7 @@ pub fn run(args: Args) -> Result<()> {
         (Some(model), Some(request)) => {
             let base: Vec<Tensor<3>> = frames.iter().map(|f| Tensor::from_data(f.clone(), &device)).collect();
             // The refiner's draws come from the seed after the clips', so a run is one seed end to end.
-            match stage::refine(model, request, base, chain::clip_seed(args.run.seed, args.clips), None, &device) {
+            match stage::refine(model, request, base, chain::clip_seed(args.run.seed, args.clips), None, &device, packed_f16) {
                 Ok(refined) => refined,
                 // The base video is a result: write it, then report why the refinement failed.
                 Err(err) => {

@@ -95,7 +95,8 @@ pub struct RunArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value = "wgpu")]
     pub backend: Backend,
-    /// f16 halves the GPU memory and bandwidth (wgpu on an adapter with `shader-f16`).
+    /// f16 halves the GPU memory and bandwidth (wgpu on an adapter with `shader-f16`); packed-f16
+    /// halves the weights' memory on any GPU (f16 weights, f32 compute).
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: DType,
     /// `.webm` (AV1), `.mp4` (H.264), `.gif`, or `.safetensors` (frames [F,H,W,3] in [0,1]).

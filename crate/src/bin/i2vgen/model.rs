@@ -7,6 +7,7 @@ use std::rc::Rc;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use i2vgen::loading::folder::{self, Files, PipelineKind, TensorSource};
+use i2vgen::loading::weights::Weights;
 use i2vgen::models::unet_3d_condition::UNet3DConditionModelConfig;
 use i2vgen::models::vae::AutoencoderKLConfig;
 use i2vgen::pipelines::consistency;
@@ -50,14 +51,34 @@ pub fn print_notes(model: &Path, notes: &[String]) {
     }
 }
 
-/// Load a pipeline, with the folder in any error and its notes on stderr.
+/// A source whose networks keep their `Linear` and conv weights as f16 pairs packed in u32 words
+/// (`--dtype packed-f16`): each is packed as its network takes it.
+struct PackedF16(Box<dyn TensorSource>);
+
+impl TensorSource for PackedF16 {
+    fn text(&mut self, path: &str) -> i2vgen::Result<Option<String>> {
+        self.0.text(path)
+    }
+
+    fn weights(&mut self, component: &str, device: &Device) -> i2vgen::Result<Weights> {
+        let mut weights = self.0.weights(component, device)?;
+        weights.set_packed_f16(true);
+        Ok(weights)
+    }
+}
+
+/// Load a pipeline, with the folder in any error and its notes on stderr; `packed_f16`: see
+/// [`PackedF16`].
 fn load<P>(
     model: &Path,
     device: &Device,
+    packed_f16: bool,
     load: fn(&mut dyn TensorSource, &Device, &mut Vec<String>) -> i2vgen::Result<P>,
 ) -> Result<Rc<P>> {
     let mut notes = Vec::new();
-    let pipeline = load(open(model)?.as_mut(), device, &mut notes)
+    let source = open(model)?;
+    let mut source = if packed_f16 { Box::new(PackedF16(source)) } else { source };
+    let pipeline = load(source.as_mut(), device, &mut notes)
         .with_context(|| format!("loading {} (--model must be a diffusers pipeline folder)", model.display()))?;
     print_notes(model, &notes);
     Ok(Rc::new(pipeline))
@@ -87,10 +108,10 @@ pub fn check_refiner(model: &Path) -> Result<usize> {
     })
 }
 
-pub fn base(model: &Path, device: &Device) -> Result<Rc<I2VGenXLPipeline>> {
-    load(model, device, I2VGenXLPipeline::load)
+pub fn base(model: &Path, device: &Device, packed_f16: bool) -> Result<Rc<I2VGenXLPipeline>> {
+    load(model, device, packed_f16, I2VGenXLPipeline::load)
 }
 
-pub fn refiner(model: &Path, device: &Device) -> Result<Rc<VideoToVideoSDPipeline>> {
-    load(model, device, VideoToVideoSDPipeline::load)
+pub fn refiner(model: &Path, device: &Device, packed_f16: bool) -> Result<Rc<VideoToVideoSDPipeline>> {
+    load(model, device, packed_f16, VideoToVideoSDPipeline::load)
 }

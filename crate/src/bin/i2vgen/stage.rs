@@ -39,8 +39,9 @@ pub fn refine(
     seed: u64,
     noise_file: Option<&[u8]>,
     device: &Device,
+    packed_f16: bool,
 ) -> Result<Vec<TensorData>> {
-    let pipeline = crate::model::refiner(model, device)?;
+    let pipeline = crate::model::refiner(model, device, packed_f16)?;
     let noise = pipeline.draw_noise(&request, frames.len(), &mut Draws::new(seed, noise_file, device)?)?;
     eprintln!("refine: encoding the video…");
     let mut refinement = pipeline.prepare(request, frames, noise, device)?;
