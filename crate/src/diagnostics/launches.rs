@@ -55,3 +55,50 @@ impl LaunchCounter {
         named
     }
 }
+
+/// The most device memory in use at any kernel launch of this thread while it lives: burn's
+/// pool read as each kernel is issued (its output is allocated by then, and the inputs are still
+/// alive), in order with the work before it. The pool reports what is in use only now, and what
+/// it has reserved (pages kept once reserved, with their slack): this is the stage's true
+/// high-water mark of live tensors, at kernel granularity.
+#[must_use = "watching stops when the watcher is dropped"]
+pub struct PeakMemory {
+    peak: Arc<Peak>,
+    _observation: LaunchObservation,
+}
+
+struct Peak {
+    thread: ThreadId,
+    device: burn::tensor::Device,
+    bytes: Mutex<u64>,
+}
+
+impl LaunchObserver for Peak {
+    fn launched(&self, _kernel: &'static str) {
+        if std::thread::current().id() == self.thread
+            && let Some(usage) = self.device.memory_pool_usage()
+        {
+            let mut bytes = self.bytes.lock().unwrap_or_else(PoisonError::into_inner);
+            *bytes = (*bytes).max(usage.bytes_in_use);
+        }
+    }
+}
+
+impl PeakMemory {
+    /// Start watching `device` from what is in use now.
+    pub fn start(device: &burn::tensor::Device) -> Self {
+        let now = device.memory_pool_usage().map_or(0, |usage| usage.bytes_in_use);
+        let peak =
+            Arc::new(Peak { thread: std::thread::current().id(), device: device.clone(), bytes: Mutex::new(now) });
+        Self { _observation: LaunchObservation::new(peak.clone()), peak }
+    }
+
+    /// The most bytes in use since the start or the last `take`, and start again from what is in
+    /// use now. (One watcher per run: cubecl keeps one observer, and dropping one restores the
+    /// observer it replaced.)
+    pub fn take(&self) -> u64 {
+        let now = self.peak.device.memory_pool_usage().map_or(0, |usage| usage.bytes_in_use);
+        let mut bytes = self.peak.bytes.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *bytes, now).max(now)
+    }
+}

@@ -367,8 +367,10 @@ fn unet_largest_tensor(configs: &Configs, video: Video, split_guidance: bool, pr
 /// path (every skip held, little else) and the first level of the last up block (that level's
 /// skips, plus the worst of: the up-sampler's input and output (the conv reads its input
 /// through the upsampling); the hidden state, a concatenation chunk with its norm's temporaries
-/// and the resnet's output; attention's input, normed input, q/k/v; the temporal transformer at
-/// the input).
+/// and the resnet's output; attention's input, normed input, q/k/v; a level-0 feed-forward) and
+/// the temporal transformer at the input (its input, and the worse of its attention and its
+/// feed-forward, `8 · attention_head_dim` wide). Measured at kernel granularity by `i2vgen bench
+/// --pipeline` (its `peak_bytes_in_use`): at the fixture's sizes that feed-forward is the worst.
 fn unet_step_activations(c: &UNet3DConfig, video: Video, rows: u64, h: u64, w: u64, chunk: u64) -> u64 {
     let ch: Vec<u64> = c.block_out_channels.iter().map(|&c| c as u64).collect();
     let lpb = c.layers_per_block as u64;
@@ -392,8 +394,12 @@ fn unet_step_activations(c: &UNet3DConfig, video: Video, rows: u64, h: u64, w: u
     let level0_skips = (lpb + 1) * c0 * n0;
     let upsample = c1 * n0 + c1 * pixels[1.min(ch.len() - 1)];
     let concat = c1 * n0 + 3 * ((c0 + c1) * n0).min(chunk.max((c0 + c1) * h * w)) + c0 * n0;
-    let attention = 5 * c0 * n0;
-    let temporal_in = c0 * n0 + 5 * (8 * c.attention_head_dim as u64) * n0;
+    // A feed-forward of width `d` at level 0: its input and residual, a chunk of the GEGLU
+    // projection (8·d wide) and of the GEGLU's output (half of it).
+    let feed_forward = |d: u64| 2 * d * n0 + (8 * d * n0).min(chunk) * 3 / 2;
+    let attention = (5 * c0 * n0).max(feed_forward(c0));
+    let d_in = 8 * c.attention_head_dim as u64;
+    let temporal_in = c0 * n0 + (5 * d_in * n0).max(feed_forward(d_in));
     let inputs = 4 * images * (c.in_channels as u64) * h * w;
     inputs + skips.max(level0_skips + upsample.max(concat).max(attention)).max(temporal_in)
 }

@@ -444,9 +444,9 @@ fn plan_sizes_the_real_model_without_weights() {
     assert_clear_error(&args, "but the memory budget is 8.0 GB; 640×352 fits");
 }
 
-/// `bench --pipeline` on wgpu at two small sizes: the weights in use equal the plan's weights
-/// (within 15%), and no stage's planned peak is above the pool's high-water mark (its reserved
-/// pages, which hold every allocation so far plus page slack) nor under 85% of what is in use.
+/// `bench --pipeline` on wgpu at two small sizes: each stage's planned peak is within 15% of the
+/// most the stage had in use at any kernel launch (`peak_bytes_in_use`), and the pool's
+/// high-water mark (its reserved pages) holds at least that.
 #[test]
 fn bench_pipeline_measures_each_stage_next_to_the_plan() {
     for (frames, height, width) in [("2", "32", "32"), ("4", "64", "64")] {
@@ -460,12 +460,21 @@ fn bench_pipeline_measures_each_stage_next_to_the_plan() {
         assert_eq!(names, ["weights", "encoders", "unet", "vae_decoder"]);
         for s in stages {
             let bytes = |k: &str| s[k].as_u64().unwrap() as f64;
-            let (planned, in_use, reserved) =
-                (bytes("planned_peak_bytes"), bytes("bytes_in_use"), bytes("bytes_reserved"));
-            assert!(planned <= reserved && planned >= 0.85 * in_use, "{s}");
-            if s["stage"] == "weights" {
-                assert!((planned / in_use - 1.0).abs() <= 0.15, "{s}");
-            }
+            let (planned, peak, in_use, reserved) = (
+                bytes("planned_peak_bytes"),
+                bytes("peak_bytes_in_use"),
+                bytes("bytes_in_use"),
+                bytes("bytes_reserved"),
+            );
+            println!("{frames}×{height}×{width} {}: planned / measured peak {:.3}", s["stage"], planned / peak);
+            assert!((planned / peak - 1.0).abs() <= 0.15, "{s}");
+            assert!(in_use <= peak && peak <= reserved, "{s}");
+        }
+        // The UNet step's activations are a measurable part of its peak at the larger size.
+        let unet = &stages[2];
+        if frames == "4" {
+            let (peak, in_use) = (unet["peak_bytes_in_use"].as_u64().unwrap(), unet["bytes_in_use"].as_u64().unwrap());
+            assert!(peak as f64 > 1.2 * in_use as f64, "{unet}");
         }
     }
 }

@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
+use i2vgen::diagnostics::launches::PeakMemory;
 use burn::tensor::Device;
 use i2vgen::media::image::RgbImage;
 use i2vgen::pipelines::memory_plan::{DeviceLimits, Precision, Video};
@@ -26,6 +27,8 @@ pub struct Size {
 /// One stage's measurement.
 struct Measured {
     stage: &'static str,
+    /// The most bytes in use at any kernel launch of the stage ([`PeakMemory`]).
+    peak: u64,
     in_use: u64,
     reserved: u64,
 }
@@ -44,10 +47,12 @@ pub fn run(model: &Path, size: Size, precision: Precision, device: &Device, json
     let plan = sizes.plan(video, precision, limits)?;
 
     let mut measured = Vec::new();
+    let watch = PeakMemory::start(device);
     let mut record = |stage: &'static str| -> Result<()> {
         device.sync().map_err(|err| anyhow!("{err:?}"))?;
         let usage = device.memory_pool_usage().ok_or_else(|| anyhow!("this backend reports no memory pool"))?;
-        measured.push(Measured { stage, in_use: usage.bytes_in_use, reserved: usage.bytes_reserved });
+        let peak = watch.take();
+        measured.push(Measured { stage, peak, in_use: usage.bytes_in_use, reserved: usage.bytes_reserved });
         Ok(())
     };
     let pipeline = crate::model::base(model, device, precision == Precision::PackedF16)?;
@@ -77,18 +82,21 @@ pub fn run(model: &Path, size: Size, precision: Precision, device: &Device, json
     };
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!(
-        "{} frames at {}×{}, {precision:?}: device memory after each stage (reserved = high-water mark)",
+        "{} frames at {}×{}, {precision:?}: device memory in each stage (peak: the most in use at any kernel \
+         launch; in use and reserved after it)",
         size.frames, size.width, size.height
     );
     for m in &measured {
         let p = planned(m.stage).unwrap_or(0);
         println!(
-            "  {:<12} in use {:>9.1} MiB  reserved {:>9.1} MiB  planned peak {:>9.1} MiB  planned/reserved {:.2}",
+            "  {:<12} peak {:>9.1} MiB  in use {:>9.1} MiB  reserved {:>9.1} MiB  planned peak {:>9.1} MiB  \
+             planned/peak {:.2}",
             m.stage,
+            mib(m.peak),
             mib(m.in_use),
             mib(m.reserved),
             mib(p),
-            p as f64 / m.reserved.max(1) as f64
+            p as f64 / m.peak.max(1) as f64
         );
     }
     if json {
@@ -96,7 +104,7 @@ pub fn run(model: &Path, size: Size, precision: Precision, device: &Device, json
             .iter()
             .map(|m| {
                 serde_json::json!({
-                    "stage": m.stage, "bytes_in_use": m.in_use, "bytes_reserved": m.reserved,
+                    "stage": m.stage, "peak_bytes_in_use": m.peak, "bytes_in_use": m.in_use, "bytes_reserved": m.reserved,
                     "planned_peak_bytes": planned(m.stage),
                 })
             })
@@ -104,7 +112,8 @@ pub fn run(model: &Path, size: Size, precision: Precision, device: &Device, json
         let report = serde_json::json!({
             "pipeline": "I2VGenXLPipeline", "dtype": precision, "frames": size.frames,
             "height": size.height, "width": size.width, "stages": stages,
-            "peak_bytes": measured.iter().map(|m| m.reserved).max(), "planned_peak_bytes": plan.peak_bytes,
+            "peak_bytes": measured.iter().map(|m| m.peak).max(),
+            "peak_bytes_reserved": measured.iter().map(|m| m.reserved).max(), "planned_peak_bytes": plan.peak_bytes,
         });
         println!("{report}");
     }
