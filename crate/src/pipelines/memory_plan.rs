@@ -10,9 +10,11 @@
 //! worst point of each stage, in the device's float width); allocator slack comes on top.
 
 use i2vgen_shaders::conv::TILE_M;
+use i2vgen_shaders::packed::COL_ALIGN;
 use serde::Serialize;
 
 use crate::models::clip::{CLIPTextConfig, CLIPVisionConfig};
+use crate::loading::manifest::is_matrix_weight;
 use crate::models::nn::MAX_ELEMENTS;
 use crate::models::unet_3d_backbone::UNet3DConfig;
 use crate::models::vae::AutoencoderKLConfig;
@@ -54,10 +56,6 @@ pub enum Precision {
 }
 
 impl Precision {
-    pub fn weight_bytes(self) -> u64 {
-        if self == Self::F32 { 4 } else { 2 }
-    }
-
     pub fn activation_bytes(self) -> u64 {
         if self == Self::F16 { 2 } else { 4 }
     }
@@ -76,12 +74,18 @@ pub struct Parameters {
     pub largest_tensor: u64,
     /// Zeros the GPU holds beside the parameters: conv weights are stored with their output
     /// channels padded to whole tiles of the conv kernel (`i2vgen_shaders::conv::prepare_weight`).
-    pub padding: Padding,
+    pub padding: PerNetwork,
+    /// The parameters of the `Linear` and conv weights (`manifest::is_matrix_weight`): what
+    /// packed-f16 holds as f16 pairs in u32 words; the rest stays f32.
+    pub matrix: PerNetwork,
+    /// The f16 values those take packed: each weight's output dimension is padded to whole
+    /// 64-column rows (`i2vgen_shaders::packed::COL_ALIGN`).
+    pub packed: PerNetwork,
 }
 
-/// Elements of conv-weight padding per network (see [`Parameters::padding`]).
+/// Elements per network (see [`Parameters`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Padding {
+pub struct PerNetwork {
     pub text_encoder: u64,
     pub image_encoder: u64,
     pub vae_encoder: u64,
@@ -95,24 +99,70 @@ impl Parameters {
     /// `quant_conv.*` count as its encoder, the rest as its decoder. Other components are ignored.
     pub fn add(&mut self, component: &str, key: &str, shape: &[usize]) {
         let n = shape.iter().map(|&d| d as u64).product::<u64>();
-        let pad = &mut self.padding;
-        let (slot, padding) = match component {
-            "text_encoder" => (&mut self.text_encoder, &mut pad.text_encoder),
-            "image_encoder" => (&mut self.image_encoder, &mut pad.image_encoder),
-            "vae" if key.starts_with("encoder.") || key.starts_with("quant_conv.") => {
-                (&mut self.vae_encoder, &mut pad.vae_encoder)
-            }
-            "vae" => (&mut self.vae_decoder, &mut pad.vae_decoder),
-            "unet" => (&mut self.unet, &mut pad.unet),
+        let network = match component {
+            "text_encoder" | "image_encoder" | "unet" => component,
+            "vae" if key.starts_with("encoder.") || key.starts_with("quant_conv.") => "vae_encoder",
+            "vae" => "vae_decoder",
             _ => return,
         };
-        *slot += n;
+        *self.count_mut(network) += n;
+        let out = shape.first().map_or(0, |&d| d as u64);
         // A conv weight: `[C_out, C_in, kh, kw(, kt)]`.
-        if key.ends_with(".weight") && shape.len() >= 4 && shape[0] > 0 {
-            let c_out = shape[0] as u64;
-            *padding += (c_out.next_multiple_of(TILE_M as u64) - c_out) * (n / c_out);
+        if key.ends_with(".weight") && shape.len() >= 4 && out > 0 {
+            *self.padding.get_mut(network) += (out.next_multiple_of(TILE_M as u64) - out) * (n / out);
+        }
+        if is_matrix_weight(key, shape) && out > 0 {
+            *self.matrix.get_mut(network) += n;
+            *self.packed.get_mut(network) += out.next_multiple_of(COL_ALIGN as u64) * (n / out);
         }
         self.largest_tensor = self.largest_tensor.max(n);
+    }
+
+    fn count_mut(&mut self, network: &str) -> &mut u64 {
+        match network {
+            "text_encoder" => &mut self.text_encoder,
+            "image_encoder" => &mut self.image_encoder,
+            "vae_encoder" => &mut self.vae_encoder,
+            "vae_decoder" => &mut self.vae_decoder,
+            _ => &mut self.unet,
+        }
+    }
+
+    /// The bytes the GPU holds of `network`'s weights in `precision`.
+    fn held_bytes(&self, network: &str, precision: Precision) -> u64 {
+        let params = PerNetwork {
+            text_encoder: self.text_encoder,
+            image_encoder: self.image_encoder,
+            vae_encoder: self.vae_encoder,
+            vae_decoder: self.vae_decoder,
+            unet: self.unet,
+        }
+        .of(network);
+        let (padding, matrix, packed) =
+            (self.padding.of(network), self.matrix.of(network), self.packed.of(network));
+        match precision {
+            Precision::F32 => 4 * (params + padding),
+            Precision::F16 => 2 * (params + padding),
+            Precision::PackedF16 => 4 * (params - matrix) + 2 * packed,
+        }
+    }
+}
+
+impl PerNetwork {
+    pub const ZERO: Self = Self { text_encoder: 0, image_encoder: 0, vae_encoder: 0, vae_decoder: 0, unet: 0 };
+
+    fn get_mut(&mut self, network: &str) -> &mut u64 {
+        match network {
+            "text_encoder" => &mut self.text_encoder,
+            "image_encoder" => &mut self.image_encoder,
+            "vae_encoder" => &mut self.vae_encoder,
+            "vae_decoder" => &mut self.vae_decoder,
+            _ => &mut self.unet,
+        }
+    }
+
+    fn of(mut self, network: &str) -> u64 {
+        *self.get_mut(network)
     }
 }
 
@@ -221,7 +271,7 @@ fn plan_with(
     limits: DeviceLimits,
     split_guidance: bool,
 ) -> Result<MemoryPlan> {
-    let (wb, ab) = (precision.weight_bytes(), precision.activation_bytes());
+    let ab = precision.activation_bytes();
     let rows = if video.guidance { 2 } else { 1 };
     let chunk_elements = MAX_ELEMENTS as u64;
     let chunk = chunk_elements * ab;
@@ -252,22 +302,22 @@ fn plan_with(
     let unet = unet_step_activations(configs.unet, video, unet_rows, h, w, chunk_elements) * ab + deep;
     let decode = 4 * vae_widest_channels(configs.vae) * video.height * video.width * ab;
 
-    let largest_weight = params.largest_tensor * wb;
-    // What the GPU holds of each network: its parameters and its conv weights' padding.
-    let pad = params.padding;
-    let (text_w, image_w, vae_encoder_w, vae_decoder_w, unet_w) = (
-        params.text_encoder + pad.text_encoder,
-        params.image_encoder + pad.image_encoder,
-        params.vae_encoder + pad.vae_encoder,
-        params.vae_decoder + pad.vae_decoder,
-        params.unet + pad.unet,
+    // The largest weight (CLIP's token embedding) is never packed: f32 in packed-f16.
+    let largest_weight = params.largest_tensor * if precision == Precision::F16 { 2 } else { 4 };
+    // What the GPU holds of each network: its parameters, its conv weights' padding, and in
+    // packed-f16 its Linear and conv weights as padded f16 rows.
+    let held = |network: &str| params.held_bytes(network, precision);
+    let (text_w, image_w, vae_w, unet_w) = (
+        held("text_encoder"),
+        held("image_encoder"),
+        held("vae_encoder") + held("vae_decoder"),
+        held("unet"),
     );
-    let weights_bytes = (text_w + image_w + vae_encoder_w + vae_decoder_w + unet_w) * wb;
+    let weights_bytes = text_w + image_w + vae_w + unet_w;
     // What the page holds in each phase: the encoders and the VAE while encoding, the UNet and
     // the VAE while denoising and decoding (`I2VGenXLPipeline`'s `Phase`); the refiner loads whole.
-    let vae_w = (vae_encoder_w + vae_decoder_w) * wb;
     let (encode_w, denoise_w) = if configs.image_encoder.is_some() {
-        ((text_w + image_w) * wb + vae_w, unet_w * wb + vae_w)
+        (text_w + image_w + vae_w, unet_w + vae_w)
     } else {
         (weights_bytes, weights_bytes)
     };
@@ -493,15 +543,25 @@ mod tests {
         }
     }
 
-    /// ali-vilab/i2vgen-xl's parameter counts (DESIGN.md; the VAE split into encoder and decoder).
-    const BASE: Parameters = Parameters {
+    /// ali-vilab/i2vgen-xl's parameter counts (DESIGN.md; the VAE split into encoder and decoder),
+    /// every one counted as a matrix weight packing with no padding.
+    const COUNTS: PerNetwork = PerNetwork {
         text_encoder: 353_000_000,
         image_encoder: 632_100_000,
         vae_encoder: 34_200_000,
         vae_decoder: 49_500_000,
         unet: 1_420_500_000,
+    };
+    const BASE: Parameters = Parameters {
+        text_encoder: COUNTS.text_encoder,
+        image_encoder: COUNTS.image_encoder,
+        vae_encoder: COUNTS.vae_encoder,
+        vae_decoder: COUNTS.vae_decoder,
+        unet: COUNTS.unet,
         largest_tensor: 49408 * 1024,
-        padding: Padding { text_encoder: 0, image_encoder: 0, vae_encoder: 0, vae_decoder: 0, unet: 0 },
+        padding: PerNetwork::ZERO,
+        matrix: COUNTS,
+        packed: COUNTS,
     };
 
     fn video(frames: u64, height: u64, width: u64) -> Video {

@@ -444,13 +444,14 @@ fn plan_sizes_the_real_model_without_weights() {
     assert_clear_error(&args, "but the memory budget is 8.0 GB; 640×352 fits");
 }
 
-/// `bench --pipeline` on wgpu at two small sizes: each stage's planned peak is within 15% of the
-/// most the stage had in use at any kernel launch (`peak_bytes_in_use`), and the pool's
-/// high-water mark (its reserved pages) holds at least that.
+/// `bench --pipeline` on wgpu at two small sizes, f32 and packed-f16: each stage's planned peak is
+/// within 15% of the most the stage had in use at any kernel launch (`peak_bytes_in_use`), and
+/// the pool's high-water mark (its reserved pages) holds at least that.
 #[test]
 fn bench_pipeline_measures_each_stage_next_to_the_plan() {
-    for (frames, height, width) in [("2", "32", "32"), ("4", "64", "64")] {
-        let args = ["bench", "--pipeline", "--model", &model(), "--backend", "wgpu", "--json"];
+    let sizes = [("2", "32", "32"), ("4", "64", "64")];
+    for ((frames, height, width), dtype) in sizes.into_iter().flat_map(|s| [(s, "f32"), (s, "packed-f16")]) {
+        let args = ["bench", "--pipeline", "--model", &model(), "--backend", "wgpu", "--json", "--dtype", dtype];
         let out = i2vgen(&[&args[..], &["--frames", frames, "--height", height, "--width", width]].concat());
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let json: serde_json::Value =
@@ -466,7 +467,7 @@ fn bench_pipeline_measures_each_stage_next_to_the_plan() {
                 bytes("bytes_in_use"),
                 bytes("bytes_reserved"),
             );
-            println!("{frames}×{height}×{width} {}: planned / measured peak {:.3}", s["stage"], planned / peak);
+            println!("{dtype} {frames}×{height}×{width} {}: planned / measured peak {:.3}", s["stage"], planned / peak);
             assert!((planned / peak - 1.0).abs() <= 0.15, "{s}");
             assert!(in_use <= peak && peak <= reserved, "{s}");
         }
