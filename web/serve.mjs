@@ -14,7 +14,7 @@
 // Usage: node web/serve.mjs [--port 8080] [--root DIR]
 import { createServer } from 'node:http';
 import { createHash } from 'node:crypto';
-import { createReadStream, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { extname, join, relative as relativePath, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -64,7 +64,18 @@ const digests = new Map(); // `${path} ${size} ${mtime}` → sha256, so each fil
 function fileSha256(path) {
   const stat = statSync(path);
   const id = `${path} ${stat.size} ${stat.mtimeMs}`;
-  if (!digests.has(id)) digests.set(id, createHash('sha256').update(readFileSync(path)).digest('hex'));
+  if (!digests.has(id)) {
+    // In 64 MiB reads: a real-size UNet file (2.8 GB) is over Node's 2 GiB limit for one buffer.
+    const hash = createHash('sha256');
+    const buffer = Buffer.alloc(64 << 20);
+    const fd = openSync(path, 'r');
+    try {
+      for (let n; (n = readSync(fd, buffer, 0, buffer.length, null)) > 0;) hash.update(buffer.subarray(0, n));
+    } finally {
+      closeSync(fd);
+    }
+    digests.set(id, hash.digest('hex'));
+  }
   return digests.get(id);
 }
 

@@ -27,13 +27,15 @@
 //                  frames, fps, rgba, request, unetEquivalents, refineError, restored, …}
 //                  (`webm` or `gif` may be null when its encoder failed; `videoNote` says why;
 //                  `restored` {encode, denoise}: seconds spent streaming a phase's networks back
-//                  in from the cache, null when they stayed on the GPU) | error {code,
+//                  in from the cache, null when they stayed on the GPU; `gpuBytes` [in use,
+//                  reserved] of burn's memory pool after the run; `wasmHeapBytes` the wasm
+//                  memory's size, its high-water mark) | error {code,
 //                  message} | fatal {code, message} (no id: the GPU device was lost or wasm
 //                  panicked; the worker is unusable and the page replaces it)
 // The worker's URL may carry `?precision=f32` (see `choosePrecision`); the default is "auto".
 // `?faults=1` turns on the test faults (see `arm`), never set in normal use.
 import init, {
-  ModelLoader, checkImage, checkRequest, choosePrecision, defaults, encodeGif, panicForTests, phaseComponents, precision, toRgba,
+  ModelLoader, checkImage, checkRequest, choosePrecision, defaults, encodeGif, gpuMemory, panicForTests, phaseComponents, precision, toRgba,
 } from '../pkg/i2vgen_web.js';
 import { QuotaError, openStore } from './weight-store.js';
 import { load, resolve, sourceId } from './model-source.js';
@@ -94,7 +96,12 @@ self.addEventListener('unhandledrejection', (event) => {
   if (trapped(event.reason)) { event.preventDefault(); fatal(event.reason); }
 });
 
-const wasm = init().then(() => choosePrecision(params.get('precision') ?? 'auto'));
+// The module's linear memory only grows: its size is the wasm heap's high-water mark.
+let memory;
+const wasm = init().then((exports) => {
+  memory = exports.memory;
+  choosePrecision(params.get('precision') ?? 'auto');
+});
 
 // ---- test faults (`?faults=1` only) ------------------------------------------------------------
 
@@ -427,6 +434,7 @@ async function generate(id, payload) {
     ...(await encode(id, rgba, width, height, count, request.fps)),
     rgba, request, unetEquivalents, refineError, restored,
     rawFrames: returnFrames ? video.values : null, load: loaded, precision: await precision(),
+    gpuBytes: gpuMemory(), wasmHeapBytes: memory.buffer.byteLength,
   };
 }
 

@@ -107,6 +107,15 @@ pub async fn precision() -> Result<String, JsError> {
     .to_string())
 }
 
+/// burn's memory pool on the GPU now, `[in use, reserved]` bytes (reserved pages are never
+/// returned, so reserved is the high-water mark so far); empty before the GPU starts.
+#[wasm_bindgen(js_name = gpuMemory)]
+pub fn gpu_memory() -> Vec<f64> {
+    DEVICE
+        .with(|d| d.borrow().as_ref().and_then(Device::memory_pool_usage))
+        .map_or_else(Vec::new, |usage| vec![usage.bytes_in_use as f64, usage.bytes_reserved as f64])
+}
+
 /// Run the device check (conv2d, GroupNorm, SiLU, attention) on WebGPU and read its checksum back.
 #[wasm_bindgen(js_name = deviceCheck)]
 pub async fn device_check() -> Result<f64, JsError> {
