@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 model=tests/out/real-i2vgen
 native=tests/out/real-size-native.safetensors
-request='{"prompt":"a cat surfing","negativePrompt":"","width":64,"height":64,"frames":2,"fps":8,"steps":1,"guidance":9,"seed":0}'
+request='{"prompt":"a cat surfing","negativePrompt":"","width":64,"height":64,"frames":2,"fps":16,"steps":1,"guidance":9,"seed":0}'
 
 cargo build --release --quiet --bin i2vgen --bin weights-tools
 if [ ! -f "$model/unet/diffusion_pytorch_model.safetensors" ]; then
@@ -22,7 +22,7 @@ fi
 echo "==> native: i2vgen generate on the real-size model (wgpu, packed-f16)"
 start=$(date +%s)
 target/release/i2vgen generate --model "$model" --image tests/fixtures/golden/image.png \
-  --prompt "a cat surfing" --negative-prompt "" --frames 2 --height 64 --width 64 --fps 8 --steps 1 --guidance 9 \
+  --prompt "a cat surfing" --negative-prompt "" --frames 2 --height 64 --width 64 --fps 16 --steps 1 --guidance 9 \
   --seed 0 --backend wgpu --dtype packed-f16 --output "$native"
 echo "native run: $(( $(date +%s) - start )) s"
 
