@@ -6,6 +6,7 @@
 // CI (tests/e2e/ is).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { launch, recordRequests, startServer, ROOT } from './e2e/browser.mjs';
@@ -46,7 +47,7 @@ function readFrames(path) {
  */
 async function generate() {
   const page = await context.newPage();
-  page.on('console', (m) => console.log(`[page] ${m.text()}`));
+  page.on('console', (m) => console.log(`[page] ${m.text()} (GPU process ${GB(gpuProcessBytes())})`));
   page.on('worker', (w) => w.on('console', (m) => m.type() === 'error' && console.log(`[worker] ${m.text()}`)));
   await page.goto(`${server.url}blank.html`);
   const out = await page.evaluate(async ({ repo, request }) => {
@@ -85,6 +86,16 @@ async function generate() {
   return out;
 }
 
+/** Chromium's GPU process's resident memory (bytes): with SwiftShader the GPU's memory is the host's. */
+function gpuProcessBytes() {
+  try {
+    const ps = execFileSync('ps', ['-C', 'chromium', '-o', 'rss=,args='], { encoding: 'utf8' });
+    return Math.max(0, ...ps.split('\n').filter((l) => l.includes('--type=gpu-process')).map((l) => Number.parseInt(l, 10) * 1024));
+  } catch {
+    return 0;
+  }
+}
+
 const GB = (b) => `${(b / 1e9).toFixed(2)} GB`;
 const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
 
@@ -94,6 +105,9 @@ function stageTimes(run) {
 }
 
 test('the real-size model loads cold and warm in Chromium and generates the native frames', { timeout: 4 * 3600_000 }, async () => {
+  let gpuProcessPeak = 0;
+  const sampler = setInterval(() => { gpuProcessPeak = Math.max(gpuProcessPeak, gpuProcessBytes()); }, 2000);
+  after(() => clearInterval(sampler));
   const requests = recordRequests(context);
   const cold = await generate();
   assert.equal(cold.error, undefined, `${cold.error} (stages: ${JSON.stringify(cold.stages)})`);
@@ -120,6 +134,7 @@ test('the real-size model loads cold and warm in Chromium and generates the nati
     `warm: load ${seconds(warm.load.seconds * 1000)} (downloaded ${GB(warm.load.network)}), run ${seconds(warm.ms)} (${stageTimes(warm)})`,
     `GPU (burn's pool after the run): in use ${GB(warm.gpuBytes[0])}, reserved ${GB(warm.gpuBytes[1])}`,
     `wasm heap high-water mark: cold ${GB(cold.wasmHeapBytes)}, warm ${GB(warm.wasmHeapBytes)}`,
+    `Chromium's GPU process (SwiftShader: host memory), peak resident: ${GB(gpuProcessPeak)}`,
   ].join('\n'));
   assert.ok(cold.wasmHeapBytes < 1e9 && warm.wasmHeapBytes < 1e9, 'the wasm heap reached 1 GB');
 

@@ -136,6 +136,9 @@ impl ModelLoader {
                 VideoToVideoSDPipeline::load(&mut self.model, &self.device, &mut notes).js()?,
             )),
         };
+        // Hand back the pool's pages the load used for tensors on their way to the networks
+        // (each weight arrives as f32 before it is packed or reshaped): burn keeps freed pages.
+        self.device.memory_cleanup();
         Ok(Model { pipeline, device: self.device, notes, params: self.params })
     }
 }
@@ -342,7 +345,9 @@ impl Model {
     pub fn load_phase(&mut self, phase: &str, mut loader: ModelLoader) -> Result<(), JsError> {
         let phase = Phase::parse(phase).js()?;
         let pipeline = self.base_mut()?;
-        pipeline.load_phase(phase, &mut loader.model, &loader.device).js()
+        pipeline.load_phase(phase, &mut loader.model, &loader.device).js()?;
+        loader.device.memory_cleanup();
+        Ok(())
     }
 
     /// Start the denoising loop of an encoded request. The model lets go of its UNet when the
