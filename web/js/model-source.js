@@ -175,10 +175,14 @@ export async function load(store, model, loader, options = {}) {
   }
 }
 
+/** Weight bytes handed to the GPU between two waits for it to catch up (`ModelLoader.settle`). */
+const SETTLE_BYTES = 256 << 20;
+
 async function stream(store, model, loader, { signal, onProgress = () => {}, beforeWeights, wants = () => true }) {
   const total = model.files.reduce((n, f) => n + f.size, 0);
   let done = 0;
   let network = 0;
+  let unsettled = 0;
   const started = performance.now();
   for (const file of model.files) {
     let fileDone = 0;
@@ -215,7 +219,16 @@ async function stream(store, model, loader, { signal, onProgress = () => {}, bef
       ? (key, dtype, shape, bytes) => wants(key.split('/')[0]) && loader.addShardTensor(key, dtype, shape, bytes)
       : (key, dtype, shape, bytes) => loader.addTensor(file.component, key, dtype, shape, bytes);
     const reader = new SafetensorsStream(add, name, file.size);
-    for await (const chunk of chunks) reader.push(chunk);
+    for await (const chunk of chunks) {
+      reader.push(chunk);
+      // Back-pressure: from the cache the bytes come faster than a slow GPU uploads and packs
+      // them, and every tensor queued for it holds its upload's memory until it is done.
+      unsettled += chunk.length;
+      if (unsettled >= SETTLE_BYTES) {
+        await loader.settle();
+        unsettled = 0;
+      }
+    }
     reader.finish();
   }
   return { bytes: total, network, seconds: (performance.now() - started) / 1000 };

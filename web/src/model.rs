@@ -20,6 +20,7 @@ use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
+use crate::readback::Readback;
 use crate::stage::Stage;
 use crate::{IntoJs, computes_in_f16, device, packs_f16};
 
@@ -76,6 +77,13 @@ impl ModelLoader {
         let shape = usize_shape(shape);
         self.params.add(component, key, &shape);
         self.model.add_tensor(component, key, dtype(dtype_name)?, &shape, bytes).js()
+    }
+
+    /// Wait until the GPU has done everything asked of it so far (uploads, packing). The loader
+    /// calls it every few hundred MB: tensors arrive from the cache faster than a slow GPU takes
+    /// them, and each one waiting in the queue holds its upload's memory.
+    pub async fn settle(&self) -> Result<(), JsError> {
+        Readback::from(Tensor::<1>::zeros([1], &self.device)).read().await.map(drop)
     }
 
     /// One tensor of a converted shard, named `<component>/<key>`.
