@@ -67,7 +67,7 @@ impl Outputs {
     fn new<const D: usize>(kernel: Tensor<D>, twin: Tensor<D>) -> Self {
         let shape = kernel.dims().to_vec();
         let flat = |t: Tensor<D>| {
-            let n = t.dims().iter().product();
+            let n: usize = t.dims().iter().product();
             t.reshape([n])
         };
         Self { shape, kernel: flat(kernel), twin: flat(twin), launches: Vec::new() }
