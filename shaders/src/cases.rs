@@ -190,7 +190,12 @@ pub fn round_to_f16(x: f32) -> f32 {
     (x / spacing).round_ties_even() * spacing
 }
 
-fn case(family: &'static str, name: String, kernel: &'static str, body: impl Fn(&mut Run) -> Outputs + Send + Sync + 'static) -> Case {
+fn case(
+    family: &'static str,
+    name: String,
+    kernel: &'static str,
+    body: impl Fn(&mut Run) -> Outputs + Send + Sync + 'static,
+) -> Case {
     Case { family, name, kernel, body: Box::new(body) }
 }
 
@@ -300,9 +305,8 @@ fn conv_cases() -> Vec<Case> {
             let bias = run.uniform([c_out], -1.0, 1.0);
             let r = run.uniform([x_shape[0], c_out, size[0], size[1]], -1.0, 1.0);
             let prepared = prepare_weight(w.clone());
-            let kernel = run.kernel(|| {
-                upsample_conv2d(x.clone(), size, &prepared, Some(bias.clone()), &options, Some(r.clone()))
-            });
+            let kernel = run
+                .kernel(|| upsample_conv2d(x.clone(), size, &prepared, Some(bias.clone()), &options, Some(r.clone())));
             Outputs::new(kernel, upsample_conv2d_twin(x, size, w, Some(bias), &options, Some(r)))
         })
     }

@@ -23,7 +23,10 @@ fn every_case_on_wgpu() {
         let out = case.run(&device);
         let err = relative_error(&values(out.kernel), &values(out.twin));
         let ran = case.kernel_ran(&out.launches);
-        println!("{:<14} {:<80} {:?} relative {err:.2e} launches {:?}", case.family, case.name, out.shape, out.launches);
+        println!(
+            "{:<14} {:<80} {:?} relative {err:.2e} launches {:?}",
+            case.family, case.name, out.shape, out.launches
+        );
         let w = worst.entry(case.family).or_default();
         *w = w.max(err);
         if !(err <= TOLERANCE) || !ran {
@@ -45,12 +48,33 @@ fn every_case_on_wgpu() {
 #[test]
 fn host_f16_rounding_matches_half() {
     let mut v = vec![
-        0.0f32, -0.0, 1.0, 65504.0, 65519.0, 65520.0, -65520.0, 1e-40, 2f32.powi(-14), 2f32.powi(-14) * 0.999,
-        2f32.powi(-24), 2f32.powi(-25), 2f32.powi(-25) * 1.0001, 3.0 * 2f32.powi(-25), 5.0 * 2f32.powi(-26),
-        1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11), 2047.5, 2049.0, f32::INFINITY, f32::NEG_INFINITY,
+        0.0f32,
+        -0.0,
+        1.0,
+        65504.0,
+        65519.0,
+        65520.0,
+        -65520.0,
+        1e-40,
+        2f32.powi(-14),
+        2f32.powi(-14) * 0.999,
+        2f32.powi(-24),
+        2f32.powi(-25),
+        2f32.powi(-25) * 1.0001,
+        3.0 * 2f32.powi(-25),
+        5.0 * 2f32.powi(-26),
+        1.0 + 2f32.powi(-11),
+        1.0 + 3.0 * 2f32.powi(-11),
+        2047.5,
+        2049.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
     ];
     v.extend((0..8).map(|k| k as f32 * 2f32.powi(-24) + 2f32.powi(-25)));
-    v.extend((0..20_000).map(|i| (i as f32 * 0.618_034).fract() * 2f32.powi(i % 50 - 30) * if i % 3 == 0 { -1.0 } else { 1.0 }));
+    v.extend(
+        (0..20_000)
+            .map(|i| (i as f32 * 0.618_034).fract() * 2f32.powi(i % 50 - 30) * if i % 3 == 0 { -1.0 } else { 1.0 }),
+    );
     for x in v {
         let want = half::f16::from_f32(x).to_f32();
         let got = i2vgen_shaders::cases::round_to_f16(x);
