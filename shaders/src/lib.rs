@@ -4,6 +4,7 @@
 //! backend as the reference the kernel is tested against.
 
 pub mod attention;
+pub mod cases;
 pub mod conv;
 pub mod epilogue;
 pub mod gemm;

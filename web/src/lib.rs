@@ -7,6 +7,7 @@ use burn::tensor::{Device, FloatDType};
 use wasm_bindgen::prelude::*;
 
 mod files;
+mod kernels;
 mod media;
 mod model;
 mod readback;
