@@ -119,7 +119,8 @@ fn check_bias_act_f16<const D: usize>(shape: [usize; D], acts: &[Act]) {
         for (with_bias, with_residual) in [(false, false), (true, false), (false, true), (true, true)] {
             let b = |dtype| with_bias.then(|| tensor_as(&bias, [channels], &device, dtype));
             let r = |dtype| with_residual.then(|| tensor_as(&residual, shape, &device, dtype));
-            let out = bias_act(tensor_as(&x, shape, &device, FloatDType::F16), b(FloatDType::F16), act, r(FloatDType::F16));
+            let out =
+                bias_act(tensor_as(&x, shape, &device, FloatDType::F16), b(FloatDType::F16), act, r(FloatDType::F16));
             assert_eq!((out.dtype(), out.dims()), (DType::F16, shape), "{act:?}: the output's dtype and shape");
             let got = values(out);
             let want = values(bias_act_twin(tensor(&x, shape, &device), b(FloatDType::F32), act, r(FloatDType::F32)));

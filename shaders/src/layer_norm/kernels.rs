@@ -88,8 +88,8 @@ fn layer_norm_rows<F: Float, N: Size>(
     let mut i = unit;
     while i < end {
         let x = Vector::<f32, N>::cast_from(input[base + i]);
-        let y = (x - shift - offset) * rstd * Vector::<f32, N>::cast_from(weight[i])
-            + Vector::<f32, N>::cast_from(bias[i]);
+        let y =
+            (x - shift - offset) * rstd * Vector::<f32, N>::cast_from(weight[i]) + Vector::<f32, N>::cast_from(bias[i]);
         output[base + i] = Vector::<F, N>::cast_from(y);
         i += threads;
     }
