@@ -6,15 +6,20 @@
 //! paths differ by their erf (the kernel's is within 1 ulp, burn's wgpu one Abramowitz–Stegun
 //! 7.1.26 at 5e-7) and the sigmoids by their formula (`1/(1 + e^−x)` here, burn's
 //! `exp(−log(1 + e^−x))`), so measured errors are 1e-7–1e-6.
+//!
+//! f16 (f16 storage, f32 arithmetic): the inputs are random f32 rounded to f16, the reference is
+//! the twin in f32 on those same values, the kernel's f16 output widened to f32; tolerance 2e-3
+//! (the output's own rounding to f16 is up to 2⁻¹¹ ≈ 4.9e-4 of each value).
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::ThreadId;
 
 use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor, TensorData, f16};
 use i2vgen_shaders::epilogue::{Act, bias_act, bias_act_twin, geglu, geglu_twin};
 
 const TOLERANCE: f32 = 1e-5;
+const F16_TOLERANCE: f32 = 2e-3;
 const ACTS: [Act; 4] = [Act::Identity, Act::Gelu, Act::QuickGelu, Act::Silu];
 
 fn wgpu() -> Device {
@@ -40,6 +45,17 @@ fn random(shape: &[usize], low: f64, high: f64) -> TensorData {
 
 fn tensor<const D: usize>(data: &TensorData, shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::<1>::from_data(data.clone(), device).reshape(shape)
+}
+
+/// `data` rounded to f16 (to nearest, ties to even) and widened back: values f32 and f16 both
+/// hold exactly, so the f16 kernel and the f32 twin see the same numbers.
+fn f16_values(data: &TensorData) -> TensorData {
+    data.clone().convert::<f16>().convert::<f32>()
+}
+
+/// `data` (f16-representable) as a tensor of `dtype` on `device`.
+fn tensor_as<const D: usize>(data: &TensorData, shape: [usize; D], device: &Device, dtype: FloatDType) -> Tensor<D> {
+    tensor(data, shape, device).cast(dtype)
 }
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -91,6 +107,50 @@ fn check_geglu<const D: usize>(shape: [usize; D]) {
     }
 }
 
+/// `bias_act` in f16 on wgpu vs its twin in f32 on the same (f16-representable) values, for
+/// `acts` × (bias, residual) present or not; the output must be f16 and of `x`'s shape.
+fn check_bias_act_f16<const D: usize>(shape: [usize; D], acts: &[Act]) {
+    let channels = shape[D - 1];
+    let x = f16_values(&random(&shape, -6.0, 6.0));
+    let bias = f16_values(&random(&[channels], -1.0, 1.0));
+    let residual = f16_values(&random(&shape, -2.0, 2.0));
+    let device = wgpu();
+    for &act in acts {
+        for (with_bias, with_residual) in [(false, false), (true, false), (false, true), (true, true)] {
+            let b = |dtype| with_bias.then(|| tensor_as(&bias, [channels], &device, dtype));
+            let r = |dtype| with_residual.then(|| tensor_as(&residual, shape, &device, dtype));
+            let out =
+                bias_act(tensor_as(&x, shape, &device, FloatDType::F16), b(FloatDType::F16), act, r(FloatDType::F16));
+            assert_eq!((out.dtype(), out.dims()), (DType::F16, shape), "{act:?}: the output's dtype and shape");
+            let got = values(out);
+            let want = values(bias_act_twin(tensor(&x, shape, &device), b(FloatDType::F32), act, r(FloatDType::F32)));
+            let err = relative_error(&got, &want);
+            println!("f16 {shape:?} {act:?} bias {with_bias} residual {with_residual}: relative {err:.2e}");
+            assert!(err <= F16_TOLERANCE, "f16 {shape:?} {act:?} bias {with_bias} residual {with_residual}: {err:e}");
+        }
+    }
+}
+
+/// `geglu` in f16 on wgpu vs its twin in f32 on the same values, with and without the bias.
+fn check_geglu_f16<const D: usize>(shape: [usize; D]) {
+    let width = shape[D - 1];
+    let mut out_shape = shape;
+    out_shape[D - 1] = width / 2;
+    let h = f16_values(&random(&shape, -6.0, 6.0));
+    let bias = f16_values(&random(&[width], -1.0, 1.0));
+    let device = wgpu();
+    for with_bias in [false, true] {
+        let b = |dtype| with_bias.then(|| tensor_as(&bias, [width], &device, dtype));
+        let out = geglu(tensor_as(&h, shape, &device, FloatDType::F16), b(FloatDType::F16));
+        assert_eq!((out.dtype(), out.dims()), (DType::F16, out_shape), "the output's dtype and shape");
+        let got = values(out);
+        let want = values(geglu_twin(tensor(&h, shape, &device), b(FloatDType::F32)));
+        let err = relative_error(&got, &want);
+        println!("f16 geglu {shape:?} bias {with_bias}: relative {err:.2e}");
+        assert!(err <= F16_TOLERANCE, "f16 geglu {shape:?} bias {with_bias}: {err:e}");
+    }
+}
+
 /// The attention's `to_out` + residual and the feed-forward's `net.2` + residual at the UNet's
 /// token counts (C = 320, 640, 1280), every activation.
 #[test]
@@ -114,6 +174,28 @@ fn bias_act_odd_sizes() {
     check_bias_act([4, 1, 8], &ACTS);
     check_bias_act([5, 1], &ACTS);
     check_bias_act([70_000, 8], &[Act::Gelu]);
+}
+
+/// The f32 cases' shapes in f16.
+#[test]
+fn f16_bias_act_unet_shapes() {
+    check_bias_act_f16([2 * 1792, 320], &ACTS);
+    check_bias_act_f16([150, 16, 640], &ACTS);
+    check_bias_act_f16([2, 112, 1280], &[Act::Identity, Act::Gelu]);
+}
+
+#[test]
+fn f16_bias_act_clip_shapes() {
+    check_bias_act_f16([5, 77, 1024], &[Act::Identity, Act::Gelu, Act::QuickGelu]);
+    check_bias_act_f16([3, 257, 1280], &[Act::Gelu, Act::QuickGelu]);
+}
+
+#[test]
+fn f16_bias_act_odd_sizes() {
+    check_bias_act_f16([7, 33, 57], &ACTS);
+    check_bias_act_f16([4, 1, 8], &ACTS);
+    check_bias_act_f16([5, 1], &ACTS);
+    check_bias_act_f16([70_000, 8], &[Act::Gelu]);
 }
 
 /// 18 million scalar outputs: more workgroups (70,274 of 256 threads) than one grid dimension's
@@ -141,6 +223,16 @@ fn geglu_shapes() {
     check_geglu([7, 33, 2 * 5]);
     check_geglu([3, 2 * 57]);
     check_geglu([70_000, 2 * 4]);
+}
+
+#[test]
+fn f16_geglu_shapes() {
+    check_geglu_f16([2, 300, 2 * 1280]);
+    check_geglu_f16([150, 16, 2 * 2560]);
+    check_geglu_f16([40, 2 * 5120]);
+    check_geglu_f16([7, 33, 2 * 5]);
+    check_geglu_f16([3, 2 * 57]);
+    check_geglu_f16([70_000, 2 * 4]);
 }
 
 /// The kernel's GELU against `x · Φ(x)` in f64 on the host (libm's erf), elementwise: at most
@@ -276,6 +368,32 @@ fn one_launch_each() {
     let twin = launches(|| geglu_twin(h.clone(), Some(proj_bias.clone())));
     let fused = launches(|| geglu(h.clone(), Some(proj_bias.clone())));
     println!("geglu + bias: twin {} launches {twin:?}, kernel {}", twin.len(), fused.len());
+    assert_eq!(fused.len(), 1, "{fused:?}");
+    assert!(twin.len() >= 7, "{twin:?}");
+}
+
+/// The f16 path runs the kernels too (one launch each, as in f32), not the twins; the twins'
+/// f16 counts are printed.
+#[test]
+fn f16_one_launch_each() {
+    let device = wgpu();
+    let shape = [2, 1792, 320];
+    let f16 = |data: &TensorData, shape| tensor_as(&f16_values(data), shape, &device, FloatDType::F16);
+    let x = f16(&random(&shape, -6.0, 6.0), shape);
+    let residual = f16(&random(&shape, -2.0, 2.0), shape);
+    let bias = tensor_as(&f16_values(&random(&[320], -1.0, 1.0)), [320], &device, FloatDType::F16);
+    for act in ACTS {
+        let twin = launches(|| bias_act_twin(x.clone(), Some(bias.clone()), act, Some(residual.clone())));
+        let fused = launches(|| bias_act(x.clone(), Some(bias.clone()), act, Some(residual.clone())));
+        println!("f16 bias_act {act:?} + bias + residual: twin {} launches, kernel {}", twin.len(), fused.len());
+        assert_eq!(fused.len(), 1, "{fused:?}");
+        assert!(twin.len() >= 2, "{twin:?}");
+    }
+    let h = f16(&random(&[2, 1792, 2560], -6.0, 6.0), [2, 1792, 2560]);
+    let proj_bias = tensor_as(&f16_values(&random(&[2560], -1.0, 1.0)), [2560], &device, FloatDType::F16);
+    let twin = launches(|| geglu_twin(h.clone(), Some(proj_bias.clone())));
+    let fused = launches(|| geglu(h.clone(), Some(proj_bias.clone())));
+    println!("f16 geglu + bias: twin {} launches {twin:?}, kernel {}", twin.len(), fused.len());
     assert_eq!(fused.len(), 1, "{fused:?}");
     assert!(twin.len() >= 7, "{twin:?}");
 }

@@ -6,15 +6,21 @@
 //! (or an f64 host computation where the twin itself is inaccurate, see
 //! `temporal_conv_full_group`). The kernel merges Welford partials in a tree where burn's
 //! reduction sums serially, so the two round differently; measured errors are 4e-7–2e-6.
+//!
+//! f16 (f16 storage, f32 statistics): the inputs are random f32 rounded to f16, the reference is
+//! the twin in f32 on those same values (f64 on the host for the full TemporalConvLayer group),
+//! the kernels' f16 output widened to f32; tolerance 2e-3 (the output's own rounding to f16 is
+//! up to 2⁻¹¹ ≈ 4.9e-4 of each value).
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::ThreadId;
 
 use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor, TensorData, f16};
 use i2vgen_shaders::group_norm::{group_norm, group_norm_twin};
 
 const TOLERANCE: f32 = 1e-5;
+const F16_TOLERANCE: f32 = 2e-3;
 
 fn wgpu() -> Device {
     static DEVICE: OnceLock<Device> = OnceLock::new();
@@ -39,6 +45,17 @@ fn random(shape: &[usize], low: f64, high: f64) -> TensorData {
 
 fn tensor<const D: usize>(data: &TensorData, shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::<1>::from_data(data.clone(), device).reshape(shape)
+}
+
+/// `data` rounded to f16 (to nearest, ties to even) and widened back: values f32 and f16 both
+/// hold exactly, so the f16 kernels and the f32 twin see the same numbers.
+fn f16_values(data: &TensorData) -> TensorData {
+    data.clone().convert::<f16>().convert::<f32>()
+}
+
+/// `data` (f16-representable) as an f16 tensor on `device`.
+fn tensor_f16<const D: usize>(data: &TensorData, shape: [usize; D], device: &Device) -> Tensor<D> {
+    tensor(data, shape, device).cast(FloatDType::F16)
 }
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -71,6 +88,31 @@ fn check<const D: usize>(shape: [usize; D], groups: usize) {
     }
 }
 
+/// The kernels in f16 vs the twin in f32 on the same (f16-representable) values for every
+/// (affine, SiLU) combination at one shape; the output must be f16 and of `x`'s shape.
+fn check_f16<const D: usize>(shape: [usize; D], groups: usize) {
+    let channels = shape[1];
+    let x = f16_values(&random(&shape, -0.5, 3.5));
+    let weight = f16_values(&random(&[channels], 0.5, 1.5));
+    let bias = f16_values(&random(&[channels], -1.0, 1.0));
+    let device = wgpu();
+    for (affine, silu) in [(false, false), (true, false), (false, true), (true, true)] {
+        let params = |f16: bool| {
+            affine.then(|| {
+                let (w, b) = (tensor(&weight, [channels], &device), tensor(&bias, [channels], &device));
+                if f16 { (w.cast(FloatDType::F16), b.cast(FloatDType::F16)) } else { (w, b) }
+            })
+        };
+        let out = group_norm(tensor_f16(&x, shape, &device), params(true), groups, 1e-5, silu);
+        assert_eq!((out.dtype(), out.dims()), (DType::F16, shape), "the output's dtype and shape");
+        let got = values(out);
+        let want = values(group_norm_twin(tensor(&x, shape, &device), params(false), groups, 1e-5, silu));
+        let err = relative_error(&got, &want);
+        println!("f16 {shape:?} groups {groups} affine {affine} silu {silu}: relative {err:.2e}");
+        assert!(err <= F16_TOLERANCE, "f16 {shape:?} affine {affine} silu {silu}: relative error {err:e}");
+    }
+}
+
 #[test]
 fn resnet_shapes() {
     check([2, 320, 32, 56], 32);
@@ -97,6 +139,34 @@ fn scaled_down_720p() {
 #[test]
 fn five_dimensional() {
     check([1, 320, 16, 8, 14], 32);
+}
+
+/// Every f32 case's shape in f16.
+#[test]
+fn f16_shapes() {
+    check_f16([2, 320, 32, 56], 32);
+    check_f16([2, 1280, 4, 7], 32);
+    check_f16([32, 320, 6, 10], 32);
+    check_f16([1, 4, 33, 57], 4);
+    check_f16([1, 4, 33, 57], 2);
+    check_f16([3, 96, 7, 5], 32);
+    check_f16([1, 640, 23, 40], 32);
+    check_f16([1, 320, 16, 8, 14], 32);
+}
+
+/// The full TemporalConvLayer group in f16 against f64 on the host (the twin drifts there, see
+/// `temporal_conv_full_group`): the f32 statistics keep the f16 kernels within the output's own
+/// rounding.
+#[test]
+fn f16_temporal_conv_full_group() {
+    let shape = [1, 320, 16, 32, 56];
+    let x = f16_values(&random(&shape, -0.5, 3.5));
+    let exact = reference_f64(&x.try_to_vec::<f32>().unwrap(), 32, 1e-5);
+    let out = group_norm(tensor_f16(&x, shape, &wgpu()), None, 32, 1e-5, true);
+    assert_eq!((out.dtype(), out.dims()), (DType::F16, shape), "the output's dtype and shape");
+    let err = relative_error(&values(out), &exact);
+    println!("f16 {shape:?}: kernel relative {err:.2e} (vs f64)");
+    assert!(err <= F16_TOLERANCE, "relative error {err:e}");
 }
 
 /// The TemporalConvLayer norm at 16×256×448 latents: 286,720 floats per (sample, group), which
@@ -155,6 +225,25 @@ fn strided_inputs() {
     }
 }
 
+/// Strided f16 views (a conv output over `[N, H, W, C]` memory) are read in logical order too.
+#[test]
+fn f16_strided_input() {
+    let device = wgpu();
+    let nhwc = f16_values(&random(&[2, 12, 10, 320], -0.5, 3.5));
+    let (weight, bias) = (f16_values(&random(&[320], 0.5, 1.5)), f16_values(&random(&[320], -1.0, 1.0)));
+    let affine = Some((tensor_f16(&weight, [320], &device), tensor_f16(&bias, [320], &device)));
+    let conv_out = tensor_f16(&nhwc, [2, 12, 10, 320], &device).permute([0, 3, 1, 2]);
+    let out = group_norm(conv_out, affine, 32, 1e-5, true);
+    assert_eq!(out.dtype(), DType::F16);
+    let got = values(out);
+    let affine = Some((tensor(&weight, [320], &device), tensor(&bias, [320], &device)));
+    let conv_out = tensor(&nhwc, [2, 12, 10, 320], &device).permute([0, 3, 1, 2]);
+    let want = values(group_norm_twin(conv_out, affine, 32, 1e-5, true));
+    let err = relative_error(&got, &want);
+    println!("f16 conv output: relative {err:.2e}");
+    assert!(err <= F16_TOLERANCE, "conv output: relative error {err:e}");
+}
+
 /// `group_norm` on the CPU backend (its twin route) agrees with the kernels on wgpu: the
 /// extension routes each device to a working implementation.
 #[test]
@@ -203,4 +292,21 @@ fn three_launches_instead_of_sixteen() {
     println!("twin: {} launches {twin:?}\nkernels: {} launches {fused:?}", twin.len(), fused.len());
     assert_eq!(fused.len(), 3, "{fused:?}");
     assert!(twin.len() >= 9 + 2, "the twin's count is the baseline the README quotes: {twin:?}");
+}
+
+/// The f16 path runs the kernels too (three launches, as in f32), not the twin; the twin's f16
+/// count is printed.
+#[test]
+fn f16_three_launches() {
+    let shape = [2, 320, 32, 56];
+    let device = wgpu();
+    let x = tensor_f16(&f16_values(&random(&shape, -0.5, 3.5)), shape, &device);
+    let weight = Tensor::<1>::ones([320], &device).cast(FloatDType::F16);
+    let bias = Tensor::<1>::zeros([320], &device).cast(FloatDType::F16);
+    let affine = || Some((weight.clone(), bias.clone()));
+    let twin = launches(|| group_norm_twin(x.clone(), affine(), 32, 1e-5, true));
+    let fused = launches(|| group_norm(x.clone(), affine(), 32, 1e-5, true));
+    println!("f16 twin: {} launches {twin:?}\nf16 kernels: {} launches {fused:?}", twin.len(), fused.len());
+    assert_eq!(fused.len(), 3, "{fused:?}");
+    assert!(twin.len() >= 9 + 2, "{twin:?}");
 }

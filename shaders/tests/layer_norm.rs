@@ -6,15 +6,20 @@
 //! inputs' mean is so large next to their spread that the twin's f32 sums lose digits
 //! (`large_offset_mean`). Kernel and twin are both two-pass but sum in different orders (a tree
 //! here, serially in burn's reduction), so they round differently.
+//!
+//! f16 (f16 storage, f32 statistics): the inputs are random f32 rounded to f16, the reference is
+//! the twin in f32 on those same values, the kernel's f16 output widened to f32; tolerance 2e-3
+//! (the output's own rounding to f16 is up to 2⁻¹¹ ≈ 4.9e-4 of each value).
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::ThreadId;
 
 use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor, TensorData, f16};
 use i2vgen_shaders::layer_norm::{layer_norm, layer_norm_twin};
 
 const TOLERANCE: f32 = 1e-5;
+const F16_TOLERANCE: f32 = 2e-3;
 const EPS: f64 = 1e-5;
 
 fn wgpu() -> Device {
@@ -40,6 +45,17 @@ fn random(shape: &[usize], low: f64, high: f64) -> TensorData {
 
 fn tensor<const D: usize>(data: &TensorData, shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::<1>::from_data(data.clone(), device).reshape(shape)
+}
+
+/// `data` rounded to f16 (to nearest, ties to even) and widened back: values f32 and f16 both
+/// hold exactly, so the f16 kernel and the f32 twin see the same numbers.
+fn f16_values(data: &TensorData) -> TensorData {
+    data.clone().convert::<f16>().convert::<f32>()
+}
+
+/// `data` (f16-representable) as an f16 tensor on `device`.
+fn tensor_f16<const D: usize>(data: &TensorData, shape: [usize; D], device: &Device) -> Tensor<D> {
+    tensor(data, shape, device).cast(FloatDType::F16)
 }
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -70,6 +86,26 @@ fn check<const D: usize>(shape: [usize; D]) -> f32 {
     let err = relative_error(&got, &want);
     println!("{shape:?}: relative {err:.2e}");
     assert!(err <= TOLERANCE, "{shape:?}: relative error {err:e}");
+    err
+}
+
+/// The kernel in f16 vs the twin in f32 on the same (f16-representable) values at one shape; the
+/// output must be f16 and of `x`'s shape. Returns the error.
+fn check_f16<const D: usize>(shape: [usize; D]) -> f32 {
+    let channels = shape[D - 1];
+    let x = f16_values(&random(&shape, -0.5, 3.5));
+    let weight = f16_values(&random(&[channels], 0.5, 1.5));
+    let bias = f16_values(&random(&[channels], -1.0, 1.0));
+    let device = wgpu();
+    let (w, b) = (tensor_f16(&weight, [channels], &device), tensor_f16(&bias, [channels], &device));
+    let out = layer_norm(tensor_f16(&x, shape, &device), w, b, EPS);
+    assert_eq!((out.dtype(), out.dims()), (DType::F16, shape), "the output's dtype and shape");
+    let got = values(out);
+    let (w, b) = (tensor(&weight, [channels], &device), tensor(&bias, [channels], &device));
+    let want = values(layer_norm_twin(tensor(&x, shape, &device), w, b, EPS));
+    let err = relative_error(&got, &want);
+    println!("f16 {shape:?}: relative {err:.2e}");
+    assert!(err <= F16_TOLERANCE, "f16 {shape:?}: relative error {err:e}");
     err
 }
 
@@ -106,6 +142,40 @@ fn more_rows_than_one_grid_dimension() {
     check([70_000, 8]);
     check([600_000, 4]);
     check([70_000, 100]);
+}
+
+/// Every f32 case's shape in f16 (the UNet's, CLIP's, the odd ones, past 65,535 workgroups).
+#[test]
+fn f16_shapes() {
+    check_f16([2 * 1792, 320]);
+    check_f16([150, 16, 640]);
+    check_f16([2, 112, 1280]);
+    check_f16([5, 77, 1024]);
+    check_f16([3, 257, 1280]);
+    check_f16([7, 33, 57]);
+    check_f16([4, 1, 8]);
+    check_f16([3, 5]);
+    check_f16([2, 2, 1]);
+    check_f16([70_000, 8]);
+    check_f16([600_000, 4]);
+    check_f16([70_000, 100]);
+}
+
+/// A strided f16 view is read in logical order too.
+#[test]
+fn f16_strided_input() {
+    let device = wgpu();
+    let x = f16_values(&random(&[2, 8, 30, 320], -0.5, 3.5));
+    let (weight, bias) = (f16_values(&random(&[320], 0.5, 1.5)), f16_values(&random(&[320], -1.0, 1.0)));
+    let permuted = tensor_f16(&x, [2, 8, 30, 320], &device).swap_dims(1, 2);
+    let out = layer_norm(permuted, tensor_f16(&weight, [320], &device), tensor_f16(&bias, [320], &device), EPS);
+    assert_eq!(out.dtype(), DType::F16);
+    let got = values(out);
+    let permuted = tensor(&x, [2, 8, 30, 320], &device).swap_dims(1, 2);
+    let want = values(layer_norm_twin(permuted, tensor(&weight, [320], &device), tensor(&bias, [320], &device), EPS));
+    let err = relative_error(&got, &want);
+    println!("f16 strided: relative {err:.2e}");
+    assert!(err <= F16_TOLERANCE, "relative error {err:e}");
 }
 
 /// A mean of 1000 next to a spread of 1: the twin's f32 sums lose the variance's low digits,
@@ -209,4 +279,20 @@ fn one_launch_instead_of_nine() {
     println!("twin: {} launches {twin:?}\nkernel: {} launches {fused:?}", twin.len(), fused.len());
     assert_eq!(fused.len(), 1, "{fused:?}");
     assert!(twin.len() >= 9, "the twin's count is the baseline the README quotes: {twin:?}");
+}
+
+/// The f16 path runs the kernel too (one launch, as in f32), not the twin; the twin's f16 count
+/// is printed.
+#[test]
+fn f16_one_launch() {
+    let shape = [2, 1792, 320];
+    let device = wgpu();
+    let x = tensor_f16(&f16_values(&random(&shape, -0.5, 3.5)), shape, &device);
+    let weight = Tensor::<1>::ones([320], &device).cast(FloatDType::F16);
+    let bias = Tensor::<1>::zeros([320], &device).cast(FloatDType::F16);
+    let twin = launches(|| layer_norm_twin(x.clone(), weight.clone(), bias.clone(), EPS));
+    let fused = launches(|| layer_norm(x.clone(), weight.clone(), bias.clone(), EPS));
+    println!("f16 twin: {} launches {twin:?}\nf16 kernel: {} launches {fused:?}", twin.len(), fused.len());
+    assert_eq!(fused.len(), 1, "{fused:?}");
+    assert!(twin.len() >= 9, "{twin:?}");
 }

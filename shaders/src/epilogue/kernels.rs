@@ -1,10 +1,15 @@
 //! The epilogue kernels and their launches: one thread per output vector, vec4 when the row
 //! length allows it, the activation chosen at compile time.
+//!
+//! Each kernel is generic over its storage float `F` (f32 or f16, chosen at launch from the
+//! tensor's dtype): values are widened to f32 right after each load, everything is computed in
+//! f32, and the result is rounded to `F` once, at the store. For f32 the casts are no-ops.
 
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Cube, TensorMetadata};
 use burn::cubecl;
+use burn::cubecl::ir::FloatKind;
 use burn::cubecl::prelude::*;
 use burn::tensor::{DType, Shape};
 
@@ -14,42 +19,44 @@ use super::Act;
 /// `cols`. Without `has_bias` / `has_residual` those bindings are bound but never read.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)] // the kernel's bindings: one launch, no struct to group them
-fn bias_act_kernel<N: Size>(
-    input: &[Vector<f32, N>],
-    bias: &[Vector<f32, N>],
-    residual: &[Vector<f32, N>],
-    output: &mut [Vector<f32, N>],
+fn bias_act_kernel<F: Float, N: Size>(
+    input: &[Vector<F, N>],
+    bias: &[Vector<F, N>],
+    residual: &[Vector<F, N>],
+    output: &mut [Vector<F, N>],
     len: usize,
     cols: usize,
     #[comptime] has_bias: bool,
     #[comptime] act: Act,
     #[comptime] has_residual: bool,
+    #[define(F)] _dtype: ElemType,
 ) {
     let i = ABSOLUTE_POS;
     if i >= len {
         terminate!();
     }
-    let mut y = input[i];
+    let mut y = Vector::<f32, N>::cast_from(input[i]);
     if has_bias {
-        y += bias[i % cols];
+        y += Vector::<f32, N>::cast_from(bias[i % cols]);
     }
     y = activate::<N>(y, act);
     if has_residual {
-        y += residual[i];
+        y += Vector::<f32, N>::cast_from(residual[i]);
     }
-    output[i] = y;
+    output[i] = Vector::<F, N>::cast_from(y);
 }
 
 /// `output[r, j] = (input[r, j] + bias[j]) · gelu(input[r, inner + j] + bias[inner + j])` over
 /// `len` output vectors in rows of `inner` (input rows of `2·inner`).
 #[cube(launch)]
-fn geglu_kernel<N: Size>(
-    input: &[Vector<f32, N>],
-    bias: &[Vector<f32, N>],
-    output: &mut [Vector<f32, N>],
+fn geglu_kernel<F: Float, N: Size>(
+    input: &[Vector<F, N>],
+    bias: &[Vector<F, N>],
+    output: &mut [Vector<F, N>],
     len: usize,
     inner: usize,
     #[comptime] has_bias: bool,
+    #[define(F)] _dtype: ElemType,
 ) {
     let i = ABSOLUTE_POS;
     if i >= len {
@@ -58,13 +65,13 @@ fn geglu_kernel<N: Size>(
     // Output (row, j) = i reads input (row, j) at 2·row·inner + j = i + row·inner.
     let j = i % inner;
     let at = i + (i - j);
-    let mut value = input[at];
-    let mut gate = input[at + inner];
+    let mut value = Vector::<f32, N>::cast_from(input[at]);
+    let mut gate = Vector::<f32, N>::cast_from(input[at + inner]);
     if has_bias {
-        value += bias[j];
-        gate += bias[j + inner];
+        value += Vector::<f32, N>::cast_from(bias[j]);
+        gate += Vector::<f32, N>::cast_from(bias[j + inner]);
     }
-    output[i] = value * gelu::<N>(gate);
+    output[i] = Vector::<F, N>::cast_from(value * gelu::<N>(gate));
 }
 
 #[cube]
@@ -122,7 +129,7 @@ fn erf<N: Size>(a: Vector<f32, N>) -> Vector<f32, N> {
     select_many(t.greater_than(&splat::<N>(0.927734375)), tail, core)
 }
 
-/// Launches [`bias_act_kernel`] on `x`'s device. All tensors are f32.
+/// Launches [`bias_act_kernel`] on `x`'s device. All tensors have one dtype, f32 or f16.
 pub(super) fn bias_act(
     x: FloatTensor<Cube>,
     bias: Option<FloatTensor<Cube>>,
@@ -133,6 +140,7 @@ pub(super) fn bias_act(
     let numel = shape.num_elements();
     let channels = shape[shape.num_dims() - 1];
     let vector = if channels.is_multiple_of(4) { 4 } else { 1 };
+    let dtype = x.dtype;
     let input = flat(x);
     // An input nothing else holds (a matmul's output, as in `Linear`) is overwritten in place,
     // as burn's elementwise ops do: no second buffer of its size while the kernel runs.
@@ -160,17 +168,19 @@ pub(super) fn bias_act(
         has_bias,
         act,
         has_residual,
+        storage(dtype),
     );
     output
 }
 
-/// Launches [`geglu_kernel`] on `h`'s device. All tensors are f32.
+/// Launches [`geglu_kernel`] on `h`'s device. Both tensors have one dtype, f32 or f16.
 pub(super) fn geglu(h: FloatTensor<Cube>, bias: Option<FloatTensor<Cube>>) -> FloatTensor<Cube> {
     let mut shape = h.shape();
     let rank = shape.num_dims();
     let inner = shape[rank - 1] / 2;
     shape[rank - 1] = inner;
     let vector = if inner.is_multiple_of(4) { 4 } else { 1 };
+    let dtype = h.dtype;
     let input = flat(h);
     let output = empty_like(&input, shape.clone());
     let has_bias = bias.is_some();
@@ -189,14 +199,24 @@ pub(super) fn geglu(h: FloatTensor<Cube>, bias: Option<FloatTensor<Cube>>) -> Fl
         len,
         inner / vector,
         has_bias,
+        storage(dtype),
     );
     output
 }
 
-/// A new row-major f32 tensor of `shape` on `like`'s device.
+/// A new row-major tensor of `shape` and `like`'s dtype on `like`'s device.
 fn empty_like(like: &FloatTensor<Cube>, shape: Shape) -> FloatTensor<Cube> {
-    let handle = like.client.empty(shape.num_elements() * size_of::<f32>());
-    FloatTensor::<Cube>::new_contiguous(like.client.clone(), like.device.clone(), shape, handle, DType::F32)
+    let handle = like.client.empty(shape.num_elements() * like.dtype.size());
+    FloatTensor::<Cube>::new_contiguous(like.client.clone(), like.device.clone(), shape, handle, like.dtype)
+}
+
+/// The kernels' storage float for a tensor dtype: f16 for F16, f32 otherwise (the callers
+/// launch only f32 and f16 tensors).
+fn storage(dtype: DType) -> ElemType {
+    match dtype {
+        DType::F16 => ElemType::Float(FloatKind::F16),
+        _ => ElemType::Float(FloatKind::F32),
+    }
 }
 
 /// `t` as a flat row-major buffer: a metadata change when it already is one, else one copy.

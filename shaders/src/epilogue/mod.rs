@@ -87,7 +87,8 @@ pub trait EpilogueBackend: Backend {
     }
 }
 
-/// The kernels are written for f32; other dtypes keep burn's ops until they have their own path.
+/// The kernels store f32 or f16 (f32 arithmetic either way) when every operand has that one
+/// dtype; other dtypes and mixed ones keep burn's ops.
 impl EpilogueBackend for Cube {
     fn bias_act_fused(
         x: FloatTensor<Self>,
@@ -96,7 +97,7 @@ impl EpilogueBackend for Cube {
         residual: Operand<Self>,
     ) -> FloatTensor<Self> {
         let (bias, residual) = (bias.into_option(), residual.into_option());
-        if all_f32(&x, [&bias, &residual]) {
+        if kernel_dtype(&x, [&bias, &residual]) {
             kernels::bias_act(x, bias, act, residual)
         } else {
             bias_act_ops::<Self>(x, bias, act, residual)
@@ -105,12 +106,13 @@ impl EpilogueBackend for Cube {
 
     fn geglu_fused(h: FloatTensor<Self>, bias: Operand<Self>) -> FloatTensor<Self> {
         let bias = bias.into_option();
-        if all_f32(&h, [&bias]) { kernels::geglu(h, bias) } else { geglu_ops::<Self>(h, bias) }
+        if kernel_dtype(&h, [&bias]) { kernels::geglu(h, bias) } else { geglu_ops::<Self>(h, bias) }
     }
 }
 
-fn all_f32<const K: usize>(x: &FloatTensor<Cube>, others: [&Option<FloatTensor<Cube>>; K]) -> bool {
-    x.dtype == DType::F32 && others.iter().all(|t| t.as_ref().is_none_or(|t| t.dtype == DType::F32))
+/// Whether `x` is f32 or f16 and every present operand has its dtype.
+fn kernel_dtype<const K: usize>(x: &FloatTensor<Cube>, others: [&Option<FloatTensor<Cube>>; K]) -> bool {
+    matches!(x.dtype, DType::F32 | DType::F16) && others.iter().all(|t| t.as_ref().is_none_or(|t| t.dtype == x.dtype))
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -5,11 +5,17 @@
 //! update across threads and blocks), in f32: unlike a sum and a sum of squares they do not cancel
 //! when the mean is large next to the spread, and the tree keeps rounding errors from growing
 //! with the group's length the way a serial f32 sum's do.
+//!
+//! `group_partials` and `group_apply` are generic over the storage float `F` of the input, the
+//! affine parameters and the output (f32 or f16, chosen at launch from the tensor's dtype): each
+//! load is widened to f32, the statistics (always f32 buffers) and the affine run in f32, and
+//! each output is rounded to `F` once, at the store.
 
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Cube, TensorMetadata};
 use burn::cubecl;
+use burn::cubecl::ir::FloatKind;
 use burn::cubecl::prelude::*;
 use burn::tensor::{DType, Shape};
 
@@ -28,13 +34,14 @@ const MAX_CUBE_COUNT: usize = 65_535;
 /// group's `group_len` contiguous ones; groups past 65,535 continue along Z) into
 /// `partials[(group · blocks + block) · 3 ..][..3]` as (count, mean, M2).
 #[cube(launch)]
-fn group_partials<N: Size>(
-    input: &[Vector<f32, N>],
+fn group_partials<F: Float, N: Size>(
+    input: &[Vector<F, N>],
     partials: &mut [f32],
     groups: usize,
     group_len: usize,
     chunk: usize,
     #[comptime] units: usize,
+    #[define(F)] _dtype: ElemType,
 ) {
     let group = CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + CUBE_POS_Y as usize;
     if group >= groups {
@@ -52,7 +59,7 @@ fn group_partials<N: Size>(
     let mut lane_m2 = Vector::<f32, N>::empty().fill(0.0);
     let mut i = block * chunk + unit;
     while i < end {
-        let x = input[base + i];
+        let x = Vector::<f32, N>::cast_from(input[base + i]);
         steps += 1.0;
         let delta = x - lane_mean;
         lane_mean += delta / Vector::<f32, N>::empty().fill(steps);
@@ -136,18 +143,19 @@ fn chan(na: f32, ma: f32, m2a: f32, nb: f32, mb: f32, m2b: f32) -> (f32, f32, f3
 /// Without `affine`, `weight` and `bias` are bound but never read.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)] // the kernel's bindings: one launch, no struct to group them
-fn group_apply<N: Size>(
-    input: &[Vector<f32, N>],
+fn group_apply<F: Float, N: Size>(
+    input: &[Vector<F, N>],
     stats: &[f32],
-    weight: &[f32],
-    bias: &[f32],
-    output: &mut [Vector<f32, N>],
+    weight: &[F],
+    bias: &[F],
+    output: &mut [Vector<F, N>],
     rows: usize,
     channels: usize,
     spatial: usize,
     channels_per_group: usize,
     #[comptime] affine: bool,
     #[comptime] silu: bool,
+    #[define(F)] _dtype: ElemType,
 ) {
     let row = CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + CUBE_POS_Y as usize;
     if row >= rows {
@@ -158,8 +166,9 @@ fn group_apply<N: Size>(
     let mut scale = stats[group * 2 + 1];
     let mut shift = -stats[group * 2] * scale;
     if affine {
-        scale *= weight[c];
-        shift = shift * weight[c] + bias[c];
+        let w = f32::cast_from(weight[c]);
+        scale *= w;
+        shift = shift * w + f32::cast_from(bias[c]);
     }
     let scale = Vector::<f32, N>::empty().fill(scale);
     let shift = Vector::<f32, N>::empty().fill(shift);
@@ -168,16 +177,17 @@ fn group_apply<N: Size>(
     let step = CUBE_DIM as usize * CUBE_COUNT_X as usize;
     let mut i = CUBE_POS_X as usize * CUBE_DIM as usize + UNIT_POS as usize;
     while i < spatial {
-        let mut y = input[base + i] * scale + shift;
+        let mut y = Vector::<f32, N>::cast_from(input[base + i]) * scale + shift;
         if silu {
             y /= one + Vector::exp(-y);
         }
-        output[base + i] = y;
+        output[base + i] = Vector::<F, N>::cast_from(y);
         i += step;
     }
 }
 
-/// Launches the three kernels on `x`'s device. `x` and the affine parameters are f32.
+/// Launches the three kernels on `x`'s device. `x` and the affine parameters have one dtype, f32
+/// or f16; the statistics buffers are f32.
 pub(super) fn group_norm(
     x: FloatTensor<Cube>,
     affine: Option<(FloatTensor<Cube>, FloatTensor<Cube>)>,
@@ -191,6 +201,7 @@ pub(super) fn group_norm(
     let group_len = numel / (n * groups);
     let client = x.client.clone();
     let device = x.device.clone();
+    let dtype = x.dtype;
     let scratch = |len: usize| {
         let handle = client.empty(len * size_of::<f32>());
         FloatTensor::<Cube>::new_contiguous(client.clone(), device.clone(), Shape::new([len]), handle, DType::F32)
@@ -221,6 +232,7 @@ pub(super) fn group_norm(
         group_vectors,
         chunk,
         units as usize,
+        storage(dtype),
     );
 
     // 2. per (sample, group): mean and 1/sqrt(var + eps)
@@ -242,12 +254,13 @@ pub(super) fn group_norm(
         client.clone(),
         device.clone(),
         shape,
-        client.empty(numel * size_of::<f32>()),
-        DType::F32,
+        client.empty(numel * dtype.size()),
+        dtype,
     );
     let has_affine = affine.is_some();
-    // Without the affine the stats buffer stands in for the two bindings the kernel never reads.
-    let (weight, bias) = affine.unwrap_or_else(|| (stats.clone(), stats.clone()));
+    // Without the affine the input (of the bindings' dtype) stands in for the two bindings the
+    // kernel never reads.
+    let (weight, bias) = affine.unwrap_or_else(|| (input.clone(), input.clone()));
     // Threads per row: the row's length up to a workgroup, in whole 32-lane warps; each thread
     // strides over up to APPLY_PER_UNIT vectors.
     let rows = n * channels;
@@ -271,8 +284,18 @@ pub(super) fn group_norm(
         channels / groups,
         has_affine,
         silu,
+        storage(dtype),
     );
     output
+}
+
+/// The kernels' storage float for a tensor dtype: f16 for F16, f32 otherwise (the caller
+/// launches only f32 and f16 tensors).
+fn storage(dtype: DType) -> ElemType {
+    match dtype {
+        DType::F16 => ElemType::Float(FloatKind::F16),
+        _ => ElemType::Float(FloatKind::F32),
+    }
 }
 
 /// `t` as a flat row-major buffer: a metadata change when it already is one, else one copy.

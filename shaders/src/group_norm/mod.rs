@@ -70,7 +70,8 @@ impl GroupNormBackend for Cube {
     }
 }
 
-/// The kernels are written for f32; other dtypes keep burn's ops until they have their own path.
+/// The kernels store f32 or f16 (f32 statistics either way) when `x` and the affine parameters
+/// have that one dtype; other dtypes and mixed ones keep burn's ops.
 fn cube(
     x: FloatTensor<Cube>,
     affine: Option<(FloatTensor<Cube>, FloatTensor<Cube>)>,
@@ -78,8 +79,8 @@ fn cube(
     eps: f64,
     silu: bool,
 ) -> FloatTensor<Cube> {
-    let f32_affine = affine.as_ref().is_none_or(|(w, b)| w.dtype == DType::F32 && b.dtype == DType::F32);
-    if x.dtype == DType::F32 && f32_affine {
+    let same_affine = affine.as_ref().is_none_or(|(w, b)| w.dtype == x.dtype && b.dtype == x.dtype);
+    if matches!(x.dtype, DType::F32 | DType::F16) && same_affine {
         kernels::group_norm(x, affine, groups, eps, silu)
     } else {
         twin::<Cube>(x, affine, groups, eps, silu)

@@ -6,11 +6,16 @@
 //! (1,280 floats in the UNet), so the second and third reads of it hit the cache; in exchange
 //! the variance never cancels. The sums run over the row shifted by its first element, so even
 //! a mean of 1000 next to a unit spread keeps its digits (burn's twin loses 2e-4 there).
+//!
+//! The kernel is generic over its storage float `F` (f32 or f16, chosen at launch from the
+//! tensor's dtype): every load is widened to f32, the statistics and the affine run in f32, and
+//! each output is rounded to `F` once, at the store.
 
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Cube, TensorMetadata};
 use burn::cubecl;
+use burn::cubecl::ir::FloatKind;
 use burn::cubecl::prelude::*;
 use burn::tensor::{DType, Shape};
 
@@ -31,16 +36,17 @@ const MAX_CUBE_COUNT: usize = 65_535;
 /// floats): `output = (input − mean) · rstd · weight + bias`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)] // the kernel's bindings: one launch, no struct to group them
-fn layer_norm_rows<N: Size>(
-    input: &[Vector<f32, N>],
-    weight: &[Vector<f32, N>],
-    bias: &[Vector<f32, N>],
-    output: &mut [Vector<f32, N>],
+fn layer_norm_rows<F: Float, N: Size>(
+    input: &[Vector<F, N>],
+    weight: &[Vector<F, N>],
+    bias: &[Vector<F, N>],
+    output: &mut [Vector<F, N>],
     rows: usize,
     cols: usize,
     len: f32,
     eps: f32,
     #[comptime] units: usize,
+    #[define(F)] _dtype: ElemType,
 ) {
     let row = CUBE_POS * CUBE_DIM_Y as usize + UNIT_POS_Y as usize;
     let unit = UNIT_POS_X as usize;
@@ -56,13 +62,13 @@ fn layer_norm_rows<N: Size>(
     // plain f32 sum, and again when rounded to f32 before centring).
     let mut first = 0.0f32;
     if row < rows {
-        first = input[base].extract(0usize);
+        first = f32::cast_from(input[base].extract(0usize));
     }
     let shift = Vector::<f32, N>::empty().fill(first);
     let mut acc = Vector::<f32, N>::empty().fill(0.0);
     let mut i = unit;
     while i < end {
-        acc += input[base + i] - shift;
+        acc += Vector::<f32, N>::cast_from(input[base + i]) - shift;
         i += threads;
     }
     let offset = Vector::<f32, N>::empty().fill(row_sum(&mut sums, lanes_sum(acc), slot, unit, threads) / len);
@@ -71,7 +77,7 @@ fn layer_norm_rows<N: Size>(
     let mut acc = Vector::<f32, N>::empty().fill(0.0);
     let mut i = unit;
     while i < end {
-        let d = (input[base + i] - shift) - offset;
+        let d = (Vector::<f32, N>::cast_from(input[base + i]) - shift) - offset;
         acc += d * d;
         i += threads;
     }
@@ -81,7 +87,10 @@ fn layer_norm_rows<N: Size>(
     // 3. normalise, affine
     let mut i = unit;
     while i < end {
-        output[base + i] = ((input[base + i] - shift) - offset) * rstd * weight[i] + bias[i];
+        let x = Vector::<f32, N>::cast_from(input[base + i]);
+        let y =
+            (x - shift - offset) * rstd * Vector::<f32, N>::cast_from(weight[i]) + Vector::<f32, N>::cast_from(bias[i]);
+        output[base + i] = Vector::<F, N>::cast_from(y);
         i += threads;
     }
 }
@@ -117,7 +126,7 @@ fn row_sum(sums: &mut Shared<[f32]>, value: f32, slot: usize, unit: usize, threa
     sum
 }
 
-/// Launches the kernel on `x`'s device. `x`, `weight` and `bias` are f32.
+/// Launches the kernel on `x`'s device. `x`, `weight` and `bias` have one dtype, f32 or f16.
 pub(super) fn layer_norm(
     x: FloatTensor<Cube>,
     weight: FloatTensor<Cube>,
@@ -129,14 +138,15 @@ pub(super) fn layer_norm(
     let channels = shape[shape.num_dims() - 1];
     let rows = numel / channels;
     let client = x.client.clone();
+    let dtype = x.dtype;
     // The kernel indexes row-major memory: a strided view is copied once here.
     let input = flat(x);
     let output = FloatTensor::<Cube>::new_contiguous(
         client.clone(),
         input.device.clone(),
         shape,
-        client.empty(numel * size_of::<f32>()),
-        DType::F32,
+        client.empty(numel * dtype.size()),
+        dtype,
     );
 
     // Rows of a whole number of vec4s (every UNet and CLIP width) are read 4 floats at a time.
@@ -164,8 +174,18 @@ pub(super) fn layer_norm(
         channels as f32,
         eps as f32,
         units,
+        storage(dtype),
     );
     output
+}
+
+/// The kernel's storage float for a tensor dtype: f16 for F16, f32 otherwise (the caller
+/// launches only f32 and f16 tensors).
+fn storage(dtype: DType) -> ElemType {
+    match dtype {
+        DType::F16 => ElemType::Float(FloatKind::F16),
+        _ => ElemType::Float(FloatKind::F32),
+    }
 }
 
 /// `t` as a flat row-major buffer: a metadata change when it already is one, else one copy.

@@ -42,7 +42,8 @@ pub trait LayerNormBackend: Backend {
     }
 }
 
-/// The kernel is written for f32; other dtypes keep burn's ops until they have their own path.
+/// The kernel stores f32 or f16 (f32 statistics either way) when all three tensors have that one
+/// dtype; other dtypes and mixed ones keep burn's ops.
 impl LayerNormBackend for Cube {
     fn layer_norm_fused(
         x: FloatTensor<Self>,
@@ -50,7 +51,7 @@ impl LayerNormBackend for Cube {
         bias: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self> {
-        if [x.dtype, weight.dtype, bias.dtype] == [DType::F32; 3] {
+        if matches!(x.dtype, DType::F32 | DType::F16) && [weight.dtype, bias.dtype] == [x.dtype; 2] {
             kernels::layer_norm(x, weight, bias, eps)
         } else {
             Self::layer_norm(x, weight, Some(bias), eps)
