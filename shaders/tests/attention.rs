@@ -288,7 +288,10 @@ fn check_f16(b: usize, tq: usize, tk: usize, c: usize, heads: usize, causal: boo
     let err = relative_error(&values(out), &want);
     let d = c / heads;
     println!("f16 b {b} tq {tq} tk {tk} heads {heads} d {d} causal {causal} q×{q_scale}: relative {err:.2e}");
-    assert!(err <= F16_TOLERANCE, "f16 b {b} tq {tq} tk {tk} c {c} heads {heads} causal {causal}: relative error {err:e}");
+    assert!(
+        err <= F16_TOLERANCE,
+        "f16 b {b} tq {tq} tk {tk} c {c} heads {heads} causal {causal}: relative error {err:e}"
+    );
     err
 }
 

@@ -139,7 +139,11 @@ impl ConvBackend for Cube {
 }
 
 /// Whether the kernel takes these activations: all f32 or all f16 (f16 storage, f32 sums).
-fn kernel_dtypes(x: &FloatTensor<Cube>, bias: &Option<FloatTensor<Cube>>, residual: &Option<FloatTensor<Cube>>) -> bool {
+fn kernel_dtypes(
+    x: &FloatTensor<Cube>,
+    bias: &Option<FloatTensor<Cube>>,
+    residual: &Option<FloatTensor<Cube>>,
+) -> bool {
     matches!(x.dtype, DType::F32 | DType::F16) && [bias, residual].into_iter().flatten().all(|t| t.dtype == x.dtype)
 }
 
