@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::ThreadId;
 
 use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 use i2vgen_shaders::attention::{attention, attention_twin};
 
 const TOLERANCE: f32 = 1e-5;
@@ -252,5 +252,95 @@ fn one_launch() {
         println!("causal {causal}: twin {} launches {twin:?}\nkernel: {} launches {fused:?}", twin.len(), fused.len());
         assert_eq!(fused.len(), 1, "{fused:?}");
         assert!(twin.len() >= 10, "the twin's count is the baseline the README quotes: {twin:?}");
+    }
+}
+
+// f16 q, k, v (f16 storage, f32 scores, softmax and accumulation): inputs rounded to f16, the
+// kernel on f16 tensors, the reference the twin in f32 on the same f16-representable values.
+// The output is rounded to f16 once (at most 2⁻¹¹ of the largest output), which the tolerance
+// covers.
+
+const F16_TOLERANCE: f32 = 2e-3;
+
+/// `data` rounded to f16 (`half::f16::from_f32`), as f32 data.
+fn f16_data(data: &TensorData) -> TensorData {
+    let v: Vec<f32> = data.clone().convert::<f32>().try_into_vec::<f32>().unwrap();
+    let v: Vec<f32> = v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+    TensorData::new(v, [data.num_elements()])
+}
+
+impl Inputs {
+    /// The same inputs rounded to f16 (still f32 data).
+    fn rounded(&self) -> Self {
+        Self { q: f16_data(&self.q), k: f16_data(&self.k), v: f16_data(&self.v), shapes: self.shapes }
+    }
+}
+
+/// The f16 kernel against the f32 twin on the same f16 values, on wgpu; checks the output's
+/// dtype and shape and returns the relative error.
+fn check_f16(b: usize, tq: usize, tk: usize, c: usize, heads: usize, causal: bool, q_scale: f64) -> f32 {
+    let inputs = Inputs::new(b, tq, tk, c, q_scale).rounded();
+    let (q, k, v) = inputs.on(&wgpu());
+    let want = values(attention_twin(q.clone(), k.clone(), v.clone(), heads, causal));
+    let out = attention(q.cast(DType::F16), k.cast(DType::F16), v.cast(DType::F16), heads, causal);
+    assert_eq!(out.dtype(), DType::F16, "the f16 path returns f16");
+    assert_eq!(out.dims(), [b, tq, c]);
+    let err = relative_error(&values(out), &want);
+    let d = c / heads;
+    println!("f16 b {b} tq {tq} tk {tk} heads {heads} d {d} causal {causal} q×{q_scale}: relative {err:.2e}");
+    assert!(
+        err <= F16_TOLERANCE,
+        "f16 b {b} tq {tq} tk {tk} c {c} heads {heads} causal {causal}: relative error {err:e}"
+    );
+    err
+}
+
+/// Every f32 test shape in f16: spatial (6×10 and 33×7), cross, temporal (16 and 2 frames),
+/// CLIP text (causal) and vision (`d` 80), the tiny and odd head dims, q ×30.
+#[test]
+fn f16_at_the_f32_shapes() {
+    check_f16(2, 60, 60, 320, 5, false, 1.0);
+    check_f16(2, 231, 231, 320, 5, false, 1.0);
+    check_f16(2, 120, 77, 640, 10, false, 1.0);
+    check_f16(150, 16, 16, 320, 5, false, 1.0);
+    check_f16(40, 2, 2, 320, 5, false, 1.0);
+    check_f16(2, 77, 77, 1024, 16, true, 1.0);
+    check_f16(1, 257, 257, 1280, 16, false, 1.0);
+    check_f16(1, 5, 5, 16, 2, false, 1.0);
+    check_f16(3, 7, 9, 15, 3, false, 1.0);
+    check_f16(2, 7, 9, 15, 3, true, 1.0);
+    check_f16(2, 9, 5, 16, 2, true, 1.0);
+    check_f16(2, 60, 60, 320, 5, false, 30.0);
+    check_f16(2, 77, 77, 1024, 16, true, 30.0);
+}
+
+/// Strided f16 views (a transposed q, k and v sliced from a wider projection).
+#[test]
+fn f16_strided_inputs() {
+    let device = wgpu();
+    let channels_first = f16_data(&random(&[2, 320, 60], -1.0, 1.0));
+    let fused_kv = f16_data(&random(&[2, 77, 1280], -1.0, 1.0));
+    let q = || tensor(&channels_first, [2, 320, 60], &device).swap_dims(1, 2);
+    let kv = || tensor(&fused_kv, [2, 77, 1280], &device);
+    let k = || kv().slice([0..2, 0..77, 0..320]);
+    let v = || kv().slice([0..2, 0..77, 640..960]);
+    let want = values(attention_twin(q(), k(), v(), 5, false));
+    let half = |t: Tensor<3>| t.cast(DType::F16);
+    let out = attention(half(q()), half(k()), half(v()), 5, false);
+    assert_eq!(out.dtype(), DType::F16);
+    let err = relative_error(&values(out), &want);
+    println!("f16 strided: relative {err:.2e}");
+    assert!(err <= F16_TOLERANCE, "relative error {err:e}");
+}
+
+/// The f16 path runs the kernel, not the twin: one launch, as in f32.
+#[test]
+fn f16_one_launch() {
+    let (q, k, v) = Inputs::new(2, 60, 60, 320, 1.0).on(&wgpu());
+    let (q, k, v) = (q.cast(DType::F16), k.cast(DType::F16), v.cast(DType::F16));
+    for causal in [false, true] {
+        let fused = launches(|| attention(q.clone(), k.clone(), v.clone(), 5, causal));
+        println!("f16 causal {causal}: kernel {} launches {fused:?}", fused.len());
+        assert_eq!(fused.len(), 1, "{fused:?}");
     }
 }

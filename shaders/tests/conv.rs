@@ -12,7 +12,7 @@ use std::thread::ThreadId;
 
 use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 use i2vgen_shaders::conv::{
     conv2d, conv2d_twin, prepare_weight, prepare_weight_packed, temporal_conv, temporal_conv_twin, temporal_taps,
     upsample_conv2d, upsample_conv2d_twin,
@@ -467,4 +467,179 @@ fn packed_one_launch() {
     let x = tensor(&case.x, case.x_shape, &device);
     let names = launches(|| conv2d(x, &packed, None, &case.options, None));
     assert_eq!(names.len(), 1, "{names:?}");
+}
+
+// f16 activations (f16 storage, f32 sums): every operand rounded to f16, the kernel on f16
+// tensors (a dense weight prepared from the f16 weight stays f16), the reference the twin in f32
+// on the same f16-representable values. The kernel's output is rounded to f16 once (at most
+// 2⁻¹¹ of the largest output), which the tolerance covers.
+
+const F16_TOLERANCE: f32 = 2e-3;
+
+/// `data` rounded to f16 (`half::f16::from_f32`), as f32 data.
+fn f16_data(data: &TensorData) -> TensorData {
+    let v: Vec<f32> = data.clone().convert::<f32>().try_into_vec::<f32>().unwrap();
+    let v: Vec<f32> = v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+    TensorData::new(v, [data.num_elements()])
+}
+
+fn to_f16<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    t.cast(DType::F16)
+}
+
+/// The f16 kernel's output (checked to be f16 of `shape`) widened to f32.
+fn f16_values<const D: usize>(t: Tensor<D>, shape: [usize; D]) -> Vec<f32> {
+    assert_eq!(t.dtype(), DType::F16, "the f16 path returns f16");
+    assert_eq!(t.dims(), shape);
+    values(t)
+}
+
+fn check_f16_error(label: &str, got: &[f32], want: &[f32]) -> f32 {
+    let err = relative_error(got, want);
+    println!("f16 {label}: relative {err:.2e}");
+    assert!(err <= F16_TOLERANCE, "f16 {label}: relative error {err:e}");
+    err
+}
+
+impl Case {
+    /// The f16 kernel (dense f16 weight, or the packed weight with `packed`) against the f32
+    /// twin on the same f16 values, on wgpu.
+    fn check_f16(&self, bias: bool, residual: bool, packed: bool) -> f32 {
+        let device = wgpu();
+        let operands = || {
+            (
+                tensor(&f16_data(&self.x), self.x_shape, &device),
+                tensor(&f16_data(&self.weight), self.weight_shape, &device),
+                bias.then(|| tensor(&f16_data(&self.bias), [self.weight_shape[0]], &device)),
+                residual.then(|| tensor(&f16_data(&self.residual), self.out_shape(), &device)),
+            )
+        };
+        let (x, w, b, r) = operands();
+        let want = values(conv2d_twin(x, w, b, &self.options, r));
+        let (x, w, b, r) = operands();
+        let weight = if packed {
+            prepare_weight_packed(w)
+        } else {
+            let weight = prepare_weight(to_f16(w));
+            assert_eq!(weight.packed().unwrap().dtype(), DType::F16, "an f16 weight is prepared in f16");
+            weight
+        };
+        let got = conv2d(to_f16(x), &weight, b.map(to_f16), &self.options, r.map(to_f16));
+        let got = f16_values(got, self.out_shape());
+        let label = format!(
+            "{:?} -> {:?} k{} stride {} {:?} bias {bias} residual {residual} packed {packed}",
+            self.x_shape,
+            self.out_shape(),
+            self.weight_shape[2],
+            self.options.stride[0],
+            self.options.padding
+        );
+        check_f16_error(&label, &got, &want)
+    }
+}
+
+/// The f32 tests' shapes in f16: resnet 3×3 (6×10), `conv_in` (4 channels on 33×57), both
+/// downsamplers, the band padding, the 1×1 shortcut, odd channels, the deepest level's epilogue.
+#[test]
+fn f16_at_the_f32_shapes() {
+    Case::new([2, 320, 6, 10], 320, 3, 1, P1).check_f16(true, false, false);
+    Case::new([1, 4, 33, 57], 320, 3, 1, P1).check_f16(true, false, false);
+    Case::new([2, 320, 12, 20], 320, 3, 2, P1).check_f16(true, false, false);
+    Case::new([1, 128, 15, 21], 128, 3, 2, [(0, 1), (0, 1)]).check_f16(true, false, false);
+    Case::new([1, 64, 9, 14], 64, 3, 1, [(0, 0), (1, 1)]).check_f16(true, false, false);
+    Case::new([2, 640, 7, 12], 1280, 1, 1, P0).check_f16(true, false, false);
+    Case::new([3, 33, 5, 7], 17, 3, 1, P1).check_f16(true, false, false);
+    let deepest = Case::new([1, 1280, 4, 7], 1280, 3, 1, P1);
+    deepest.check_f16(true, true, false);
+    deepest.check_f16(false, true, false);
+    deepest.check_f16(false, false, false);
+}
+
+/// The packed-f16 weight with f16 activations.
+#[test]
+fn f16_with_packed_weight() {
+    Case::new([2, 320, 6, 10], 320, 3, 1, P1).check_f16(true, false, true);
+    Case::new([1, 4, 33, 57], 320, 3, 1, P1).check_f16(true, false, true);
+    Case::new([3, 33, 5, 7], 17, 3, 1, P1).check_f16(true, true, true);
+    Case::new([1, 128, 15, 21], 128, 3, 2, [(0, 1), (0, 1)]).check_f16(false, false, true);
+}
+
+/// Strided f16 input and residual, the fused nearest upsample (×2 and to 33×57), and the
+/// temporal conv with its strided residual, in f16.
+#[test]
+fn f16_strided_upsample_and_temporal() {
+    let device = wgpu();
+    let options = options(1, P1);
+    let placed = |data: &TensorData, shape: [usize; 4]| tensor(&f16_data(data), shape, &device);
+
+    let [n, c, h, w] = [2, 96, 9, 11];
+    let (x, weight) = (random(&[n, h, w, c], -0.5, 1.5), random(&[64, c, 3, 3], -0.1, 0.1));
+    let (bias, residual) = (random(&[64], -1.0, 1.0), random(&[n, h, w, 64], -1.0, 1.0));
+    let b = || Some(tensor(&f16_data(&bias), [64], &device));
+    let xs = || placed(&x, [n, h, w, c]).permute([0, 3, 1, 2]);
+    let rs = || Some(placed(&residual, [n, h, w, 64]).permute([0, 3, 1, 2]));
+    let want = values(conv2d_twin(xs(), placed(&weight, [64, c, 3, 3]), b(), &options, rs()));
+    let packed = prepare_weight(to_f16(placed(&weight, [64, c, 3, 3])));
+    let got = conv2d(to_f16(xs()), &packed, b().map(to_f16), &options, rs().map(to_f16));
+    check_f16_error("strided x and residual", &f16_values(got, [n, 64, h, w]), &want);
+
+    for ([n, c, h, w], size) in [([2, 96, 5, 7], [10, 14]), ([1, 64, 17, 29], [33, 57])] {
+        let (x, weight) = (random(&[n, c, h, w], -0.5, 1.5), random(&[64, c, 3, 3], -0.1, 0.1));
+        let residual = random(&[n, 64, size[0], size[1]], -1.0, 1.0);
+        let xs = || placed(&x, [n, c, h, w]);
+        let rs = || Some(placed(&residual, [n, 64, size[0], size[1]]));
+        let want = values(upsample_conv2d_twin(xs(), size, placed(&weight, [64, c, 3, 3]), b(), &options, rs()));
+        let packed = prepare_weight(to_f16(placed(&weight, [64, c, 3, 3])));
+        let got = upsample_conv2d(to_f16(xs()), size, &packed, b().map(to_f16), &options, rs().map(to_f16));
+        let got = f16_values(got, [n, 64, size[0], size[1]]);
+        check_f16_error(&format!("upsample [{n}, {c}, {h}, {w}] -> {size:?}"), &got, &want);
+    }
+
+    let [b, c, f, h, w] = [1, 320, 5, 6, 10];
+    let x = random(&[b, c, f, h, w], -0.5, 1.5);
+    let scale = (1.0 / (3 * c) as f64).sqrt();
+    let weight = random(&[c, c, 3, 1], -scale, scale);
+    let bias = random(&[c], -1.0, 1.0);
+    let identity = random(&[b, f, c, h, w], -1.0, 1.0);
+    for epilogue in [true, false] {
+        let x = || tensor(&f16_data(&x), [b, c, f, h, w], &device);
+        let wt = || placed(&weight, [c, c, 3, 1]);
+        let bias = || epilogue.then(|| tensor(&f16_data(&bias), [c], &device));
+        let residual = || epilogue.then(|| tensor(&f16_data(&identity), [b, f, c, h, w], &device).swap_dims(1, 2));
+        let want = values(temporal_conv_twin(x(), &temporal_taps(wt()), bias(), residual()));
+        let packed = prepare_weight(to_f16(wt()));
+        let got = temporal_conv(to_f16(x()), &packed, bias().map(to_f16), residual().map(to_f16));
+        let got = f16_values(got, [b, c, f, h, w]);
+        check_f16_error(&format!("temporal [{b}, {c}, {f}, {h}, {w}] bias+residual {epilogue}"), &got, &want);
+    }
+}
+
+/// The f16 path runs the kernel, not the twin: one launch per conv (dense or packed weight,
+/// upsample, temporal), as in f32.
+#[test]
+fn f16_one_launch_per_conv() {
+    let device = wgpu();
+    let [n, c, h, w] = [2, 320, 8, 14];
+    let x = to_f16(tensor(&random(&[n, c, h, w], -0.5, 1.5), [n, c, h, w], &device));
+    let weight = tensor(&random(&[c, c, 3, 3], -0.05, 0.05), [c, c, 3, 3], &device);
+    let dense = prepare_weight(to_f16(weight.clone()));
+    let packed = prepare_weight_packed(weight);
+    let ones = to_f16(Tensor::<1>::ones([c], &device));
+    let bias = || Some(ones.clone());
+    let options = options(1, P1);
+    for (label, weight) in [("dense f16", &dense), ("packed f16", &packed)] {
+        let fused = launches(|| conv2d(x.clone(), weight, bias(), &options, Some(x.clone())));
+        println!("f16 conv2d, {label} weight: {} launches {fused:?}", fused.len());
+        assert_eq!(fused.len(), 1, "{fused:?}");
+    }
+    let fused = launches(|| upsample_conv2d(x.clone(), [2 * h, 2 * w], &dense, bias(), &options, None));
+    println!("f16 upsample + conv2d: {} launches {fused:?}", fused.len());
+    assert_eq!(fused.len(), 1, "{fused:?}");
+
+    let x5 = to_f16(tensor(&random(&[1, c, 4, h, w], -0.5, 1.5), [1, c, 4, h, w], &device));
+    let w3 = tensor(&random(&[c, c, 3, 1], -0.05, 0.05), [c, c, 3, 1], &device);
+    let dense3 = prepare_weight(to_f16(w3));
+    let fused = launches(|| temporal_conv(x5.clone(), &dense3, bias(), Some(x5.clone())));
+    println!("f16 temporal conv: {} launches {fused:?}", fused.len());
+    assert_eq!(fused.len(), 1, "{fused:?}");
 }

@@ -18,6 +18,7 @@ use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Cube, TensorMetadata};
 use burn::cubecl;
+use burn::cubecl::ir::FloatKind;
 use burn::cubecl::prelude::*;
 use burn::tensor::{DType, Shape};
 
@@ -42,11 +43,11 @@ const NO_SCORE: f32 = f32::MIN;
 /// `heads · dv` vectors, head `h` at vectors `[h · dv, + dv)`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)] // the kernel's bindings: one launch, no struct to group them
-fn flash_attention<N: Size>(
-    q: &[Vector<f32, N>],
-    k: &[Vector<f32, N>],
-    v: &[Vector<f32, N>],
-    output: &mut [Vector<f32, N>],
+fn flash_attention<F: Float, N: Size>(
+    q: &[Vector<F, N>],
+    k: &[Vector<F, N>],
+    v: &[Vector<F, N>],
+    output: &mut [Vector<F, N>],
     pairs: usize,
     heads: usize,
     seq_q: usize,
@@ -57,6 +58,7 @@ fn flash_attention<N: Size>(
     #[comptime] groups: usize,
     #[comptime] tile: usize,
     #[comptime] causal: bool,
+    #[define(F)] _dtype: ElemType,
 ) {
     let unit = UNIT_POS as usize;
     let group = unit / rows;
@@ -93,7 +95,7 @@ fn flash_attention<N: Size>(
     if active {
         #[unroll]
         for c in 0..dv {
-            query[c] = q[q_at + c] * scale;
+            query[c] = Vector::<f32, N>::cast_from(q[q_at + c]) * scale;
         }
     }
     let mut m = f32::new(NO_SCORE);
@@ -113,8 +115,8 @@ fn flash_attention<N: Size>(
             let key = start + (e % tile_len) / dv;
             if p < pairs && key < seq_k {
                 let at = ((p / heads) * seq_k + key) * stride + (p % heads) * dv + e % dv;
-                keys[e] = k[at];
-                values[e] = v[at];
+                keys[e] = Vector::<f32, N>::cast_from(k[at]);
+                values[e] = Vector::<f32, N>::cast_from(v[at]);
             }
             e += CUBE_DIM as usize;
         }
@@ -158,7 +160,7 @@ fn flash_attention<N: Size>(
         let inverse = Vector::<f32, N>::empty().fill(select(l > 0.0, 1.0 / l, 0.0));
         #[unroll]
         for c in 0..dv {
-            output[q_at + c] = acc[c] * inverse;
+            output[q_at + c] = Vector::<F, N>::cast_from(acc[c] * inverse);
         }
     }
 }
@@ -198,8 +200,8 @@ fn plan(pairs: usize, seq_q: usize, seq_k: usize, head_dim: usize, shared_bytes:
     Plan { rows, groups, tile }
 }
 
-/// Launches the kernel on q's device. q `[B, Tq, heads·d]`, k and v `[B, Tk, heads·d]`, f32,
-/// `d ≤ MAX_HEAD_DIM`.
+/// Launches the kernel on q's device. q `[B, Tq, heads·d]`, k and v `[B, Tk, heads·d]`, all f32
+/// or all f16 (read and written in their dtype, computed in f32), `d ≤ MAX_HEAD_DIM`.
 pub(super) fn attention(
     q: FloatTensor<Cube>,
     k: FloatTensor<Cube>,
@@ -213,12 +215,13 @@ pub(super) fn attention(
     let head_dim = channels / heads;
     let client = q.client.clone();
     let device = q.device.clone();
+    let dtype = q.dtype;
     let output = FloatTensor::<Cube>::new_contiguous(
         client.clone(),
         device,
         shape.clone(),
-        client.empty(shape.num_elements() * size_of::<f32>()),
-        DType::F32,
+        client.empty(shape.num_elements() * dtype.size()),
+        dtype,
     );
     if shape.num_elements() == 0 {
         return output;
@@ -253,8 +256,18 @@ pub(super) fn attention(
         groups,
         tile,
         causal,
+        float_elem(dtype),
     );
     output
+}
+
+/// The storage type of q, k, v and the output: f32 or f16 (the only ones the kernel is launched
+/// with).
+fn float_elem(dtype: DType) -> ElemType {
+    match dtype {
+        DType::F16 => ElemType::Float(FloatKind::F16),
+        _ => ElemType::Float(FloatKind::F32),
+    }
 }
 
 /// `t` as a flat row-major buffer: a metadata change when it already is one, else one copy.

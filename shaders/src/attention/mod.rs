@@ -47,8 +47,8 @@ pub trait AttentionBackend: Backend {
 }
 
 impl AttentionBackend for Cube {
-    /// The kernel is written for f32 and head dims up to 128; anything else keeps burn's ops
-    /// until it has its own path.
+    /// The kernel reads f32 or f16 storage (all three alike; it computes in f32) with head dims
+    /// up to 128; anything else keeps burn's ops.
     fn attention_fused(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -56,8 +56,8 @@ impl AttentionBackend for Cube {
         heads: usize,
         causal: bool,
     ) -> FloatTensor<Self> {
-        let f32_inputs = [&q, &k, &v].iter().all(|t| t.dtype == DType::F32);
-        if f32_inputs && q.shape()[2] / heads <= kernels::MAX_HEAD_DIM {
+        let kernel_dtype = matches!(q.dtype, DType::F32 | DType::F16) && k.dtype == q.dtype && v.dtype == q.dtype;
+        if kernel_dtype && q.shape()[2] / heads <= kernels::MAX_HEAD_DIM {
             kernels::attention(q, k, v, heads, causal)
         } else {
             twin::<Self>(q, k, v, heads, causal)

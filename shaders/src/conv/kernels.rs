@@ -10,12 +10,17 @@
 //! then accumulates its 4 channels × 4 pixels with vec4 FMAs over the 16 staged rows. The next
 //! step's loads are issued before the FMAs so their latency overlaps the arithmetic. The epilogue
 //! adds the bias and the residual and writes NCHW.
+//!
+//! Storage is generic: `F` for the activations (input, bias, residual, output), `W` for a dense
+//! weight, each f32 or f16. Values are widened to f32 as they are loaded (the shared-memory tiles
+//! and the accumulators are f32) and narrowed to `F` at the store.
 
 use burn::backend::Cube;
 use burn::backend::TensorMetadata;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::cubecl;
+use burn::cubecl::ir::FloatKind;
 use burn::cubecl::prelude::*;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Shape};
@@ -41,13 +46,13 @@ type Vec4 = Vector<f32, Const<4>>;
 /// channel tiles along Y; `CUBE_COUNT_Y · 16` is the packed weight's row length in vec4s.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)] // the kernel's bindings: one launch, no struct to group them
-fn conv2d_igemm(
-    input: &[f32],
-    weight: &[Vec4],
+fn conv2d_igemm<F: Float, W: Float>(
+    input: &[F],
+    weight: &[Vector<W, Const<4>>],
     words: &[u32],
-    bias: &[f32],
-    residual: &[f32],
-    output: &mut [f32],
+    bias: &[F],
+    residual: &[F],
+    output: &mut [F],
     c_in: usize,
     height: usize,
     width: usize,
@@ -69,6 +74,7 @@ fn conv2d_igemm(
     #[comptime] has_residual: bool,
     #[comptime] upsample: bool,
     #[comptime] packed_f16: bool,
+    #[define(F, W)] _dtypes: [ElemType; 2],
 ) {
     let pixel_tile = CUBE_POS_Z as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
     if pixel_tile * 64 >= pixels {
@@ -146,7 +152,7 @@ fn conv2d_igemm(
         if co < c_out {
             let mut shift = 0.0f32;
             if has_bias {
-                shift = bias[co];
+                shift = f32::cast_from(bias[co]);
             }
             let values: Vec4 = acc[i];
             #[unroll]
@@ -155,9 +161,9 @@ fn conv2d_igemm(
                     let at = out_at[j] + co * out_plane;
                     let mut y = values.extract(j) + shift;
                     if has_residual {
-                        y += residual[at];
+                        y += f32::cast_from(residual[at]);
                     }
-                    output[at] = y;
+                    output[at] = F::cast_from(y);
                 }
             }
         }
@@ -167,8 +173,8 @@ fn conv2d_igemm(
 /// Row `k` of the packed weight at vec4 `at`, or zeros past K. With `packed_f16` the same four
 /// channels are read from `words` (f16 pairs, two words per vec4) and widened to f32.
 #[cube]
-fn load_weight(
-    weight: &[Vec4],
+fn load_weight<W: Float>(
+    weight: &[Vector<W, Const<4>>],
     words: &[u32],
     k: usize,
     k_len: usize,
@@ -185,7 +191,7 @@ fn load_weight(
             a.insert(2usize, f16_to_f32(high & 0xFFFFu32));
             a.insert(3usize, f16_to_f32(high >> 16u32));
         } else {
-            a = weight[at];
+            a = Vec4::cast_from(weight[at]);
         }
     }
     a
@@ -197,8 +203,8 @@ fn load_weight(
 /// `floor(y · src / dst)`), read in place.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn gather(
-    input: &[f32],
+fn gather<F: Float>(
+    input: &[F],
     k: usize,
     k_len: usize,
     image_at: &Array<usize>,
@@ -233,7 +239,7 @@ fn gather(
                     sy = sy * src_height / height;
                     sx = sx * src_width / width;
                 }
-                b.insert(j, input[image_at[j] + channel + sy * src_width + sx]);
+                b.insert(j, f32::cast_from(input[image_at[j] + channel + sy * src_width + sx]));
             }
         }
     }
@@ -242,14 +248,23 @@ fn gather(
 
 /// The weight operand of [`conv2d`].
 pub(super) enum Weight {
-    /// f32 `[C_in, kh, kw, M_pad]`.
+    /// f32 or f16 `[C_in, kh, kw, M_pad]`.
     Dense(FloatTensor<Cube>),
     /// u32 words `[C_in·kh·kw, M_pad / 2]` of f16 pairs, and `[kh, kw]`.
     PackedF16(IntTensor<Cube>, [usize; 2]),
 }
 
-/// Launches the kernel on `x`'s device. Every float operand is f32. With `upsample`, the conv
-/// reads `x` nearest-upsampled to that `[H, W]`.
+/// The storage type of an f32 or f16 operand (the only ones the kernel is launched with).
+fn float_elem(dtype: DType) -> ElemType {
+    match dtype {
+        DType::F16 => ElemType::Float(FloatKind::F16),
+        _ => ElemType::Float(FloatKind::F32),
+    }
+}
+
+/// Launches the kernel on `x`'s device. The activations (`x`, `bias`, `residual`, the output)
+/// share one float dtype, f32 or f16; a dense weight is f32 or f16 on its own. With `upsample`,
+/// the conv reads `x` nearest-upsampled to that `[H, W]`.
 pub(super) fn conv2d(
     x: FloatTensor<Cube>,
     packed: Weight,
@@ -272,12 +287,13 @@ pub(super) fn conv2d(
     let out_shape = super::output_shape([n, c_in, height, width], c_out, [kernel_h, kernel_w], options);
     let [_, _, out_h, out_w] = out_shape;
     let client = x.client.clone();
+    let dtype = x.dtype;
     let output = FloatTensor::<Cube>::new_contiguous(
         client.clone(),
         x.device.clone(),
         Shape::new(out_shape),
-        client.empty(out_shape.iter().product::<usize>() * size_of::<f32>()),
-        DType::F32,
+        client.empty(out_shape.iter().product::<usize>() * dtype.size()),
+        dtype,
     );
     let pixels = n * out_h * out_w;
     if pixels == 0 || c_out == 0 {
@@ -290,14 +306,16 @@ pub(super) fn conv2d(
 
     // The kernel indexes row-major memory: a strided view is copied once here.
     let input = contiguous(x);
-    // The binding the kernel does not read gets the other one's buffer.
+    // The binding the kernel does not read gets the other one's buffer (typed as the
+    // activations when the weight is packed).
     let packed_f16 = matches!(packed, Weight::PackedF16(..));
-    let (weight, words) = match packed {
+    let (weight, words, weight_dtype) = match packed {
         Weight::Dense(w) => {
             let w = contiguous(w);
-            (w.clone(), w)
+            let weight_dtype = w.dtype;
+            (w.clone(), w, weight_dtype)
         }
-        Weight::PackedF16(words, _) => (words.clone(), words),
+        Weight::PackedF16(words, _) => (words.clone(), words, dtype),
     };
     let (has_bias, has_residual) = (bias.is_some(), residual.is_some());
     // Absent operands: `input` stands in for the bindings the kernel never reads.
@@ -337,6 +355,7 @@ pub(super) fn conv2d(
         has_residual,
         upsample.is_some(),
         packed_f16,
+        [float_elem(dtype), float_elem(weight_dtype)],
     );
     output
 }

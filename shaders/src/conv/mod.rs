@@ -8,6 +8,9 @@
 //! again. The kernel here reads NCHW, stages weight and input-patch tiles in shared memory, keeps
 //! a 4×4 register tile of outputs per thread and writes NCHW: no im2col buffer, no layout copies.
 //! Weights are rearranged once, at load, by [`prepare_weight`].
+//!
+//! Storage is f32 or f16 (activations, bias and residual in one dtype; the weight f32, f16 or
+//! packed f16 on its own); the kernel widens each value as it loads it and sums in f32.
 
 // NdArray is deprecated upstream but is the CPU reference backend the project tests against;
 // the routing the extension macro generates names it too, so the allowance covers the module.
@@ -103,15 +106,13 @@ impl ConvBackend for Cube {
         upsample: Option<[usize; 2]>,
     ) -> FloatTensor<Self> {
         let (bias, residual) = (bias.into_option(), residual.into_option());
-        let f32_operands = [Some(&x), Some(&packed), bias.as_ref(), residual.as_ref()]
-            .into_iter()
-            .flatten()
-            .all(|t| t.dtype == DType::F32);
-        if f32_operands {
+        if kernel_dtypes(&x, &bias, &residual) && matches!(packed.dtype, DType::F32 | DType::F16) {
             kernels::conv2d(x, kernels::Weight::Dense(packed), bias, residual, c_out, &options, upsample)
         } else {
-            // The kernel is written for f32; other dtypes keep burn's conv until they have a path.
-            twin::<Self>(x, unpack::<Self>(packed, c_out), bias, residual, options, upsample)
+            // The kernel reads f32 or f16 storage; other dtypes keep burn's conv.
+            let weight = unpack::<Self>(packed, c_out);
+            let weight = if weight.dtype == x.dtype { weight } else { Self::float_cast(weight, x.dtype.into()) };
+            twin::<Self>(x, weight, bias, residual, options, upsample)
         }
     }
 
@@ -126,9 +127,7 @@ impl ConvBackend for Cube {
         upsample: Option<[usize; 2]>,
     ) -> FloatTensor<Self> {
         let (bias, residual) = (bias.into_option(), residual.into_option());
-        let f32_operands =
-            [Some(&x), bias.as_ref(), residual.as_ref()].into_iter().flatten().all(|t| t.dtype == DType::F32);
-        if f32_operands {
+        if kernel_dtypes(&x, &bias, &residual) {
             let weight = kernels::Weight::PackedF16(words, kernel);
             kernels::conv2d(x, weight, bias, residual, c_out, &options, upsample)
         } else {
@@ -137,6 +136,15 @@ impl ConvBackend for Cube {
             twin::<Self>(x, weight, bias, residual, options, upsample)
         }
     }
+}
+
+/// Whether the kernel takes these activations: all f32 or all f16 (f16 storage, f32 sums).
+fn kernel_dtypes(
+    x: &FloatTensor<Cube>,
+    bias: &Option<FloatTensor<Cube>>,
+    residual: &Option<FloatTensor<Cube>>,
+) -> bool {
+    matches!(x.dtype, DType::F32 | DType::F16) && [bias, residual].into_iter().flatten().all(|t| t.dtype == x.dtype)
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -183,7 +191,9 @@ fn unpack_words<B: PackedBackend>(words: IntTensor<B>, c_out: usize, [kh, kw]: [
 /// i.e. the GEMM's `[K, M]` with K ordered (c_in, ky, kx) as the input patches are gathered and
 /// output channels contiguous (vec4 loads), zero-padded to a whole number of [`TILE_M`] tiles so
 /// the kernel's weight loads need no bounds check on M. Built once at load by [`prepare_weight`]
-/// on every backend; the CPU route reads it back as a strided view (no copy).
+/// on every backend; the CPU route reads it back as a strided view (no copy). It keeps the
+/// weight's dtype: an f16 weight (the crate's f16 networks) is held in f16, half the bytes, and
+/// the kernel widens it as it loads it.
 ///
 /// [`prepare_weight_packed`] holds the same `[K, C_out_pad]` matrix as f16 pairs in u32 words
 /// ([`PackedF16`], two output channels per word, half the bytes); the kernel reads two words for
@@ -196,7 +206,7 @@ pub struct ConvWeight {
 
 #[derive(Clone, Debug)]
 enum Storage {
-    /// `[C_in, kh, kw, C_out_pad]` f32.
+    /// `[C_in, kh, kw, C_out_pad]` in the checkpoint weight's dtype (f32, or f16: half the bytes).
     Dense(Tensor<4>),
     /// `[C_in·kh·kw, C_out]` as packed f16, and `[C_in, kh, kw]`.
     PackedF16(PackedF16, [usize; 3]),
@@ -254,7 +264,8 @@ pub fn prepare_weight(weight: Tensor<4>) -> ConvWeight {
     // `[K, C_out]` materialises the permute (a reshape of a strided view copies on every backend).
     let matrix = weight.permute([1, 2, 3, 0]).reshape([c_in * kh * kw, c_out]);
     let matrix = if pad > 0 {
-        let zeros = Tensor::zeros([c_in * kh * kw, pad], &matrix.device());
+        // In the weight's dtype: an f16 weight stays f16 (half the bytes; the kernel widens it).
+        let zeros = Tensor::zeros([c_in * kh * kw, pad], (&matrix.device(), matrix.dtype()));
         Tensor::cat(vec![matrix, zeros], 1)
     } else {
         matrix
