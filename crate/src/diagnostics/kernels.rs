@@ -25,13 +25,8 @@
 //!   `repeat_dim` of a size-1 dim is a broadcast view; adaptive average pooling copies its input
 //!   to NHWC and leaves its output NHWC (`kernel/pool/base.rs`).
 //!
-//! Other float widths run each kernel's burn-op twin (f16 here: not measured, llvmpipe's wgpu
-//! adapter is the only one the test has): burn's direct conv (its input copied to NHWC when the
-//! channel stride is not 1, its weight when larger than 1×1, `kernel/conv/direct.rs`), the
-//! three time-shifted matmuls of the temporal conv, SiLU as sigmoid's default `ActivationOps` body
-//! (neg, exp, +1, log, neg, exp) and a multiply, GELU as ÷√2, erf, +1, ×x, ÷2, the norms as two
-//! reductions and seven elementwise ops, burn's `attention_fallback`. The count treats their
-//! outputs as contiguous: burn's NHWC conv outputs would add layout copies this count leaves out.
+//! f16 launches the same kernels as f32 (each stores f16 and computes in f32), each element
+//! half the bytes; measured = counted for both on llvmpipe (`i2vgen bench --dtype f16`).
 //!
 //! Non-GEMM bytes are what every kernel other than matmul, conv and attention reads and writes,
 //! each element once per read and per write (caches ignored); `issued_flops` adds the convs'
@@ -173,11 +168,6 @@ struct Tally {
 }
 
 impl Tally {
-    /// Whether our kernels run (f32), not their burn-op twins.
-    fn fused(&self) -> bool {
-        self.s == 4
-    }
-
     fn launch(&mut self, family: &'static str, bytes: u64) {
         self.counts.dispatches += 1;
         *self.counts.by_kernel.entry(family).or_default() += 1;
@@ -249,100 +239,40 @@ impl Tally {
         self.launch("matmul", self.s * (batch * (m * k + m * n) + k * n));
     }
 
-    /// `act(x + bias) + residual` on `n` elements of rows `c` wide: one `BiasActKernel` in f32
-    /// (in place), else the bias add, the activation and the residual add in burn's ops.
-    fn epilogue(&mut self, n: u64, c: u64, bias: bool, act: Act, residual: bool) {
-        if self.fused() {
-            let read = n + if bias { c } else { 0 } + if residual { n } else { 0 };
-            return self.launch("bias_act", self.s * (read + n));
-        }
-        if bias {
-            self.binary(n, c);
-        }
-        match act {
-            Act::Identity => {}
-            Act::Gelu => self.gelu(n),
-            Act::Silu => self.silu_ops(n),
-        }
-        if residual {
-            self.binary(n, n);
-        }
+    /// `act(x + bias) + residual` on `n` elements of rows `c` wide: one `BiasActKernel` (in
+    /// place; the activation is a compile-time choice and costs no bytes).
+    fn epilogue(&mut self, n: u64, c: u64, bias: bool, _act: Act, residual: bool) {
+        let read = n + if bias { c } else { 0 } + if residual { n } else { 0 };
+        self.launch("bias_act", self.s * (read + n));
     }
 
     fn silu(&mut self, n: u64) {
         self.epilogue(n, 0, false, Act::Silu, false);
     }
 
-    /// burn's `x·sigmoid(x)`; the sigmoid computes in f32, so on f16 it casts there and back.
-    fn silu_ops(&mut self, n: u64) {
-        let cast = self.s != 4;
-        if cast {
-            self.launch("cast", (self.s + 4) * n);
-        }
-        for family in ["scalar", "unary", "scalar", "unary", "scalar", "unary"] {
-            self.launch(family, 2 * 4.max(self.s) * n);
-        }
-        if cast {
-            self.launch("cast", (self.s + 4) * n);
-        }
-        self.binary(n, n);
-    }
-
-    fn gelu(&mut self, n: u64) {
-        for family in ["scalar", "unary", "scalar"] {
-            self.unary(family, n);
-        }
-        self.binary(n, n);
-        self.unary("scalar", n);
-    }
-
-    /// The normalisation both norms' twins share: `rows` groups of `len`, then ×γ +β (`affine`
-    /// wide).
-    fn norm(&mut self, rows: u64, len: u64, affine: u64) {
-        let n = rows * len;
-        self.reduce(rows, len);
-        self.binary(n, rows);
-        self.binary(n, n);
-        self.reduce(rows, len);
-        self.unary("scalar", rows);
-        self.unary("unary", rows);
-        self.binary(n, rows);
-        self.binary(n, affine);
-        self.binary(n, affine);
-    }
-
     /// `GroupNorm` (affine, then SiLU when `silu`) on `n` samples of `c` channels × `spatial`:
-    /// a copy first unless the input is `contiguous`; the output is contiguous. In f32 the fused
-    /// kernels of `i2vgen_shaders::group_norm` (its `kernels.rs`): partial statistics per block of
-    /// each (sample, group), their combination, one elementwise pass.
-    fn group_norm(&mut self, n: u64, c: u64, spatial: u64, groups: u64, contiguous: bool, silu: bool) {
+    /// a copy first unless the input is `contiguous`; the output is contiguous. The kernels of
+    /// `i2vgen_shaders::group_norm` (its `kernels.rs`): partial statistics per block of each
+    /// (sample, group), their combination, one elementwise pass (statistics in f32, the tensor
+    /// and the affine in the storage width; SiLU is free).
+    fn group_norm(&mut self, n: u64, c: u64, spatial: u64, groups: u64, contiguous: bool, _silu: bool) {
         let elements = n * c * spatial;
         if !contiguous {
             self.copy(elements);
-        }
-        if !self.fused() {
-            self.norm(n * groups, c / groups * spatial, c);
-            if silu {
-                self.silu_ops(elements);
-            }
-            return;
         }
         // The kernels' (count, mean, M2) partials: a block per 256 threads × 64 elements of a
         // group, at most 256 blocks (`UNITS`, `PER_UNIT`, `MAX_BLOCKS` there; 256 threads fit
         // every WebGPU device). Only bytes depend on it.
         let rows = n * groups;
         let partials = 3 * rows * (c / groups * spatial).div_ceil(256 * 64).clamp(1, 256);
-        self.launch("group_partials", 4 * (elements + partials));
+        self.launch("group_partials", self.s * elements + 4 * partials);
         self.launch("group_combine", 4 * (partials + 2 * rows));
-        self.launch("group_apply", 4 * (2 * elements + 2 * rows + 2 * c));
+        self.launch("group_apply", self.s * (2 * elements + 2 * c) + 4 * 2 * rows);
     }
 
-    /// LayerNorm on contiguous rows: in f32 one `LayerNormRows`.
+    /// LayerNorm on contiguous rows: one `LayerNormRows`.
     fn layer_norm(&mut self, rows: u64, d: u64) {
-        if !self.fused() {
-            return self.norm(rows, d, d);
-        }
-        self.launch("layer_norm", 4 * (2 * rows * d + 2 * d));
+        self.launch("layer_norm", self.s * (2 * rows * d + 2 * d));
     }
 
     /// `Linear` on `rows` contiguous rows, with its bias, `act` and a residual in the epilogue.
@@ -358,10 +288,6 @@ impl Tally {
         let Conv { n, c_in, c_out, k: (kh, kw), hw: (h, w), .. } = conv;
         let (ho, wo) = conv.output();
         let (input, output) = (n * c_in * h * w, n * c_out * ho * wo);
-        if !self.fused() {
-            self.conv_twin(conv, (ho, wo));
-            return (ho, wo);
-        }
         let stored = conv.upsample.map_or(input, |(sh, sw)| n * c_in * sh * sw);
         if !conv.contiguous {
             self.copy(stored);
@@ -374,38 +300,16 @@ impl Tally {
         (ho, wo)
     }
 
-    /// burn's ops for [`Self::conv`]: nearest `interpolate` (on an NHWC copy), the direct conv
-    /// (copies to NHWC), the residual add.
-    fn conv_twin(&mut self, conv: Conv, (ho, wo): (u64, u64)) {
-        let Conv { n, c_in, c_out, k: (kh, kw), hw: (h, w), .. } = conv;
-        let output = n * c_out * ho * wo;
-        if let Some((sh, sw)) = conv.upsample {
-            self.reshape(&[n, c_in, sh * sw], &[0, 2, 1]);
-            self.launch("interpolate", self.s * n * c_in * (sh * sw + h * w));
-        }
-        if h * w != 1 {
-            self.copy(n * c_in * h * w);
-        }
-        if kh * kw > 1 {
-            self.copy(c_out * c_in * kh * kw);
-        }
-        self.counts.issued_flops += 2 * output * c_in * kh * kw;
-        self.launch("conv", self.s * (n * c_in * h * w + c_out * c_in * kh * kw + output));
-        if conv.residual {
-            self.binary(output, output);
-        }
-    }
-
     /// `multi_head`: q `[b, tq, heads·d]` over `tk` keys.
     fn attention(&mut self, b: u64, tq: u64, tk: u64, c: u64, heads: u64) {
         let d = c / heads;
-        if self.fused() && d <= 128 {
+        if d <= 128 {
             // The fused kernel (`FlashAttention`): one launch on contiguous q, k, v; QKᵀ and
             // S·V with no padding (a thread per query row walks the keys).
             self.counts.issued_flops += 4 * b * heads * tq * tk * d;
             return self.launch("attention", self.s * (2 * b * tq * c + 2 * b * tk * c));
         }
-        // Other widths: the burn-op twin (burn's fallback attention) on the whole sequence.
+        // Wider heads: the burn-op twin (burn's fallback attention) on the whole sequence.
         let scores = b * heads * tq * tk;
         let maxima = b * heads * tq;
         // q, k and v as [b, heads, t, d] views of [b, t, heads·d] have a batch stride below
@@ -479,17 +383,9 @@ impl Tally {
         }
     }
 
-    /// diffusers `GEGLU` after the bias-free projection of `n` rows: one `GegluKernel` in f32,
-    /// else the bias add, `chunk(2)` (views when `inner` is aligned), GELU of the gate, ×.
+    /// diffusers `GEGLU` after the bias-free projection of `n` rows: one `GegluKernel`.
     fn geglu(&mut self, n: u64, inner: u64) {
-        if self.fused() {
-            return self.launch("geglu", self.s * (2 * n * inner + 2 * inner + n * inner));
-        }
-        self.binary(2 * n * inner, 2 * inner);
-        self.slice(n * inner, 0, n * inner);
-        self.slice(n * inner, inner, 0);
-        self.gelu(n * inner);
-        self.binary(n * inner, n * inner);
+        self.launch("geglu", self.s * (2 * n * inner + 2 * inner + n * inner));
     }
 
     /// `BasicTransformerBlock` on `rows` sequences of `t` tokens (residuals in the epilogues).

@@ -135,3 +135,24 @@ fn count_only_prints_the_counters_of_a_real_size_step() {
         counted.non_gemm_bytes as f64 / 1e9
     );
 }
+
+/// In f16 every kernel runs too (f16 storage, f32 arithmetic): `bench --dtype f16` on llvmpipe
+/// (which has `shader-f16`) measures exactly the launches the count gives, as many as in f32.
+#[test]
+fn f16_launches_the_same_kernels_as_counted() {
+    let config = format!("{}/tiny-i2vgen/unet/config.json", common::FIXTURES);
+    let mut dispatches = Vec::new();
+    for dtype in ["f32", "f16"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_i2vgen"))
+            .args(["bench", "--unet-config", &config, "--frames", "2", "--height", "48", "--width", "80"])
+            .args(["--steps", "1", "--backend", "wgpu", "--dtype", dtype, "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(report["dispatches_per_step"], report["counted_dispatches_per_step"], "{dtype}: {report}");
+        dispatches.push(report["dispatches_per_step"].as_u64().unwrap());
+    }
+    assert_eq!(dispatches[0], dispatches[1], "f32 and f16 launch counts");
+}
