@@ -13,8 +13,8 @@ use i2vgen_shaders::conv::TILE_M;
 use i2vgen_shaders::packed::COL_ALIGN;
 use serde::Serialize;
 
-use crate::models::clip::{CLIPTextConfig, CLIPVisionConfig};
 use crate::loading::manifest::is_matrix_weight;
+use crate::models::clip::{CLIPTextConfig, CLIPVisionConfig};
 use crate::models::nn::MAX_ELEMENTS;
 use crate::models::unet_3d_backbone::UNet3DConfig;
 use crate::models::vae::AutoencoderKLConfig;
@@ -138,8 +138,7 @@ impl Parameters {
             unet: self.unet,
         }
         .of(network);
-        let (padding, matrix, packed) =
-            (self.padding.of(network), self.matrix.of(network), self.packed.of(network));
+        let (padding, matrix, packed) = (self.padding.of(network), self.matrix.of(network), self.packed.of(network));
         match precision {
             Precision::F32 => 4 * (params + padding),
             Precision::F16 => 2 * (params + padding),
@@ -307,12 +306,8 @@ fn plan_with(
     // What the GPU holds of each network: its parameters, its conv weights' padding, and in
     // packed-f16 its Linear and conv weights as padded f16 rows.
     let held = |network: &str| params.held_bytes(network, precision);
-    let (text_w, image_w, vae_w, unet_w) = (
-        held("text_encoder"),
-        held("image_encoder"),
-        held("vae_encoder") + held("vae_decoder"),
-        held("unet"),
-    );
+    let (text_w, image_w, vae_w, unet_w) =
+        (held("text_encoder"), held("image_encoder"), held("vae_encoder") + held("vae_decoder"), held("unet"));
     let weights_bytes = text_w + image_w + vae_w + unet_w;
     // What the page holds in each phase: the encoders and the VAE while encoding, the UNet and
     // the VAE while denoising and decoding (`I2VGenXLPipeline`'s `Phase`); the refiner loads whole.

@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
-use i2vgen::diagnostics::launches::PeakMemory;
 use burn::tensor::Device;
+use i2vgen::diagnostics::launches::PeakMemory;
 use i2vgen::media::image::RgbImage;
 use i2vgen::pipelines::memory_plan::{DeviceLimits, Precision, Video};
 use i2vgen::pipelines::noise::Draws;

@@ -170,7 +170,15 @@ pub fn run(args: Args) -> Result<()> {
         (Some(model), Some(request)) => {
             let base: Vec<Tensor<3>> = frames.iter().map(|f| Tensor::from_data(f.clone(), &device)).collect();
             // The refiner's draws come from the seed after the clips', so a run is one seed end to end.
-            match stage::refine(model, request, base, chain::clip_seed(args.run.seed, args.clips), None, &device, packed_f16) {
+            match stage::refine(
+                model,
+                request,
+                base,
+                chain::clip_seed(args.run.seed, args.clips),
+                None,
+                &device,
+                packed_f16,
+            ) {
                 Ok(refined) => refined,
                 // The base video is a result: write it, then report why the refinement failed.
                 Err(err) => {

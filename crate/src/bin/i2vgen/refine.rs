@@ -70,7 +70,15 @@ pub fn run(args: Args) -> Result<()> {
     request.validate()?;
     check_size(request.width, request.height, vae_scale_factor)?;
     let noise_file = inputs::noise_file(args.noise.as_deref())?;
-    let out = stage::refine(&args.model, request, frames, args.run.seed, noise_file.as_deref(), &device, args.run.dtype == DType::PackedF16)?;
+    let out = stage::refine(
+        &args.model,
+        request,
+        frames,
+        args.run.seed,
+        noise_file.as_deref(),
+        &device,
+        args.run.dtype == DType::PackedF16,
+    )?;
     video::write(&args.run.output, &out, args.fps)?;
     eprintln!("wrote {} ({} frames, {:.1} s)", args.run.output.display(), out.len(), started.elapsed().as_secs_f64());
     Ok(())
