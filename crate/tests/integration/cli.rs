@@ -450,6 +450,7 @@ fn plan_sizes_the_real_model_without_weights() {
 #[test]
 fn bench_pipeline_measures_each_stage_next_to_the_plan() {
     let sizes = [("2", "32", "32"), ("4", "64", "64")];
+    let mut weights_in_use = Vec::new();
     for ((frames, height, width), dtype) in sizes.into_iter().flat_map(|s| [(s, "f32"), (s, "packed-f16")]) {
         let args = ["bench", "--pipeline", "--model", &model(), "--backend", "wgpu", "--json", "--dtype", dtype];
         let out = i2vgen(&[&args[..], &["--frames", frames, "--height", height, "--width", width]].concat());
@@ -471,12 +472,18 @@ fn bench_pipeline_measures_each_stage_next_to_the_plan() {
             assert!((planned / peak - 1.0).abs() <= 0.15, "{s}");
             assert!(in_use <= peak && peak <= reserved, "{s}");
         }
+        weights_in_use.push(stages[0]["bytes_in_use"].as_u64().unwrap());
         // The UNet step's activations are a measurable part of its peak at the larger size.
         let unet = &stages[2];
         if frames == "4" {
             let (peak, in_use) = (unet["peak_bytes_in_use"].as_u64().unwrap(), unet["bytes_in_use"].as_u64().unwrap());
             assert!(peak as f64 > 1.2 * in_use as f64, "{unet}");
         }
+    }
+    // Packed-f16 weights: the tiny model's small layers pad their rows to 64 columns, so less
+    // than half is saved here (the real model's layers are all wider: 2.84 GB instead of 5.68).
+    for pair in weights_in_use.chunks(2) {
+        assert!((pair[1] as f64) < 0.8 * pair[0] as f64, "f32 and packed-f16 weights in use: {pair:?}");
     }
 }
 
