@@ -76,7 +76,8 @@ export async function openApp(context, url, log) {
 export async function workerRequest(page, kind, payload) {
   return page.evaluate(async ({ kind, payload }) => {
     const { Client } = await import('/web/js/client.js');
-    window.testClient ??= new Client();
+    // The page's `?precision=` goes to the worker, as the app passes it.
+    window.testClient ??= new Client({ precision: new URLSearchParams(location.search).get('precision') ?? 'auto' });
     if (payload.imageUrl) payload.image = await (await fetch(payload.imageUrl)).arrayBuffer();
     if (payload.noiseUrl) payload.noise = await (await fetch(payload.noiseUrl)).arrayBuffer();
     delete payload.imageUrl;
