@@ -87,7 +87,7 @@ test('the cascade in the browser (seeded draws, base then refiner) equals i2vgen
 
   const context = await launch();
   try {
-    const page = await openApp(context, server.url);
+    const page = await openApp(context, `${server.url}?precision=f32`);
     const hub = (repo) => ({ type: 'hub', base: new URL('hub', server.url).href, repo, revision: 'main' });
     const result = await workerRequest(page, 'generate', {
       source: hub('demo/tiny-i2vgen'), imageUrl: '/tests/fixtures/golden/image.png', request: { ...REQUEST, seed }, quality: QUALITY,
