@@ -134,7 +134,7 @@ impl Weights {
         let values = to_f32(dtype, bytes, key)?;
         let values = Tensor::from_data(TensorData::new(values, [elements]), &self.device);
         // int8 (q8) tensors stay as they are: they are dequantised with their scale when taken.
-        let values = if self.packed_f16 && dtype != Dtype::I8 && is_matrix_weight(key, shape) {
+        let values = if self.packed_f16 && dtype != Dtype::I8 && is_matrix_weight(key, shape) && elements > 0 {
             Values::PackedF16(PackedF16::pack(values.reshape([shape[0], elements / shape[0]])))
         } else {
             Values::F32(values)
