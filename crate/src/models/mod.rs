@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod clip;
 pub mod embeddings;
+pub mod frame_chunks;
 pub mod nn;
 pub mod resnet;
 pub mod transformer_2d;

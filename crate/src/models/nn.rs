@@ -204,6 +204,38 @@ impl GroupNorm {
         let affine = Some((self.weight.clone(), self.bias.clone()));
         i2vgen_shaders::group_norm::group_norm(x, affine, self.groups, self.eps, silu)
     }
+
+    /// [`Self::forward`] (or [`Self::forward_silu`]) of the concatenation of `bands` along dim 2,
+    /// band by band: the statistics of all of them, in burn's ops, two-pass like [`group_norm`]
+    /// (the fused kernel takes no precomputed statistics yet). Each band adds its mean weighted
+    /// by its share of the rows (means, not sums: an f16 sum over a 720p group overflows).
+    ///
+    /// # Shapes
+    /// bands `[N, C, rows_i, W]` → the same
+    pub fn forward_bands(&self, bands: &[Tensor<4>], silu: bool) -> Vec<Tensor<4>> {
+        let [n, c, _, w] = bands[0].dims();
+        let total = bands.iter().map(|band| band.dims()[2]).sum::<usize>() as f64;
+        let shares: Vec<f64> = bands.iter().map(|band| band.dims()[2] as f64 / total).collect();
+        let mean_of = |parts: Vec<Tensor<3>>| {
+            let weighted = parts.into_iter().zip(&shares).map(|(part, &share)| part.mean_dim(2).mul_scalar(share));
+            weighted.reduce(|a, b| a + b).expect("at least one band")
+        };
+        let grouped: Vec<Tensor<3>> = bands
+            .iter()
+            .map(|band| band.clone().reshape([n, self.groups, c / self.groups * band.dims()[2] * w]))
+            .collect();
+        let mean = mean_of(grouped.clone());
+        let centered: Vec<Tensor<3>> = grouped.into_iter().map(|g| g - mean.clone()).collect();
+        let std = mean_of(centered.iter().map(|g| g.clone().square()).collect()).add_scalar(self.eps).sqrt();
+        let (weight, bias) = (self.weight.clone().reshape([1, c, 1, 1]), self.bias.clone().reshape([1, c, 1, 1]));
+        let normed = centered.into_iter().zip(bands).map(|(g, band)| (g / std.clone()).reshape(band.dims()));
+        normed
+            .map(|band| {
+                let y = band * weight.clone() + bias.clone();
+                if silu { self::silu(y) } else { y }
+            })
+            .collect()
+    }
 }
 
 /// Normalise `[N, C, ...]` per (sample, group of C/groups channels), without the affine, in

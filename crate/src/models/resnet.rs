@@ -164,4 +164,43 @@ impl TemporalConvLayer {
         }
         last.forward(y, Some(identity)).swap_dims(1, 2).reshape([bf, c, h, w])
     }
+
+    /// [`Self::forward`] on row bands of every frame (see `frame_chunks`): the convolutions
+    /// see each pixel's frames as a whole, the GroupNorms take statistics over all bands.
+    ///
+    /// # Shapes
+    /// bands `[B*F, C, rows_i, W]` → the same
+    pub fn forward_bands(&self, bands: Vec<Tensor<4>>, num_frames: usize) -> Vec<Tensor<4>> {
+        let [bf, c, _, w] = bands[0].dims();
+        let b = bf / num_frames;
+        // [B, C, F, rows, W], and [B, C, F·rows, W] for the norm (a band's share of the rows).
+        let to_5d = |x: Tensor<4>| {
+            let rows = x.dims()[2];
+            x.reshape([b, num_frames, c, rows, w]).swap_dims(1, 2)
+        };
+        let flat = |x: &Tensor<5>| {
+            let [_, _, f, rows, _] = x.dims();
+            x.clone().reshape([b, c, f * rows, w])
+        };
+        let identity: Vec<Tensor<5>> = bands.into_iter().map(to_5d).collect();
+        let mut y = identity.clone();
+        for (i, conv) in self.convs.iter().enumerate() {
+            let normed = conv.norm.forward_bands(&y.iter().map(flat).collect::<Vec<_>>(), true);
+            y = normed
+                .into_iter()
+                .zip(&identity)
+                .map(|(x, residual)| {
+                    let x = x.reshape(residual.dims());
+                    let residual = (i == self.convs.len() - 1).then(|| residual.clone());
+                    conv::temporal_conv(x, &conv.weight, Some(conv.bias.clone()), residual)
+                })
+                .collect();
+        }
+        y.into_iter()
+            .map(|x| {
+                let rows = x.dims()[3];
+                x.swap_dims(1, 2).reshape([bf, c, rows, w])
+            })
+            .collect()
+    }
 }

@@ -37,15 +37,50 @@ impl TransformerTemporalModel {
     pub fn forward(&self, x: Tensor<4>, num_frames: usize) -> Tensor<4> {
         let [bf, c, h, w] = x.dims();
         let b = bf / num_frames;
-        let residual = x.clone();
         // [B, F, C, H, W] → [B, C, F, H, W] for the norm, then one sequence of F per pixel.
-        let x = self.norm.forward(x.reshape([b, num_frames, c, h, w]).swap_dims(1, 2));
-        let mut t = self.proj_in.forward(x.permute([0, 3, 4, 2, 1]).reshape([b * h * w, num_frames, c]));
+        let normed = self.norm.forward(x.clone().reshape([b, num_frames, c, h, w]).swap_dims(1, 2));
+        self.attend(normed, x)
+    }
+
+    /// [`Self::forward`] on row bands of every frame (see `frame_chunks`): attention sees each
+    /// pixel's frames as a whole, the GroupNorm takes statistics over all bands.
+    ///
+    /// # Shapes
+    /// bands `[B*F, C, rows_i, W]` → the same
+    pub fn forward_bands(&self, bands: Vec<Tensor<4>>, num_frames: usize) -> Vec<Tensor<4>> {
+        let [bf, c, _, w] = bands[0].dims();
+        let b = bf / num_frames;
+        // [B, C, F·rows, W]: the norm's statistics weigh each band by its share of the rows.
+        let flat: Vec<Tensor<4>> = bands
+            .iter()
+            .map(|x| {
+                let rows = x.dims()[2];
+                x.clone().reshape([b, num_frames, c, rows, w]).swap_dims(1, 2).reshape([b, c, num_frames * rows, w])
+            })
+            .collect();
+        let normed = self.norm.forward_bands(&flat, false);
+        normed
+            .into_iter()
+            .zip(bands)
+            .map(|(normed, x)| {
+                let rows = x.dims()[2];
+                self.attend(normed.reshape([b, c, num_frames, rows, w]), x)
+            })
+            .collect()
+    }
+
+    /// The layers after the norm, and the residual.
+    ///
+    /// # Shapes
+    /// normed `[B, C, F, H, W]`, residual `[B*F, C, H, W]` → `[B*F, C, H, W]`
+    fn attend(&self, normed: Tensor<5>, residual: Tensor<4>) -> Tensor<4> {
+        let [b, c, num_frames, h, w] = normed.dims();
+        let mut t = self.proj_in.forward(normed.permute([0, 3, 4, 2, 1]).reshape([b * h * w, num_frames, c]));
         for block in &self.transformer_blocks {
             t = block.forward(t, None);
         }
         let t = self.proj_out.forward(t);
-        let t = t.reshape([b, h, w, num_frames, c]).permute([0, 3, 4, 1, 2]).reshape([bf, c, h, w]);
+        let t = t.reshape([b, h, w, num_frames, c]).permute([0, 3, 4, 1, 2]).reshape([b * num_frames, c, h, w]);
         t + residual
     }
 }

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::loading::config::{MAX_LAYERS, MAX_WIDTH, check_divides, check_each, check_range, invalid};
 use crate::loading::weights::Weights;
 use crate::models::embeddings::TimestepEmbedding;
-use crate::models::nn::{Conv2d, GroupNorm, MAX_BINDING_BYTES};
+use crate::models::frame_chunks::{FrameChunks, Split};
+use crate::models::nn::{Conv2d, GroupNorm, MAX_BINDING_BYTES, MAX_ELEMENTS};
 use crate::models::transformer_temporal::TransformerTemporalModel;
 use crate::models::unet_3d_blocks::{BlockDims, DownBlock3D, UNetMidBlock3DCrossAttn, UpBlock3D};
 use crate::{Error, Result};
@@ -133,10 +134,62 @@ impl UNet3DConfig {
         self.block_out_channels[1.min(self.block_out_channels.len() - 1)]
     }
 
+    /// How each level of one call (`rows` = B·F images of `frames`-frame videos, latents
+    /// `h`×`w`, `bytes` per element) splits its activation into pieces of frames and its
+    /// temporal layers into row bands (see `frame_chunks`) so that no tensor exceeds
+    /// `limit_bytes`: whole where it fits. Counted in u64 (wasm32's usize is 32 bits). The widest
+    /// tensor of a level has its own width, the down-sampled input from above, the up-sampled one
+    /// from below, and at the first level `transformer_in`'s (8 heads); concatenations and
+    /// feed-forwards are chunked apart (`nn::MAX_ELEMENTS`). When even one frame or one row does
+    /// not fit, the level is split as far as it goes and its `max_tensor_bytes` says by how much.
+    pub fn level_splits(
+        &self,
+        rows: usize,
+        frames: usize,
+        h: usize,
+        w: usize,
+        bytes: usize,
+        limit_bytes: u64,
+    ) -> Vec<LevelSplit> {
+        let ch: Vec<u64> = self.block_out_channels.iter().map(|&c| c as u64).collect();
+        let (videos, f) = ((rows / frames.max(1)) as u64, frames as u64);
+        let (mut hl, mut wl) = (h as u64, w as u64);
+        let mut levels = Vec::with_capacity(ch.len());
+        for level in 0..ch.len() {
+            let mut widest = ch[level].max(ch[level.saturating_sub(1)]).max(ch[(level + 1).min(ch.len() - 1)]);
+            if level == 0 {
+                widest = widest.max(8 * self.attention_head_dim as u64);
+            }
+            let per_frame = widest * hl * wl * bytes as u64;
+            let whole = videos * f * per_frame;
+            levels.push(if whole <= limit_bytes {
+                LevelSplit { split: Split::WHOLE, max_tensor_bytes: whole }
+            } else {
+                let piece = |p: u64| f.div_ceil(p) * per_frame;
+                let band = |b: u64| videos * f * widest * hl.div_ceil(b) * wl * bytes as u64;
+                let pieces = (1..=f).find(|&p| piece(p) <= limit_bytes).unwrap_or(f);
+                let bands = (1..=hl).find(|&b| band(b) <= limit_bytes).unwrap_or(hl);
+                LevelSplit {
+                    split: Split { pieces: pieces as usize, bands: bands as usize },
+                    max_tensor_bytes: piece(pieces).max(band(bands)),
+                }
+            });
+            (hl, wl) = (hl.div_ceil(2), wl.div_ceil(2));
+        }
+        levels
+    }
+
     /// Width of the time embedding (4 × the first block's).
     pub fn time_embed_dim(&self) -> usize {
         4 * self.block_out_channels[0]
     }
+}
+
+/// One level's [`Split`] and the bytes of its largest tensor under it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LevelSplit {
+    pub split: Split,
+    pub max_tensor_bytes: u64,
 }
 
 /// `conv_in`, `time_embedding`, `transformer_in`, the down, mid and up blocks, `conv_norm_out`
@@ -151,6 +204,11 @@ pub struct UNet3DBackbone {
     pub up_blocks: Vec<UpBlock3D>,
     pub conv_norm_out: GroupNorm,
     pub conv_out: Conv2d,
+    /// The widths the levels are split by (see [`UNet3DConfig::level_splits`]).
+    pub config: UNet3DConfig,
+    /// No activation of a call above this many bytes: larger videos run their levels in pieces
+    /// of frames (see `frame_chunks`). [`MAX_ELEMENTS`] f32 values (256 MiB) unless changed.
+    pub max_tensor_bytes: u64,
 }
 
 impl UNet3DBackbone {
@@ -213,6 +271,8 @@ impl UNet3DBackbone {
             up_blocks,
             conv_norm_out: GroupNorm::load(w, "conv_norm_out", g, c0, 1e-5)?,
             conv_out: Conv2d::load(w, "conv_out", c0, c.out_channels, 3, 1, 1, true)?,
+            config: c.clone(),
+            max_tensor_bytes: 4 * MAX_ELEMENTS as u64,
         })
     }
 
@@ -233,6 +293,9 @@ impl UNet3DBackbone {
     /// up block on `features` and the fresh skips, and the post-process. The down blocks below,
     /// the mid block and the other up blocks are skipped; `features` come back unchanged.
     ///
+    /// Each level runs whole, or in pieces of frames when one of its tensors would pass
+    /// [`Self::max_tensor_bytes`] ([`UNet3DConfig::level_splits`]).
+    ///
     /// # Shapes
     /// x `[B*F, conv_in_channels, h, w]`, emb `[B*F, time_embed_dim]`, context `[B, S, D]` (one per video),
     /// deep `[B*F, deep_features_channels, h, w]` (see [`UNet3DConfig::deep_features_channels`])
@@ -243,45 +306,57 @@ impl UNet3DBackbone {
         emb: &Tensor<2>,
         context: &Tensor<3>,
         frames: usize,
-        deep: Option<Tensor<4>>,
-    ) -> (Tensor<4>, Tensor<4>) {
+        deep: Option<FrameChunks>,
+    ) -> (Tensor<4>, FrameChunks) {
         // Phases 5–9 of diffusers' `I2VGenXLUNet.forward` (2–6 of `UNet3DConditionModel.forward`).
         let (first_down, deeper_down) = self.down_blocks.split_first().expect("validated: at least one block");
         let (last_up, deeper_up) = self.up_blocks.split_last().expect("validated: as many up as down blocks");
+        let [n, _, h, w] = x.dims();
+        let splits: Vec<Split> = self
+            .config
+            .level_splits(n, frames, h, w, x.dtype().size(), self.max_tensor_bytes)
+            .iter()
+            .map(|level| level.split)
+            .collect();
 
         // 5. pre-process
-        let x = self.transformer_in.forward(self.conv_in.forward(x), frames);
+        let x = FrameChunks::new(x, frames, splits[0]).map(|x, _| self.conv_in.forward(x));
+        let transformer_in = &self.transformer_in;
+        let x = x.temporal(|x| transformer_in.forward(x, frames), |bands| transformer_in.forward_bands(bands, frames));
 
         // 6. down: the first block's layers on every step, their skips feed the last up block
         let mut skips = vec![x.clone()];
-        let (x, first_skips) = first_down.forward_layers(x, emb, context, frames);
+        let (x, first_skips) = first_down.forward_layers(x, emb, context);
         skips.extend(first_skips);
         let deep = match deep {
             Some(deep) => {
                 let ([n, _, h, w], [deep_n, _, deep_h, deep_w]) = (x.dims(), deep.dims());
                 assert_eq!([deep_n, deep_h, deep_w], [n, h, w], "deep features cached for another shape");
-                deep
+                deep.resplit(splits[0])
             }
             None => {
-                let mut x = first_down.downsample(x, &mut skips);
-                for block in deeper_down {
-                    let (out, block_skips) = block.forward(x, emb, context, frames);
+                let below = |level: usize| splits[(level + 1).min(splits.len() - 1)];
+                let mut x = first_down.downsample(x, &mut skips, below(0));
+                for (i, block) in deeper_down.iter().enumerate() {
+                    let (out, block_skips) = block.forward(x, emb, context, below(i + 1));
                     x = out;
                     skips.extend(block_skips);
                 }
                 // 7. mid
-                let mut x = self.mid_block.forward(x, emb, context, frames);
-                // 8. up, all but the last block
-                for block in deeper_up {
-                    x = block.forward(x, &mut skips, emb, context, frames);
+                let mut x = self.mid_block.forward(x, emb, context);
+                // 8. up, all but the last block; up block i runs at level n-1-i, up-samples to the one above
+                let levels = splits.len();
+                for (i, block) in deeper_up.iter().enumerate() {
+                    x = block.forward(x, &mut skips, emb, context, splits[levels - 2 - i]);
                 }
                 x
             }
         };
         // 8. up: the last block, on the deep features and the first level's skips
-        let x = last_up.forward(deep.clone(), &mut skips, emb, context, frames);
+        let x = last_up.forward(deep.clone(), &mut skips, emb, context, splits[0]);
         // 9. post-process
-        (self.conv_out.forward(self.conv_norm_out.forward_silu(x)), deep)
+        let out = x.map(|x, _| self.conv_out.forward(self.conv_norm_out.forward_silu(x)));
+        (out.whole(), deep)
     }
 }
 

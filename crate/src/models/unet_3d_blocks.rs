@@ -8,6 +8,7 @@ use burn::tensor::Tensor;
 
 use crate::Result;
 use crate::loading::weights::{Weights, key};
+use crate::models::frame_chunks::{FrameChunks, Split};
 use crate::models::nn::MAX_ELEMENTS;
 use crate::models::resnet::{Downsample2D, ResnetBlock2D, TemporalConvLayer, Upsample2D};
 use crate::models::transformer_2d::Transformer2DModel;
@@ -79,44 +80,51 @@ impl Layers {
         Ok(layers)
     }
 
-    /// Layer `i`: resnet → temporal conv → spatial transformer → temporal transformer. `skip`
-    /// (up blocks) is concatenated to `x` first, a few images at a time so the concatenation
-    /// stays under [`MAX_ELEMENTS`] (1.8 GB at once on a 720p video's first level).
+    /// Layer `i`: resnet → temporal conv → spatial transformer → temporal transformer, each
+    /// spatial layer on every piece of `x`, each temporal one on row bands (see
+    /// `frame_chunks`). `skip` (up blocks) is concatenated to `x` first.
     fn forward(
         &self,
         i: usize,
-        x: Tensor<4>,
-        skip: Option<Tensor<4>>,
+        x: FrameChunks,
+        skip: Option<FrameChunks>,
         temb: &Tensor<2>,
         context: &Tensor<3>,
-        frames: usize,
-    ) -> Tensor<4> {
+    ) -> FrameChunks {
+        let frames = x.frames();
         let resnet = &self.resnets[i];
         let x = match skip {
-            None => resnet.forward(x, Some(temb.clone())),
-            Some(skip) => {
-                let [n, c, h, w] = x.dims();
-                let per_image = (c + skip.dims()[1]) * h * w;
-                let images = (MAX_ELEMENTS / per_image).max(1);
-                let parts: Vec<Tensor<4>> = (0..n)
-                    .step_by(images)
-                    .map(|start| {
-                        let k = images.min(n - start);
-                        let input =
-                            Tensor::cat(vec![x.clone().narrow(0, start, k), skip.clone().narrow(0, start, k)], 1);
-                        resnet.forward(input, Some(temb.clone().narrow(0, start, k)))
-                    })
-                    .collect();
-                Tensor::cat(parts, 0)
-            }
+            None => x.map(|x, rows| resnet.forward(x, Some(rows.of(temb)))),
+            Some(skip) => x.zip_map(skip, |x, skip, rows| concat_resnet(resnet, x, skip, rows.of(temb))),
         };
-        let mut x = self.temp_convs[i].forward(x, frames);
+        let temp_conv = &self.temp_convs[i];
+        let mut x = x.temporal(|x| temp_conv.forward(x, frames), |bands| temp_conv.forward_bands(bands, frames));
         if let (Some(attn), Some(temp)) = (self.attentions.get(i), self.temp_attentions.get(i)) {
-            x = attn.forward(x, context.clone());
-            x = temp.forward(x, frames);
+            x = x.map(|x, rows| attn.forward(x, rows.videos_of(context)));
+            x = x.temporal(|x| temp.forward(x, frames), |bands| temp.forward_bands(bands, frames));
         }
         x
     }
+}
+
+/// An up layer's resnet on `cat([x, skip], 1)`, a few images at a time so the concatenation
+/// stays under [`MAX_ELEMENTS`] (1.8 GB at once on a 720p video's first level).
+fn concat_resnet(resnet: &ResnetBlock2D, x: Tensor<4>, skip: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let per_image = (c + skip.dims()[1]) * h * w;
+    let images = (MAX_ELEMENTS / per_image).max(1);
+    if images >= n {
+        return resnet.forward(Tensor::cat(vec![x, skip], 1), Some(temb));
+    }
+    let parts: Vec<Tensor<4>> = (0..n)
+        .step_by(images)
+        .map(|start| {
+            let k = images.min(n - start);
+            let input = Tensor::cat(vec![x.clone().narrow(0, start, k), skip.clone().narrow(0, start, k)], 1);
+            resnet.forward(input, Some(temb.clone().narrow(0, start, k)))
+        })
+        .collect();
+    Tensor::cat(parts, 0)
 }
 
 /// `CrossAttnDownBlock3D` / `DownBlock3D`.
@@ -148,16 +156,17 @@ impl DownBlock3D {
         })
     }
 
-    /// Returns the output and the skip connections it adds (one per layer, one after downsampling).
+    /// Returns the output, split as `below` (the next level's split), and the skip connections
+    /// it adds (one per layer, one after downsampling).
     pub fn forward(
         &self,
-        x: Tensor<4>,
+        x: FrameChunks,
         temb: &Tensor<2>,
         context: &Tensor<3>,
-        frames: usize,
-    ) -> (Tensor<4>, Vec<Tensor<4>>) {
-        let (x, mut skips) = self.forward_layers(x, temb, context, frames);
-        let x = self.downsample(x, &mut skips);
+        below: Split,
+    ) -> (FrameChunks, Vec<FrameChunks>) {
+        let (x, mut skips) = self.forward_layers(x, temb, context);
+        let x = self.downsample(x, &mut skips, below);
         (x, skips)
     }
 
@@ -168,27 +177,27 @@ impl DownBlock3D {
     /// `[B*F, c_in, h, w]` → `[B*F, c_out, h, w]`, skips `[B*F, c_out, h, w]` each
     pub fn forward_layers(
         &self,
-        mut x: Tensor<4>,
+        mut x: FrameChunks,
         temb: &Tensor<2>,
         context: &Tensor<3>,
-        frames: usize,
-    ) -> (Tensor<4>, Vec<Tensor<4>>) {
+    ) -> (FrameChunks, Vec<FrameChunks>) {
         let mut skips = Vec::new();
         for i in 0..self.layers.resnets.len() {
-            x = self.layers.forward(i, x, None, temb, context, frames);
+            x = self.layers.forward(i, x, None, temb, context);
             skips.push(x.clone());
         }
         (x, skips)
     }
 
-    /// The downsampler, when the block has one, its output also pushed onto `skips`.
+    /// The downsampler on each piece, when the block has one, its output split as `below` and
+    /// also pushed onto `skips`.
     ///
     /// # Shapes
     /// `[B*F, c_out, h, w]` → `[B*F, c_out, ⌈h/2⌉, ⌈w/2⌉]` (unchanged without a downsampler)
-    pub fn downsample(&self, x: Tensor<4>, skips: &mut Vec<Tensor<4>>) -> Tensor<4> {
+    pub fn downsample(&self, x: FrameChunks, skips: &mut Vec<FrameChunks>, below: Split) -> FrameChunks {
         match &self.downsampler {
             Some(down) => {
-                let x = down.forward(x);
+                let x = x.map(|x, _| down.forward(x)).resplit(below);
                 skips.push(x.clone());
                 x
             }
@@ -238,13 +247,18 @@ impl UNetMidBlock3DCrossAttn {
         })
     }
 
-    pub fn forward(&self, x: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>, frames: usize) -> Tensor<4> {
-        let x = self.resnets[0].forward(x, Some(temb.clone()));
-        let x = self.temp_convs[0].forward(x, frames);
-        let x = self.attentions[0].forward(x, context.clone());
-        let x = self.temp_attentions[0].forward(x, frames);
-        let x = self.resnets[1].forward(x, Some(temb.clone()));
-        self.temp_convs[1].forward(x, frames)
+    pub fn forward(&self, x: FrameChunks, temb: &Tensor<2>, context: &Tensor<3>) -> FrameChunks {
+        let frames = x.frames();
+        let resnet = |x: FrameChunks, i: usize| x.map(|x, rows| self.resnets[i].forward(x, Some(rows.of(temb))));
+        let temp_conv = |x: FrameChunks, i: usize| {
+            let conv = &self.temp_convs[i];
+            x.temporal(|x| conv.forward(x, frames), |bands| conv.forward_bands(bands, frames))
+        };
+        let x = temp_conv(resnet(x, 0), 0);
+        let x = x.map(|x, rows| self.attentions[0].forward(x, rows.videos_of(context)));
+        let temp = &self.temp_attentions[0];
+        let x = x.temporal(|x| temp.forward(x, frames), |bands| temp.forward_bands(bands, frames));
+        temp_conv(resnet(x, 1), 1)
     }
 }
 
@@ -285,18 +299,19 @@ impl UpBlock3D {
     }
 
     /// `skips` are popped from the end. The upsampler targets the size of the next skip, which
-    /// is 2× except below odd sizes (diffusers' `forward_upsample_size`).
+    /// is 2× except below odd sizes (diffusers' `forward_upsample_size`), and runs on the pieces
+    /// of `above` (the next level's split).
     pub fn forward(
         &self,
-        mut x: Tensor<4>,
-        skips: &mut Vec<Tensor<4>>,
+        mut x: FrameChunks,
+        skips: &mut Vec<FrameChunks>,
         temb: &Tensor<2>,
         context: &Tensor<3>,
-        frames: usize,
-    ) -> Tensor<4> {
+        above: Split,
+    ) -> FrameChunks {
         for i in 0..self.layers.resnets.len() {
             let skip = skips.pop().expect("one skip connection per up layer");
-            x = self.layers.forward(i, x, Some(skip), temb, context, frames);
+            x = self.layers.forward(i, x, Some(skip), temb, context);
         }
         match &self.upsampler {
             Some(up) => {
@@ -304,7 +319,7 @@ impl UpBlock3D {
                     let [_, _, h, w] = s.dims();
                     [h, w]
                 });
-                up.forward(x, size)
+                x.resplit(above).map(|x, _| up.forward(x, size))
             }
             None => x,
         }

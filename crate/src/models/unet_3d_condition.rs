@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::loading::config::{ConfigFile, expect_class_name};
 use crate::loading::weights::Weights;
 use crate::models::embeddings::timestep_embedding;
+use crate::models::frame_chunks::FrameChunks;
 use crate::models::unet_3d_backbone::{UNet3DBackbone, UNet3DConfig, repeat_interleave};
 use crate::{Error, Result};
 
@@ -124,8 +125,8 @@ impl UNet3DConditionModel {
         sample: Tensor<5>,
         timesteps: &[f32],
         encoder_hidden_states: Tensor<3>,
-        deep: Option<Tensor<4>>,
-    ) -> (Tensor<5>, Tensor<4>) {
+        deep: Option<FrameChunks>,
+    ) -> (Tensor<5>, FrameChunks) {
         let [b, c, f, h, w] = sample.dims();
         let c0 = self.config.block_out_channels[0];
         // 1. time, one embedding per frame; the text once per video (diffusers repeats it per

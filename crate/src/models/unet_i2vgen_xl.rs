@@ -13,6 +13,7 @@ use crate::loading::config::{ConfigFile, expect_class_name};
 use crate::loading::weights::{Weights, key};
 use crate::models::attention::{Attention, FeedForward};
 use crate::models::embeddings::timestep_embedding;
+use crate::models::frame_chunks::FrameChunks;
 use crate::models::nn::{Conv2d, LayerNorm, Linear, silu};
 use crate::models::unet_3d_backbone::{UNet3DBackbone, UNet3DConfig, repeat_interleave};
 
@@ -184,7 +185,7 @@ impl I2VGenXLUNet {
     /// # Shapes
     /// sample `[B, 4, F, h, w]`, deep `[B*F, deep_features_channels, h, w]`
     /// → (`[B, out_channels, F, h, w]`, deep `[B*F, deep_features_channels, h, w]`)
-    pub fn forward_cached(&self, input: I2VGenXLUNetInput, deep: Option<Tensor<4>>) -> (Tensor<5>, Tensor<4>) {
+    pub fn forward_cached(&self, input: I2VGenXLUNetInput, deep: Option<FrameChunks>) -> (Tensor<5>, FrameChunks) {
         let I2VGenXLUNetInput { sample, timesteps, encoder_hidden_states, fps, image_latents, image_embeddings } =
             input;
         let [b, _, f, h, w] = sample.dims();

@@ -12,7 +12,7 @@ use burn::tensor::Tensor;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
-use crate::models::nn::{Conv2d, GroupNorm, silu};
+use crate::models::nn::{Conv2d, GroupNorm};
 use crate::models::resnet::ResnetBlock2D;
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
 
@@ -100,26 +100,9 @@ fn resnet_bands(block: &ResnetBlock2D, x: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
     x.into_iter().zip(h).map(|(x, h)| shortcut(x) + h).collect()
 }
 
-/// GroupNorm then SiLU over row bands, with the statistics of all of them, in burn's ops,
-/// two-pass like `nn::group_norm` (the fused kernel of `GroupNorm::forward_silu` takes no
-/// precomputed statistics yet). Each band adds its mean weighted by its share of the rows
-/// (means, not sums: an f16 sum over a 720p group overflows).
+/// GroupNorm then SiLU over row bands, with the statistics of all of them.
 fn norm_silu_bands(norm: &GroupNorm, x: &[Tensor<4>]) -> Vec<Tensor<4>> {
-    let [n, c, _, w] = x[0].dims();
-    let total = x.iter().map(|band| band.dims()[2]).sum::<usize>() as f64;
-    let shares: Vec<f64> = x.iter().map(|band| band.dims()[2] as f64 / total).collect();
-    let mean_of = |parts: Vec<Tensor<3>>| {
-        let weighted = parts.into_iter().zip(&shares).map(|(part, &share)| part.mean_dim(2).mul_scalar(share));
-        weighted.reduce(|a, b| a + b).expect("at least one band")
-    };
-    let grouped: Vec<Tensor<3>> =
-        x.iter().map(|band| band.clone().reshape([n, norm.groups, c / norm.groups * band.dims()[2] * w])).collect();
-    let mean = mean_of(grouped.clone());
-    let centered: Vec<Tensor<3>> = grouped.into_iter().map(|g| g - mean.clone()).collect();
-    let std = mean_of(centered.iter().map(|g| g.clone().square()).collect()).add_scalar(norm.eps).sqrt();
-    let (weight, bias) = (norm.weight.clone().reshape([1, c, 1, 1]), norm.bias.clone().reshape([1, c, 1, 1]));
-    let normed = centered.into_iter().zip(x).map(|(g, band)| (g / std.clone()).reshape(band.dims()));
-    normed.map(|band| silu(band * weight.clone() + bias.clone())).collect()
+    norm.forward_bands(x, true)
 }
 
 /// A stride-1, size-keeping convolution (3×3, padding 1) over row bands: each band with

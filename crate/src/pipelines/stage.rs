@@ -6,6 +6,7 @@
 use burn::tensor::{FloatDType, Tensor, TensorData};
 
 use super::sampling::Sampling;
+use crate::models::frame_chunks::FrameChunks;
 use crate::models::vae::AutoencoderKL;
 use crate::schedulers::Scheduler;
 use crate::{Error, Result};
@@ -22,14 +23,14 @@ pub struct Denoising {
     sampling: Sampling,
     /// The deep UNet features of the last full step, one `[F, C, h, w]` per conditioning row
     /// ([uncond, cond]); kept only when `cache_interval > 1`.
-    deep_features: [Option<Tensor<4>>; 2],
+    deep_features: [Option<FrameChunks>; 2],
 }
 
 /// What the UNet is asked for one group of conditioning rows: the sample (repeated per row),
 /// the timestep, the first row and the row count, and the deep features to reuse (a shallow
 /// step) or `None` (a full step). It answers the prediction `[batch, C, F, h, w]` and the deep
 /// features of this call, `[batch·F, C', h', w']`.
-pub type UNetCall<'a> = dyn Fn(Tensor<5>, f32, usize, usize, Option<Tensor<4>>) -> (Tensor<5>, Tensor<4>) + 'a;
+pub type UNetCall<'a> = dyn Fn(Tensor<5>, f32, usize, usize, Option<FrameChunks>) -> (Tensor<5>, FrameChunks) + 'a;
 
 impl Denoising {
     pub fn new(
@@ -90,16 +91,15 @@ impl Denoising {
         let keep = self.sampling.cache_interval > 1;
         let mut run = |start: usize, batch: usize| {
             let deep = (!full).then(|| {
-                let rows: Vec<Tensor<4>> =
+                let rows: Vec<FrameChunks> =
                     self.deep_features[start..start + batch].iter().map(|d| d.clone().expect("cached")).collect();
-                Tensor::cat(rows, 0)
+                FrameChunks::cat(rows)
             });
             let (prediction, deep) =
                 unet(Tensor::cat(vec![self.latents.clone(); batch], 0), t as f32, start, batch, deep);
             if full && keep {
-                let per_row = deep.dims()[0] / batch;
                 for (k, slot) in self.deep_features[start..start + batch].iter_mut().enumerate() {
-                    *slot = Some(deep.clone().narrow(0, k * per_row, per_row));
+                    *slot = Some(deep.videos(k..k + 1));
                 }
             }
             prediction

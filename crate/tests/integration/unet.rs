@@ -49,6 +49,7 @@ fn unet_takes_image_embeddings_as_the_pipeline_passes_them() {
 
 use burn::tensor::{Device, Tensor, TensorData};
 use i2vgen::loading::folder;
+use i2vgen::models::frame_chunks::FrameChunks;
 use i2vgen::models::unet_3d_condition::UNet3DConditionModel;
 use i2vgen::models::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetInput};
 
@@ -89,7 +90,7 @@ fn values<const D: usize>(x: Tensor<D>) -> Vec<f32> {
 fn check_forward_cached(
     what: &str,
     forward: impl Fn(&[f32]) -> Tensor<5>,
-    forward_cached: impl Fn(&[f32], Option<Tensor<4>>) -> (Tensor<5>, Tensor<4>),
+    forward_cached: impl Fn(&[f32], Option<FrameChunks>) -> (Tensor<5>, FrameChunks),
 ) {
     let (t, other) = ([981.0, 501.0], [941.0, 461.0]);
     let (full, deep) = forward_cached(&t, None);
@@ -98,7 +99,7 @@ fn check_forward_cached(
     assert!(full == values(forward(&t)), "{what}: forward_cached(None) is not forward");
 
     let (shallow, returned) = forward_cached(&t, Some(deep.clone()));
-    assert!(values(returned) == values(deep), "{what}: the deep features did not come back");
+    assert!(values(returned.whole()) == values(deep.whole()), "{what}: the deep features did not come back");
     assert!(values(shallow) == full, "{what}: a shallow step on its own deep features is not the full step");
 
     let stale = forward_cached(&t, Some(forward_cached(&other, None).1)).0;
@@ -139,6 +140,96 @@ fn refiner_unet_forward_cached_reuses_deep_features() {
             &format!("UNet3DConditionModel [{backend}]"),
             |t| unet.forward(sample(), t, text()),
             |t, deep| unet.forward_cached(sample(), t, text(), deep),
+        );
+    }
+}
+
+// Both UNets with their levels in pieces of frames and their temporal layers in row bands
+// (`frame_chunks`), under byte limits low enough that the fixture's levels split: equal to the
+// whole forward within float rounding (the banded GroupNorm statistics are summed band by band),
+// and DeepCache's checks hold on the pieces too. The fixture (B 2, F 3, latents 6×10, widths
+// [16, 32, 32], transformer_in 64 wide): level 0 holds 15,360 B per frame, level 1 1,920.
+const PIECE_LIMITS: [(u64, [usize; 2]); 3] = [
+    // level 0: 2 frames per piece, 3 bands; levels 1 and 2 whole
+    (40_000, [2, 3]),
+    // level 0: 1 frame per piece, 1 row per band
+    (16_000, [3, 6]),
+    // level 0 as above (over the limit: it cannot split further); level 1: pieces of 2 and 1
+    // frames, 3 bands
+    (5_000, [3, 6]),
+];
+
+fn check_pieces(
+    what: &str,
+    limits: impl Fn(u64) -> Vec<i2vgen::models::unet_3d_backbone::LevelSplit>,
+    mut forward: impl FnMut(u64) -> Tensor<5>,
+) {
+    let whole = values(forward(u64::MAX));
+    for (limit, [pieces, bands]) in PIECE_LIMITS {
+        let splits = limits(limit);
+        assert_eq!([splits[0].split.pieces, splits[0].split.bands], [pieces, bands], "{what}: level 0 at {limit} B");
+        let split = values(forward(limit));
+        let diff = common::max_abs_diff(&whole, &split);
+        println!(
+            "{what}: limit {limit} B, levels {:?}: max abs diff {diff:.3e}",
+            splits.iter().map(|l| l.split).collect::<Vec<_>>()
+        );
+        assert!(diff <= 1e-4, "{what}: in pieces under {limit} B the output differs by {diff}");
+    }
+    let deepest = limits(5_000);
+    assert_eq!([deepest[1].split.pieces, deepest[1].split.bands], [2, 3], "{what}: level 1 at 5,000 B");
+}
+
+#[test]
+fn unets_in_frame_pieces_equal_the_whole_forward() {
+    let golden = Golden::open("unet.safetensors");
+    let refiner_golden = Golden::open("refiner_unet.safetensors");
+    let [b, _, f, h, w] = golden.get::<5>("sample", &Device::default()).dims();
+    for (backend, device) in common::devices() {
+        let mut unet = fixture_unet("tiny-i2vgen", &device, I2VGenXLUNet::load);
+        let input = |timesteps: &[f32]| I2VGenXLUNetInput {
+            sample: golden.get("sample", &device),
+            timesteps: timesteps.to_vec(),
+            encoder_hidden_states: golden.get("encoder_hidden_states", &device),
+            fps: vec![16.0, 8.0],
+            image_latents: golden.get("image_latents", &device),
+            image_embeddings: golden.get("image_embeddings", &device),
+        };
+        let config = unet.config.clone();
+        check_pieces(
+            &format!("I2VGenXLUNet [{backend}]"),
+            |limit| config.level_splits(b * f, f, h, w, 4, limit),
+            |limit| {
+                unet.backbone.max_tensor_bytes = limit;
+                unet.forward(input(&[981.0, 501.0]))
+            },
+        );
+        unet.backbone.max_tensor_bytes = 16_000;
+        check_forward_cached(
+            &format!("I2VGenXLUNet in pieces [{backend}]"),
+            |t| unet.forward(input(t)),
+            |t, deep| unet.forward_cached(input(t), deep),
+        );
+
+        let mut refiner = fixture_unet("tiny-vid2vid", &device, UNet3DConditionModel::load);
+        let (sample, text) = (
+            || refiner_golden.get::<5>("sample", &device),
+            || refiner_golden.get::<3>("encoder_hidden_states", &device),
+        );
+        let config = refiner.config.clone();
+        check_pieces(
+            &format!("UNet3DConditionModel [{backend}]"),
+            |limit| config.level_splits(b * f, f, h, w, 4, limit),
+            |limit| {
+                refiner.backbone.max_tensor_bytes = limit;
+                refiner.forward(sample(), &[981.0, 501.0], text())
+            },
+        );
+        refiner.backbone.max_tensor_bytes = 5_000;
+        check_forward_cached(
+            &format!("UNet3DConditionModel in pieces [{backend}]"),
+            |t| refiner.forward(sample(), t, text()),
+            |t, deep| refiner.forward_cached(sample(), t, text(), deep),
         );
     }
 }

@@ -13,6 +13,7 @@ use i2vgen::diagnostics::launches::LaunchCounter;
 use i2vgen::diagnostics::{flops, kernels};
 use i2vgen::loading::config::parse;
 use i2vgen::loading::weights::Weights;
+use i2vgen::models::frame_chunks::FrameChunks;
 use i2vgen::models::unet_3d_backbone::UNet3DConfig;
 use i2vgen::models::unet_3d_condition::{UNet3DConditionModel, UNet3DConditionModelConfig};
 use i2vgen::models::unet_i2vgen_xl::{I2VGenXLUNet, I2VGenXLUNetConfig, I2VGenXLUNetInput};
@@ -209,7 +210,7 @@ pub fn run(args: Args) -> Result<()> {
     let dim = config_unet.cross_attention_dim;
     // One guided UNet call at timestep t: a full one, or a shallow one on given deep features.
     // The inputs are drawn before the launch counter starts: it counts the UNet's kernels only.
-    let forward = |t: f32, deep: Option<Tensor<4>>| -> (Tensor<5>, Tensor<4>, Launches) {
+    let forward = |t: f32, deep: Option<FrameChunks>| -> (Tensor<5>, FrameChunks, Launches) {
         let text = Tensor::random([b, 77, dim], Distribution::Normal(0.0, 1.0), &device);
         match &net {
             Net::Base(unet) => {
@@ -234,7 +235,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     // Reading one value back waits for the whole step.
-    let timed = |label: &str, deep: Option<Tensor<4>>, t: f32| -> Result<(f64, Tensor<4>, Launches)> {
+    let timed = |label: &str, deep: Option<FrameChunks>, t: f32| -> Result<(f64, FrameChunks, Launches)> {
         device.sync().map_err(|err| anyhow!("{err:?}"))?;
         let start = Instant::now();
         let (out, deep, launches) = forward(t, deep);
@@ -245,7 +246,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     // A warm-up step, then the timed ones: their mean, the last deep features, the first
     // one's launches (NdArray launches no kernels: the CPU backend measures none).
-    let run_steps = |kernels: &str| -> Result<(f64, Tensor<4>, Launches, Option<u64>)> {
+    let run_steps = |kernels: &str| -> Result<(f64, FrameChunks, Launches, Option<u64>)> {
         let (_, mut deep, _) = timed(&format!("{kernels}: warm-up"), None, 981.0)?;
         let mut times = Vec::new();
         let mut launches = None;
