@@ -15,7 +15,7 @@ use crate::loading::weights::{Weights, key};
 use crate::models::attention::Attention;
 use crate::models::nn::{Activation, Conv2d, GroupNorm, MAX_ELEMENTS};
 use crate::models::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
-use crate::models::vae_bands::{DecodeBands, decode_bands};
+use crate::models::vae_bands::{DecodeBands, EncodeBands, decode_bands, encode_bands};
 use crate::{Error, Result};
 
 /// The VAE's norms use eps 1e-6 (diffusers hard-codes it for Encoder/Decoder blocks).
@@ -209,8 +209,8 @@ pub struct AutoencoderKL {
     pub quant_conv: Option<Conv2d>,
     pub post_quant_conv: Option<Conv2d>,
     pub config: AutoencoderKLConfig,
-    /// No tensor of [`Self::decode_video_frame`] above this many bytes: larger frames decode in
-    /// row bands (see `vae_bands`). [`MAX_ELEMENTS`] f32 values (256 MiB) unless changed.
+    /// No tensor of [`Self::decode_video_frame`] or [`Self::encode_within_limit`] above this many
+    /// bytes: larger frames decode and encode in row bands (see `vae_bands`). [`MAX_ELEMENTS`] f32 values (256 MiB) unless changed.
     pub max_tensor_bytes: u64,
 }
 
@@ -320,7 +320,34 @@ impl AutoencoderKL {
                 x = down.forward(x);
             }
         }
-        x = e.mid_block.forward(x);
+        self.encode_mid(x)
+    }
+
+    /// [`Self::encode`], in row bands ([`Self::encode_banded`]) when the untiled encode would
+    /// hold a tensor above [`Self::max_tensor_bytes`] (one latent row per band when even that is
+    /// too much).
+    ///
+    /// # Shapes
+    /// sample `[N, 3, H, W]` in [-1, 1] → mean, logvar `[N, latent, H/f, W/f]`
+    pub fn encode_within_limit(&self, sample: Tensor<4>) -> LatentDist {
+        let [_, _, height, width] = sample.dims();
+        match encode_bands(&self.config, height, width, sample.dtype().size(), self.max_tensor_bytes) {
+            Some(EncodeBands { bands: 1, .. }) => self.encode(sample),
+            plan => {
+                let bands = plan.map_or(height / self.config.downscale(), |plan| plan.bands);
+                self.encode_banded(sample, bands)
+            }
+        }
+    }
+
+    /// The latent-resolution part of [`Self::encode`]: mid block, `conv_norm_out`, `conv_out`,
+    /// `quant_conv`, the split into mean and clamped logvar.
+    ///
+    /// # Shapes
+    /// `[N, block_out_channels[-1], h, w]` → mean, logvar `[N, latent, h, w]`
+    pub(crate) fn encode_mid(&self, x: Tensor<4>) -> LatentDist {
+        let e = &self.encoder;
+        let mut x = e.mid_block.forward(x);
         x = e.conv_out.forward(e.conv_norm_out.forward_silu(x));
         if let Some(quant) = &self.quant_conv {
             x = quant.forward(x);
@@ -382,13 +409,14 @@ impl AutoencoderKL {
     }
 
     /// The scaled latents of one video frame (`[H, W, 3]` in [0, 1]): the posterior sampled with
-    /// `noise`, times `scaling_factor`.
+    /// `noise`, times `scaling_factor`. In row bands when the untiled encode would hold a tensor
+    /// above [`Self::max_tensor_bytes`] ([`Self::encode_within_limit`]).
     ///
     /// # Shapes
     /// frame `[H, W, 3]`, noise `[1, latent, h, w]` → `[1, latent, h, w]`
     pub fn encode_video_frame(&self, frame: Tensor<3>, noise: Tensor<4>) -> Tensor<4> {
         let [height, width, channels] = frame.dims();
         let x = frame.permute([2, 0, 1]).reshape([1, channels, height, width]).mul_scalar(2.0).sub_scalar(1.0);
-        self.encode(x).sample(noise).mul_scalar(self.config.scaling_factor)
+        self.encode_within_limit(x).sample(noise).mul_scalar(self.config.scaling_factor)
     }
 }

@@ -1,10 +1,14 @@
-//! diffusers `models/autoencoders/vae.py` `Decoder.forward` by row bands: the same sums as
-//! [`AutoencoderKL::decode`], with no tensor above a byte limit (a 720p frame's last up blocks
-//! hold `[1, 256, 720, 1280]` whole: 944 MB, near WebGPU's 1 GiB binding limit).
+//! diffusers `models/autoencoders/vae.py` `Decoder.forward` and `Encoder.forward` by row bands:
+//! the same sums as [`AutoencoderKL::decode`] and [`AutoencoderKL::encode`], with no tensor above
+//! a byte limit (a 720p frame's last up blocks hold `[1, 256, 720, 1280]` whole: 944 MB, near
+//! WebGPU's 1 GiB binding limit; the encoder's first block `[1, 128, 720, 1280]`: 472 MB).
 //!
-//! From the first up block on, the activation is a list of bands of whole latent rows. A 3×3
-//! convolution reads one halo row from each neighbouring band, GroupNorm statistics are taken
-//! over all bands, nearest upsampling doubles each band's rows. Exact, unlike diffusers'
+//! From the first up block on (the decode), up to the last down block (the encode), the
+//! activation is a list of bands of whole latent rows. A 3×3 convolution reads its padding's
+//! worth of halo rows from each neighbouring band, GroupNorm statistics are taken over all
+//! bands, nearest upsampling doubles each band's rows, a stride-2 down-sampler halves them (every
+//! band boundary is a multiple of the downscale factor, so even at each down-sampler's input).
+//! Exact, unlike diffusers'
 //! `enable_tiling` (overlapping tiles blended: its GroupNorm and attention see one tile); the
 //! reference decodes I2VGen-XL's frames untiled.
 
@@ -14,7 +18,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 use crate::models::nn::{Conv2d, GroupNorm};
 use crate::models::resnet::ResnetBlock2D;
-use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig};
+use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig, LatentDist};
 
 /// How one image's decode is split: see [`decode_bands`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +58,84 @@ pub fn decode_bands(
     })
 }
 
+/// How one image's encode is split: see [`encode_bands`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncodeBands {
+    /// Row bands up to the mid block; 1 is the untiled [`AutoencoderKL::encode`].
+    pub bands: usize,
+    /// Bytes of the largest tensor the encode holds.
+    pub max_tensor_bytes: u64,
+}
+
+/// The fewest row bands for which no tensor of the encode of one `height`×`width` picture
+/// exceeds `limit_bytes`, or `None` when one latent row (`f` pixel rows) per band is still too
+/// much. Counted in u64. Bands hold `ceil(h / bands)` latent rows each (`h = height / f`), the
+/// last one the rest of the picture. The largest tensors are a down block's widest activation
+/// over a band and its two halo rows, the input picture, and the latent-resolution ones (the mid
+/// block's attention scores are chunked apart, see `nn::MAX_ELEMENTS`).
+pub fn encode_bands(
+    config: &AutoencoderKLConfig,
+    height: usize,
+    width: usize,
+    bytes_per_element: usize,
+    limit_bytes: u64,
+) -> Option<EncodeBands> {
+    let (height, width, f) = (height as u64, width as u64, config.downscale() as u64);
+    let (h, w) = (height / f, width / f);
+    let ch: Vec<u64> = config.block_out_channels.iter().map(|&c| c as u64).collect();
+    let latent = ch[ch.len() - 1].max(2 * config.latent_channels as u64) * h * w;
+    let whole = latent.max(config.in_channels as u64 * height * width);
+    (1..=h.max(1)).find_map(|bands| {
+        let rows = h.div_ceil(bands) * f;
+        let count = h.div_ceil((rows / f).max(1)).max(1);
+        let halo = if count > 1 { 2 } else { 0 };
+        // Down block i runs at scale 1/2^i (sizes floored by each stride-2 down-sampler), from
+        // the previous block's channels to its own; the last band also holds the picture's
+        // leftover rows below its last whole latent row.
+        let down = (0..ch.len()).map(|i| {
+            let band = (rows >> i).max((height >> i) - (((count - 1) * rows) >> i));
+            ch[i].max(ch[i.saturating_sub(1)]) * (band + halo) * (width >> i)
+        });
+        let bytes = down.fold(whole, u64::max) * bytes_per_element as u64;
+        (bytes <= limit_bytes).then_some(EncodeBands { bands: bands as usize, max_tensor_bytes: bytes })
+    })
+}
+
 impl AutoencoderKL {
+    /// [`Self::encode`] with the down path in row bands of `ceil(h / bands)` latent rows each
+    /// (`f` pixel rows per latent row, the last band the rest of the picture): equal within
+    /// float rounding, and no tensor larger than one band's before the mid block.
+    ///
+    /// # Shapes
+    /// sample `[N, 3, H, W]` in [-1, 1] → mean, logvar `[N, latent, H/f, W/f]`
+    pub fn encode_banded(&self, sample: Tensor<4>, bands: usize) -> LatentDist {
+        let e = &self.encoder;
+        let f = self.config.downscale();
+        let height = sample.dims()[2];
+        let h = height / f;
+        if h == 0 {
+            return self.encode(sample);
+        }
+        // 1. bands of whole latent rows, in pixels; the last one down to the picture's bottom
+        let rows = h.div_ceil(bands.max(1)) * f;
+        let starts: Vec<usize> = (0..h * f).step_by(rows).collect();
+        let ends = starts.iter().skip(1).copied().chain([height]);
+        let x: Vec<Tensor<4>> =
+            starts.iter().zip(ends).map(|(&start, end)| sample.clone().narrow(2, start, end - start)).collect();
+        // 2. conv_in and the down blocks
+        let mut x = conv_bands(&e.conv_in, &x);
+        for block in &e.down_blocks {
+            for resnet in &block.resnets {
+                x = resnet_bands(resnet, x);
+            }
+            if let Some(down) = &block.downsampler {
+                x = conv_bands(&down.conv, &x);
+            }
+        }
+        // 3. latent resolution, whole
+        self.encode_mid(Tensor::cat(x, 2))
+    }
+
     /// [`Self::decode`] with the up path in row bands of `ceil(h / bands)` latent rows each (the
     /// last one shorter): equal within float rounding, and no tensor larger than one band's.
     ///
@@ -105,22 +186,24 @@ fn norm_silu_bands(norm: &GroupNorm, x: &[Tensor<4>]) -> Vec<Tensor<4>> {
     norm.forward_bands(x, true)
 }
 
-/// A stride-1, size-keeping convolution (3×3, padding 1) over row bands: each band with
-/// `padding` halo rows from each neighbour, zero rows (the conv's padding) only at the image's
-/// top and bottom.
+/// A 3×3 convolution over row bands: each band with as many halo rows from the band above as
+/// the conv pads on top and from the band below as it pads at the bottom, zero rows (the conv's
+/// padding) only at the image's top and bottom. Size-keeping (stride 1, padding 1), or the
+/// encoder's stride-2 down-sampler (padding (0, 1)) over bands of even row counts but the last:
+/// a band of rows [a, b) gives output rows [a/2, b/2).
 fn conv_bands(conv: &Conv2d, x: &[Tensor<4>]) -> Vec<Tensor<4>> {
-    let p = conv.options.padding[0].0;
+    let (p_top, p_bottom) = conv.options.padding[0];
     let last = x.len() - 1;
     let banded = x.iter().enumerate().map(|(k, band)| {
         let mut rows = vec![band.clone()];
-        if k > 0 {
+        if k > 0 && p_top > 0 {
             let above = &x[k - 1];
-            rows.insert(0, above.clone().narrow(2, above.dims()[2] - p, p));
+            rows.insert(0, above.clone().narrow(2, above.dims()[2] - p_top, p_top));
         }
-        if k < last {
-            rows.push(x[k + 1].clone().narrow(2, 0, p));
+        if k < last && p_bottom > 0 {
+            rows.push(x[k + 1].clone().narrow(2, 0, p_bottom));
         }
-        let (top, bottom) = (if k == 0 { p } else { 0 }, if k == last { p } else { 0 });
+        let (top, bottom) = (if k == 0 { p_top } else { 0 }, if k == last { p_bottom } else { 0 });
         conv.forward_rows(Tensor::cat(rows, 2), (top, bottom))
     });
     banded.collect()

@@ -1,8 +1,8 @@
 //! The GPU memory plan: from the device's limits, the precision, the request and the configs, the
 //! peak bytes of every stage of a run (weights included) and the choices that keep it inside the
 //! limits — whether the encoders stay resident, whether the guidance halves run apart, how many
-//! row bands the VAE decode uses. One place for the CLI's `plan`, the page's size tiers and the
-//! refusal of a request before anything is downloaded.
+//! row bands the VAE encode and decode use. One place for the CLI's `plan`, the page's size
+//! tiers and the refusal of a request before anything is downloaded.
 //!
 //! Sizes are u64 throughout: a wasm32 `usize` is 32 bits and wraps above 4 GiB.
 //!
@@ -18,7 +18,7 @@ use crate::models::clip::{CLIPTextConfig, CLIPVisionConfig};
 use crate::models::nn::MAX_ELEMENTS;
 use crate::models::unet_3d_backbone::UNet3DConfig;
 use crate::models::vae::AutoencoderKLConfig;
-use crate::models::vae_bands::decode_bands;
+use crate::models::vae_bands::{decode_bands, encode_bands};
 use crate::{Error, Result};
 
 /// Decimal gigabytes, as the design brief counts them.
@@ -214,6 +214,8 @@ pub struct MemoryPlan {
     pub split_guidance: bool,
     /// Elements of one feed-forward or concatenation chunk.
     pub chunk_elements: u64,
+    /// Row bands of the VAE encode (1 = untiled).
+    pub vae_encode_bands: u64,
     /// Row bands of the VAE decode (1 = untiled).
     pub vae_decode_bands: u64,
 }
@@ -287,11 +289,24 @@ fn plan_with(
             ),
         )
     })?;
+    let encode_bands = encode_bands(configs.vae, video.height as usize, video.width as usize, ab as usize, band_limit)
+        .ok_or_else(|| {
+            Error::request(
+                "size",
+                format!(
+                    "one row of latents of the VAE encode ({f} rows of pixels) at width {} does not fit in {:.0} \
+                     MiB; choose a narrower video",
+                    video.width,
+                    band_limit as f64 / (1 << 20) as f64
+                ),
+            )
+        })?;
 
     let text = text_activations(configs.text_encoder, rows) * ab;
     let vision = configs.image_encoder.map(|c| vision_activations(c) * ab);
     // The base pipeline encodes one image; the refiner each frame of the video, one at a time.
-    let encode = vae_encode_activations(configs.vae, video.height, video.width) * ab;
+    let encode = vae_encode_activations(configs.vae, video.height, video.width) * ab
+        + if encode_bands.bands > 1 { encode_bands.max_tensor_bytes } else { 0 };
     let unet_rows = if split_guidance { 1 } else { rows };
     let deep = if video.deep_cache {
         rows * video.frames * configs.unet.deep_features_channels() as u64 * h * w * ab
@@ -322,12 +337,11 @@ fn plan_with(
     let (c0, tokens) = (configs.unet.block_out_channels[0] as u64, h * w);
     let unet_chunk = (unet_rows * video.frames * tokens * 8 * c0).min(chunk_elements) * ab;
     let unet_tensor = unet_largest_tensor(configs, video, split_guidance, precision).max(unet_chunk);
-    let encode_tensor = vae_widest_encoder_tensor(configs.vae, video.height, video.width) * ab;
     let mut stages = vec![stage("text_encoder", encode_w, text, chunk.min(text))];
     if let Some(vision) = vision {
         stages.push(stage("image_encoder", encode_w, vision, chunk.min(vision)));
     }
-    stages.push(stage("vae_encoder", encode_w, encode, encode_tensor));
+    stages.push(stage("vae_encoder", encode_w, encode, encode_bands.max_tensor_bytes));
     stages.push(stage("unet", denoise_w, unet, unet_tensor));
     stages.push(stage("vae_decoder", denoise_w, decode, bands.max_tensor_bytes));
 
@@ -349,6 +363,7 @@ fn plan_with(
         keep_encoders,
         split_guidance,
         chunk_elements,
+        vae_encode_bands: encode_bands.bands as u64,
         vae_decode_bands: bands.bands as u64,
         stages,
     })
@@ -388,7 +403,8 @@ fn vae_widest_encoder_tensor(c: &AutoencoderKLConfig, height: u64, width: u64) -
 }
 
 /// A resnet at full resolution holds its input, the norm's temporaries and the conv's output
-/// and input copy: about five full-resolution tensors.
+/// and input copy: about five full-resolution tensors, whole or as row bands (then plus one
+/// band's conv input with its halo rows, added by the caller).
 fn vae_encode_activations(c: &AutoencoderKLConfig, height: u64, width: u64) -> u64 {
     3 * height * width + 5 * vae_widest_encoder_tensor(c, height, width)
 }
@@ -623,7 +639,7 @@ mod tests {
     }
 
     #[test]
-    fn the_refiner_at_720p_decodes_in_bands_under_256_mib() {
+    fn the_refiner_at_720p_encodes_and_decodes_in_bands_under_256_mib() {
         let r = real();
         let configs = Configs { text_encoder: &r.refiner_text, image_encoder: None, vae: &r.vae, unet: &r.refiner };
         let params = Parameters { image_encoder: 0, unet: 1_413_000_000, text_encoder: 340_400_000, ..BASE };
@@ -631,6 +647,10 @@ mod tests {
         let decode = p.stages.iter().find(|s| s.stage == "vae_decoder").unwrap();
         assert!(p.vae_decode_bands > 1);
         assert!(decode.max_tensor_bytes <= 256 << 20, "{}", decode.max_tensor_bytes);
+        // Untiled, the encoder's first block holds [1, 128, 720, 1280] f32: 472 MB.
+        let encode = p.stages.iter().find(|s| s.stage == "vae_encoder").unwrap();
+        assert!(p.vae_encode_bands > 1);
+        assert!(encode.max_tensor_bytes <= 256 << 20, "{}", encode.max_tensor_bytes);
         assert!(p.split_guidance);
     }
 

@@ -459,7 +459,11 @@ impl I2VGenXLPipeline {
         // 3. image latents: posterior sample × scaling_factor, then mask frames k/(F−1)
         let planes = vae_pixel_values(image, width, height);
         let frame = Tensor::<4>::from_data(TensorData::new(planes, [1, 3, height, width]), device);
-        let latent = self.vae.encode(frame).sample(noise.vae_sample_noise).mul_scalar(self.vae.config.scaling_factor);
+        let latent = self
+            .vae
+            .encode_within_limit(frame)
+            .sample(noise.vae_sample_noise)
+            .mul_scalar(self.vae.config.scaling_factor);
         let [_, c, _, h, w] = shape;
         let f = request.num_frames;
         let mut frames = vec![latent.clone().reshape([1, c, 1, h, w])];

@@ -178,9 +178,10 @@ fn print(args: &Args, params: &Parameters, plan: &MemoryPlan) -> Result<()> {
         );
     }
     println!(
-        "encoders {}, guidance halves {}, VAE decode in {} row band(s), chunks of {} elements",
+        "encoders {}, guidance halves {}, VAE encode in {} and decode in {} row band(s), chunks of {} elements",
         if plan.keep_encoders { "kept resident" } else { "freed after use" },
         if plan.split_guidance { "apart" } else { "together" },
+        plan.vae_encode_bands,
         plan.vae_decode_bands,
         plan.chunk_elements
     );
