@@ -382,4 +382,22 @@ mod tests {
         assert!(!real.split_guidance(16, 32, 56));
         assert_eq!(real.largest_activation_bytes(1, 16, 90, 160), 589_824_000);
     }
+
+    /// 16 frames at 720p in f32, one guidance half: levels 0 (`[16, 640, 90, 160]`, 590 MB
+    /// whole) and 1 (`[16, 1280, 45, 80]`, 295 MB) split under 256 MiB, the deeper ones stay
+    /// whole; at 256×448 every level is whole.
+    #[test]
+    fn a_720p_step_splits_its_first_two_levels_under_256_mib() {
+        let real: UNet3DConfig = serde_json::from_str("{}").unwrap();
+        let limit = 256 << 20;
+        let levels = real.level_splits(16, 16, 90, 160, 4, limit);
+        let splits: Vec<Split> = levels.iter().map(|l| l.split).collect();
+        assert_eq!(
+            splits,
+            [Split { pieces: 3, bands: 3 }, Split { pieces: 2, bands: 2 }, Split::WHOLE, Split::WHOLE]
+        );
+        assert!(levels.iter().all(|l| l.max_tensor_bytes <= limit), "{levels:?}");
+        let small = real.level_splits(32, 16, 32, 56, 4, limit);
+        assert!(small.iter().all(|l| l.split == Split::WHOLE), "{small:?}");
+    }
 }

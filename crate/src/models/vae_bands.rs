@@ -16,7 +16,7 @@ use burn::tensor::Tensor;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
-use crate::models::nn::{Conv2d, GroupNorm};
+use crate::models::nn::Conv2d;
 use crate::models::resnet::ResnetBlock2D;
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig, LatentDist};
 
@@ -160,7 +160,7 @@ impl AutoencoderKL {
             }
         }
         // 4. out
-        Tensor::cat(conv_bands(&d.conv_out, &norm_silu_bands(&d.conv_norm_out, &x)), 2)
+        Tensor::cat(conv_bands(&d.conv_out, &d.conv_norm_out.forward_bands(&x, true)), 2)
     }
 }
 
@@ -172,18 +172,13 @@ fn nearest_x2(x: Tensor<4>) -> Tensor<4> {
 
 /// `ResnetBlock2D` without time embedding over row bands.
 fn resnet_bands(block: &ResnetBlock2D, x: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
-    let h = conv_bands(&block.conv1, &norm_silu_bands(&block.norm1, &x));
-    let h = conv_bands(&block.conv2, &norm_silu_bands(&block.norm2, &h));
+    let h = conv_bands(&block.conv1, &block.norm1.forward_bands(&x, true));
+    let h = conv_bands(&block.conv2, &block.norm2.forward_bands(&h, true));
     let shortcut = |x| match &block.conv_shortcut {
         Some(conv) => conv.forward(x),
         None => x,
     };
     x.into_iter().zip(h).map(|(x, h)| shortcut(x) + h).collect()
-}
-
-/// GroupNorm then SiLU over row bands, with the statistics of all of them.
-fn norm_silu_bands(norm: &GroupNorm, x: &[Tensor<4>]) -> Vec<Tensor<4>> {
-    norm.forward_bands(x, true)
 }
 
 /// A 3×3 convolution over row bands: each band with as many halo rows from the band above as

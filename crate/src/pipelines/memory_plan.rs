@@ -236,7 +236,7 @@ pub fn plan(
     check_video(video)?;
     let too_big = |bytes: u64| bytes > limits.max_tensor_bytes();
     let whole = |split| plan_with(configs, params, video, precision, limits, split);
-    let split_needed = video.guidance && too_big(unet_largest_tensor(configs, video, false, precision));
+    let split_needed = video.guidance && too_big(unet_whole_tensor(configs, video, false, precision));
     let mut chosen = whole(split_needed)?;
     let over_budget = |p: &MemoryPlan| limits.budget_bytes.is_some_and(|b| p.peak_bytes > b);
     if video.guidance && !chosen.split_guidance && over_budget(&chosen) {
@@ -336,7 +336,10 @@ fn plan_with(
     // state would whole (attention holds no score matrix).
     let (c0, tokens) = (configs.unet.block_out_channels[0] as u64, h * w);
     let unet_chunk = (unet_rows * video.frames * tokens * 8 * c0).min(chunk_elements) * ab;
-    let unet_tensor = unet_largest_tensor(configs, video, split_guidance, precision).max(unet_chunk);
+    // The backbone's levels in pieces of frames where a tensor would pass the limit.
+    let (frames, images) = (video.frames as usize, (unet_rows * video.frames) as usize);
+    let levels = configs.unet.level_splits(images, frames, h as usize, w as usize, ab as usize, band_limit);
+    let unet_tensor = levels.iter().map(|l| l.max_tensor_bytes).max().unwrap_or(0).max(unet_chunk);
     let mut stages = vec![stage("text_encoder", encode_w, text, chunk.min(text))];
     if let Some(vision) = vision {
         stages.push(stage("image_encoder", encode_w, vision, chunk.min(vision)));
@@ -415,8 +418,9 @@ fn vae_widest_channels(c: &AutoencoderKLConfig) -> u64 {
     c.block_out_channels[1.min(c.block_out_channels.len() - 1)] as u64
 }
 
-/// The UNet's largest whole activation (bytes) for one call: `[rows·F, widest, h, w]`.
-fn unet_largest_tensor(configs: &Configs, video: Video, split_guidance: bool, precision: Precision) -> u64 {
+/// The UNet's largest activation (bytes) for one call held whole: `[rows·F, widest, h, w]`. The
+/// backbone holds it in pieces when it passes the limit (`UNet3DConfig::level_splits`).
+fn unet_whole_tensor(configs: &Configs, video: Video, split_guidance: bool, precision: Precision) -> u64 {
     let c = configs.unet;
     let rows = if video.guidance && !split_guidance { 2 } else { 1 };
     let widest = c.block_out_channels[1.min(c.block_out_channels.len() - 1)].max(c.block_out_channels[0]) as u64;
@@ -639,7 +643,7 @@ mod tests {
     }
 
     #[test]
-    fn the_refiner_at_720p_encodes_and_decodes_in_bands_under_256_mib() {
+    fn the_refiner_at_720p_holds_no_tensor_above_256_mib() {
         let r = real();
         let configs = Configs { text_encoder: &r.refiner_text, image_encoder: None, vae: &r.vae, unet: &r.refiner };
         let params = Parameters { image_encoder: 0, unet: 1_413_000_000, text_encoder: 340_400_000, ..BASE };
@@ -652,6 +656,10 @@ mod tests {
         assert!(p.vae_encode_bands > 1);
         assert!(encode.max_tensor_bytes <= 256 << 20, "{}", encode.max_tensor_bytes);
         assert!(p.split_guidance);
+        // Whole, the UNet's first level holds [16, 640, 90, 160] f32 (590 MB): in pieces of frames.
+        let unet = p.stages.iter().find(|s| s.stage == "unet").unwrap();
+        assert!(unet.max_tensor_bytes <= 256 << 20, "{}", unet.max_tensor_bytes);
+        assert!(p.max_tensor_bytes <= 256 << 20, "{}", p.max_tensor_bytes);
     }
 
     #[test]

@@ -435,9 +435,15 @@ fn plan_sizes_the_real_model_without_weights() {
     assert_eq!(millions("text_encoder"), 353.0);
     assert_eq!(millions("image_encoder"), 632.1);
 
+    // The refiner at 720p in f32: no tensor above 256 MiB (the UNet's levels in pieces of frames,
+    // the VAE in row bands both ways).
     let refine = plan_json(&["--config", "real", "--stage", "refine", "--height", "720", "--width", "1280"]);
-    assert!(bytes(&stage(&refine, "vae_decoder")["max_tensor_bytes"]) <= 256 << 20, "{refine}");
-    assert!(bytes(&refine["vae_decode_bands"]) > 1);
+    assert_eq!(refine["precision"], "f32");
+    assert!(bytes(&refine["max_tensor_bytes"]) <= 256 << 20, "{refine}");
+    for network in ["vae_encoder", "unet", "vae_decoder"] {
+        assert!(bytes(&stage(&refine, network)["max_tensor_bytes"]) <= 256 << 20, "{network}: {refine}");
+    }
+    assert!(bytes(&refine["vae_decode_bands"]) > 1 && bytes(&refine["vae_encode_bands"]) > 1);
 
     // Over a budget: refused with a sentence naming it and a size that fits.
     let args = ["plan", "--config", "real", "--height", "704", "--width", "1280", "--budget", "8000000000"];
