@@ -518,8 +518,10 @@ impl Shape {
             parts.push(k * c_out * pixels);
             start += k;
         }
-        // Even a single chunk goes through `cat` (one slice-assign): the output is contiguous.
-        t.cat(&parts);
+        // One chunk is the resnet's output itself; more are concatenated.
+        if parts.len() > 1 {
+            t.cat(&parts);
+        }
         self.layer_tail(t, hw, c_out, attention);
     }
 }

@@ -1,7 +1,8 @@
 //! The networks, one file per diffusers (or transformers) file they port. Dependencies point one
 //! way: `nn` → `attention`, `resnet`, `embeddings` → `transformer_*` → `unet_3d_blocks` →
 //! `unet_3d_backbone` → `unet_i2vgen_xl`, `unet_3d_condition`; `clip` and `vae` are leaves
-//! (`vae_bands` is `vae`'s decode in row bands).
+//! (`vae_bands` is `vae`'s encode and decode in row bands; `frame_chunks` holds a UNet level's
+//! activation in pieces of frames, used by the blocks and the backbone).
 
 pub mod attention;
 pub mod clip;
