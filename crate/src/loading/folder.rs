@@ -184,13 +184,22 @@ pub struct Folder<F> {
     manifest: Option<Manifest>,
     /// Diffusers layout: take the `fp16` variant files where both exist.
     prefer_fp16: bool,
+    /// See [`Folder::set_packed_f16`].
+    packed_f16: bool,
 }
 
 impl<F: Files> Folder<F> {
     /// Converted when the folder has a `manifest.json`, else diffusers' layout.
     pub fn new(files: F, prefer_fp16: bool) -> Result<Self> {
         let manifest = read_text(&files, "manifest.json")?.map(|text| Manifest::parse(&text)).transpose()?;
-        Ok(Self { files, manifest, prefer_fp16 })
+        Ok(Self { files, manifest, prefer_fp16, packed_f16: false })
+    }
+
+    /// Hold the `Linear` and conv weights read from now on as packed f16 as each arrives, and
+    /// build networks that keep them so ([`Weights::set_packed_f16`]): half the weight memory,
+    /// computing in f32, and never a component's f32 weights all at once.
+    pub fn set_packed_f16(&mut self, on: bool) {
+        self.packed_f16 = on;
     }
 
     /// The safetensors files of a component in the diffusers layout.
@@ -223,8 +232,9 @@ impl<F: Files> TensorSource for Folder<F> {
     }
 
     fn weights(&mut self, component: &str, device: &Device) -> Result<Weights> {
+        let mut weights = Weights::new(device);
+        weights.set_packed_f16(self.packed_f16);
         let Some(manifest) = &self.manifest else {
-            let mut weights = Weights::new(device);
             for path in self.weight_files(component)? {
                 weights.insert_file(&path, &read_required(&self.files, &path)?)?;
             }
@@ -234,7 +244,8 @@ impl<F: Files> TensorSource for Folder<F> {
         for i in manifest.shards_of(component)? {
             shards.insert(i, read_required(&self.files, &manifest.shards[i].path)?);
         }
-        manifest.weights(component, &shards, device)
+        manifest.insert_into(component, &shards, &mut weights)?;
+        Ok(weights)
     }
 }
 

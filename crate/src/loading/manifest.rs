@@ -161,13 +161,19 @@ impl Manifest {
     /// A component's weights from its shard files (`shards[i]` is the bytes of shard i, for
     /// every i that [`Manifest::shards_of`] names); q8 tensors dequantise when taken.
     pub fn weights(&self, component: &str, shards: &BTreeMap<usize, Vec<u8>>, device: &Device) -> Result<Weights> {
+        let mut weights = Weights::new(device);
+        self.insert_into(component, shards, &mut weights)?;
+        Ok(weights)
+    }
+
+    /// [`Self::weights`] into `weights` (e.g. one that packs f16 as they arrive).
+    pub fn insert_into(&self, component: &str, shards: &BTreeMap<usize, Vec<u8>>, weights: &mut Weights) -> Result<()> {
         let mut parsed = BTreeMap::new();
         for (&i, bytes) in shards {
             let file = SafeTensors::deserialize(bytes)
                 .map_err(|source| Error::Safetensors { file: format!("shard {i}"), source })?;
             parsed.insert(i, file);
         }
-        let mut weights = Weights::new(device);
         for entry in self.tensors_of(component)? {
             let name = format!("{component}/{}", entry.key);
             let file = parsed.get(&entry.shard).ok_or_else(|| Error::Tensor {
@@ -179,7 +185,7 @@ impl Manifest {
                 .map_err(|e| Error::Tensor { key: name.clone(), message: format!("shard {}: {e}", entry.shard) })?;
             weights.insert(&entry.key, view.dtype(), view.shape(), view.data())?;
         }
-        Ok(weights)
+        Ok(())
     }
 }
 

@@ -69,7 +69,7 @@ pub fn assert_close(what: &str, got: &[f32], reference: &[f32], tol: f32) -> f32
 }
 
 /// A fixture model folder, read through the library's [`Files`] (what the CLI does on disk).
-struct Disk(std::path::PathBuf);
+pub struct Disk(pub std::path::PathBuf);
 
 impl Files for Disk {
     fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {

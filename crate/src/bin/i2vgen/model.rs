@@ -6,8 +6,7 @@ use std::rc::Rc;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use i2vgen::loading::folder::{self, Files, PipelineKind, TensorSource};
-use i2vgen::loading::weights::Weights;
+use i2vgen::loading::folder::{self, Files, Folder, PipelineKind, TensorSource};
 use i2vgen::models::unet_3d_condition::UNet3DConditionModelConfig;
 use i2vgen::models::vae::AutoencoderKLConfig;
 use i2vgen::pipelines::consistency;
@@ -38,10 +37,14 @@ impl Files for Disk {
 
 /// A model folder (diffusers layout or converted by `weights-tools convert`).
 pub fn open(model: &Path) -> Result<Box<dyn TensorSource>> {
+    Ok(Box::new(open_folder(model)?))
+}
+
+fn open_folder(model: &Path) -> Result<Folder<Disk>> {
     if !model.is_dir() {
         bail!("{} is not a folder; --model must be a diffusers pipeline folder", model.display());
     }
-    folder::open(Disk(model.to_path_buf())).with_context(|| format!("in {}", model.display()))
+    Folder::new(Disk(model.to_path_buf()), false).with_context(|| format!("in {}", model.display()))
 }
 
 /// Show what the loader noted (config keys this version ignores).
@@ -51,24 +54,9 @@ pub fn print_notes(model: &Path, notes: &[String]) {
     }
 }
 
-/// A source whose networks keep their `Linear` and conv weights as f16 pairs packed in u32 words
-/// (`--dtype packed-f16`): each is packed as its network takes it.
-struct PackedF16(Box<dyn TensorSource>);
-
-impl TensorSource for PackedF16 {
-    fn text(&mut self, path: &str) -> i2vgen::Result<Option<String>> {
-        self.0.text(path)
-    }
-
-    fn weights(&mut self, component: &str, device: &Device) -> i2vgen::Result<Weights> {
-        let mut weights = self.0.weights(component, device)?;
-        weights.set_packed_f16(true);
-        Ok(weights)
-    }
-}
-
-/// Load a pipeline, with the folder in any error and its notes on stderr; `packed_f16`: see
-/// [`PackedF16`].
+/// Load a pipeline, with the folder in any error and its notes on stderr; `packed_f16`: its
+/// `Linear` and conv weights as f16 pairs packed in u32 words (`--dtype packed-f16`), each packed
+/// as it is read ([`Folder::set_packed_f16`]).
 fn load<P>(
     model: &Path,
     device: &Device,
@@ -76,9 +64,9 @@ fn load<P>(
     load: fn(&mut dyn TensorSource, &Device, &mut Vec<String>) -> i2vgen::Result<P>,
 ) -> Result<Rc<P>> {
     let mut notes = Vec::new();
-    let source = open(model)?;
-    let mut source = if packed_f16 { Box::new(PackedF16(source)) } else { source };
-    let pipeline = load(source.as_mut(), device, &mut notes)
+    let mut source = open_folder(model)?;
+    source.set_packed_f16(packed_f16);
+    let pipeline = load(&mut source, device, &mut notes)
         .with_context(|| format!("loading {} (--model must be a diffusers pipeline folder)", model.display()))?;
     print_notes(model, &notes);
     Ok(Rc::new(pipeline))
