@@ -147,12 +147,11 @@ fn refiner_unet_forward_cached_reuses_deep_features() {
 // Both UNets with their levels in pieces of frames and their temporal layers in row bands
 // (`frame_chunks`), under byte limits low enough that the fixture's levels split: equal to the
 // whole forward within float rounding (the banded GroupNorm statistics are summed band by band),
-// and DeepCache's checks hold on the pieces too. The fixture (B 2, F 3, latents 6×10, widths
-// [16, 32, 32], transformer_in 64 wide): level 0 holds 15,360 B per frame, level 1 1,920.
-const PIECE_LIMITS: [(u64, [usize; 2]); 3] = [
-    // level 0: 2 frames per piece, 3 bands; levels 1 and 2 whole
-    (40_000, [2, 3]),
-    // level 0: 1 frame per piece, 1 row per band
+// and DeepCache's checks hold on the pieces too (on the refiner; both UNets share the backbone).
+// The fixture (B 2, F 3, latents 6×10, widths [16, 32, 32], transformer_in 64 wide): level 0
+// holds 15,360 B per frame, level 1 1,920.
+const PIECE_LIMITS: [(u64, [usize; 2]); 2] = [
+    // level 0: 1 frame per piece, 1 row per band; levels 1 and 2 whole
     (16_000, [3, 6]),
     // level 0 as above (over the limit: it cannot split further); level 1: pieces of 2 and 1
     // frames, 3 bands
@@ -184,7 +183,7 @@ fn check_pieces(
 fn unets_in_frame_pieces_equal_the_whole_forward() {
     let golden = Golden::open("unet.safetensors");
     let refiner_golden = Golden::open("refiner_unet.safetensors");
-    let [b, _, f, h, w] = golden.get::<5>("sample", &Device::default()).dims();
+    let [b, _, f, h, w]: [usize; 5] = golden.0["sample"].0.clone().try_into().unwrap();
     for (backend, device) in common::devices() {
         let mut unet = fixture_unet("tiny-i2vgen", &device, I2VGenXLUNet::load);
         let input = |timesteps: &[f32]| I2VGenXLUNetInput {
@@ -203,12 +202,6 @@ fn unets_in_frame_pieces_equal_the_whole_forward() {
                 unet.backbone.max_tensor_bytes = limit;
                 unet.forward(input(&[981.0, 501.0]))
             },
-        );
-        unet.backbone.max_tensor_bytes = 16_000;
-        check_forward_cached(
-            &format!("I2VGenXLUNet in pieces [{backend}]"),
-            |t| unet.forward(input(t)),
-            |t, deep| unet.forward_cached(input(t), deep),
         );
 
         let mut refiner = fixture_unet("tiny-vid2vid", &device, UNet3DConditionModel::load);
