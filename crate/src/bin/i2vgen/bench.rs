@@ -70,6 +70,11 @@ pub struct Args {
     /// ours, burn's figures under `burn_kernels`).
     #[arg(long, value_enum, default_value = "ours")]
     pub(crate) kernels: Kernels,
+    /// The UNet's largest activation in bytes: its levels run in pieces of frames above it (see
+    /// `frame_chunks`; 256 MiB by default). A large value runs every level whole, to time the
+    /// pieces' cost.
+    #[arg(long, conflicts_with_all = ["pipeline", "count_only"])]
+    pub(crate) max_tensor_bytes: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -175,7 +180,13 @@ pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let mut weights = Weights::random(&device);
     weights.set_packed_f16(args.dtype == DType::PackedF16);
-    let net = config.build(&mut weights)?;
+    let mut net = config.build(&mut weights)?;
+    if let Some(bytes) = args.max_tensor_bytes {
+        match &mut net {
+            Net::Base(unet) => unet.backbone.max_tensor_bytes = bytes,
+            Net::Refiner(unet) => unet.backbone.max_tensor_bytes = bytes,
+        }
+    }
     device.sync().map_err(|err| anyhow!("{err:?}"))?;
     let built = start.elapsed().as_secs_f64();
     // What the network holds on the device before any input exists: its weights.
