@@ -216,16 +216,20 @@ impl GroupNorm {
         let [n, c, _, w] = bands[0].dims();
         let total = bands.iter().map(|band| band.dims()[2]).sum::<usize>() as f64;
         let shares: Vec<f64> = bands.iter().map(|band| band.dims()[2] as f64 / total).collect();
-        let mean_of = |parts: Vec<Tensor<3>>| {
-            let weighted = parts.into_iter().zip(&shares).map(|(part, &share)| part.mean_dim(2).mul_scalar(share));
+        // Each band as [N, groups, channels of a group, its pixels]. A mean is taken per channel
+        // first (N·C reductions side by side; one per group alone leaves a GPU mostly idle), then
+        // over the group's channels (each channel has as many pixels).
+        let mean_of = |parts: Vec<Tensor<4>>| {
+            let weighted =
+                parts.into_iter().zip(&shares).map(|(part, &share)| part.mean_dim(3).mean_dim(2).mul_scalar(share));
             weighted.reduce(|a, b| a + b).expect("at least one band")
         };
-        let grouped: Vec<Tensor<3>> = bands
+        let grouped: Vec<Tensor<4>> = bands
             .iter()
-            .map(|band| band.clone().reshape([n, self.groups, c / self.groups * band.dims()[2] * w]))
+            .map(|band| band.clone().reshape([n, self.groups, c / self.groups, band.dims()[2] * w]))
             .collect();
         let mean = mean_of(grouped.clone());
-        let centered: Vec<Tensor<3>> = grouped.into_iter().map(|g| g - mean.clone()).collect();
+        let centered: Vec<Tensor<4>> = grouped.into_iter().map(|g| g - mean.clone()).collect();
         let std = mean_of(centered.iter().map(|g| g.clone().square()).collect()).add_scalar(self.eps).sqrt();
         let (weight, bias) = (self.weight.clone().reshape([1, c, 1, 1]), self.bias.clone().reshape([1, c, 1, 1]));
         let normed = centered.into_iter().zip(bands).map(|(g, band)| (g / std.clone()).reshape(band.dims()));
