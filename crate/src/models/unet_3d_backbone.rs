@@ -392,10 +392,7 @@ mod tests {
         let limit = 256 << 20;
         let levels = real.level_splits(16, 16, 90, 160, 4, limit);
         let splits: Vec<Split> = levels.iter().map(|l| l.split).collect();
-        assert_eq!(
-            splits,
-            [Split { pieces: 3, bands: 3 }, Split { pieces: 2, bands: 2 }, Split::WHOLE, Split::WHOLE]
-        );
+        assert_eq!(splits, [Split { pieces: 3, bands: 3 }, Split { pieces: 2, bands: 2 }, Split::WHOLE, Split::WHOLE]);
         assert!(levels.iter().all(|l| l.max_tensor_bytes <= limit), "{levels:?}");
         let small = real.level_splits(32, 16, 32, 56, 4, limit);
         assert!(small.iter().all(|l| l.split == Split::WHOLE), "{small:?}");
