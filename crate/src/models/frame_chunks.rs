@@ -53,7 +53,9 @@ pub struct FrameChunks {
     parts: Vec<Tensor<4>>,
     rows: Vec<Rows>,
     frames: usize,
-    bands: usize,
+    /// What the pieces were made by (a count of pieces may round down: 5 pieces of 16 frames
+    /// are 4 runs of 4).
+    split: Split,
 }
 
 impl FrameChunks {
@@ -63,7 +65,7 @@ impl FrameChunks {
         let n = x.dims()[0];
         if split == Split::WHOLE {
             let rows = Rows { start: 0, len: n, videos: 0..n / frames };
-            return Self { parts: vec![x], rows: vec![rows], frames, bands: 1 };
+            return Self { parts: vec![x], rows: vec![rows], frames, split };
         }
         let per_piece = frames.div_ceil(split.pieces.max(1));
         let rows: Vec<Rows> = (0..n / frames)
@@ -76,7 +78,8 @@ impl FrameChunks {
             })
             .collect();
         let parts = rows.iter().map(|r| r.of(&x)).collect();
-        Self { parts, rows, frames, bands: split.bands.max(1) }
+        let split = Split { pieces: split.pieces.max(1), bands: split.bands.max(1) };
+        Self { parts, rows, frames, split }
     }
 
     /// The whole tensor (a copy unless there is one piece).
@@ -96,11 +99,7 @@ impl FrameChunks {
 
     /// How these rows are split.
     pub fn split(&self) -> Split {
-        if self.parts.len() == 1 && self.bands == 1 {
-            return Split::WHOLE;
-        }
-        let videos = self.rows.last().map_or(1, |r| r.videos.end);
-        Split { pieces: self.parts.len() / videos.max(1), bands: self.bands }
+        self.split
     }
 
     /// `[B·F, C, h, w]` of the whole.
@@ -133,12 +132,12 @@ impl FrameChunks {
         whole: impl FnOnce(Tensor<4>) -> Tensor<4>,
         banded: impl FnOnce(Vec<Tensor<4>>) -> Vec<Tensor<4>>,
     ) -> Self {
-        if self.parts.len() == 1 && self.bands == 1 {
+        if self.split == Split::WHOLE {
             let parts = vec![whole(self.parts.into_iter().next().expect("one piece"))];
             return Self { parts, ..self };
         }
         let h = self.parts[0].dims()[2];
-        let per_band = h.div_ceil(self.bands.min(h));
+        let per_band = h.div_ceil(self.split.bands.min(h));
         let bands: Vec<Tensor<4>> = (0..h)
             .step_by(per_band)
             .map(|top| {
@@ -146,17 +145,17 @@ impl FrameChunks {
                 Tensor::cat(self.parts.iter().map(|x| x.clone().narrow(2, top, len)).collect(), 0)
             })
             .collect();
-        let Self { parts, rows, frames, bands: count } = self;
+        let Self { parts, rows, frames, split } = self;
         drop(parts);
         let bands = banded(bands);
         let parts = rows.iter().map(|r| Tensor::cat(bands.iter().map(|band| r.of(band)).collect(), 2)).collect();
-        Self { parts, rows, frames, bands: count }
+        Self { parts, rows, frames, split }
     }
 
     /// The rows of videos `videos` (a DeepCache feature of one conditioning row).
     pub fn videos(&self, videos: Range<usize>) -> Self {
         let (first, last) = (videos.start * self.frames, videos.end * self.frames);
-        let mut out = Self { parts: vec![], rows: vec![], frames: self.frames, bands: self.bands };
+        let mut out = Self { parts: vec![], rows: vec![], frames: self.frames, split: self.split };
         for (x, r) in self.parts.iter().zip(&self.rows) {
             let (start, end) = (r.start.max(first), (r.start + r.len).min(last));
             if start < end {
