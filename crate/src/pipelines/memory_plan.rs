@@ -65,11 +65,9 @@ impl Precision {
 /// `image_encoder` is 0 for the refiner, which has none.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Parameters {
-    pub text_encoder: u64,
-    pub image_encoder: u64,
-    pub vae_encoder: u64,
-    pub vae_decoder: u64,
-    pub unet: u64,
+    /// Every parameter of each network.
+    #[serde(flatten)]
+    pub counts: PerNetwork,
     /// Elements of the largest single weight tensor (CLIP's token embedding in the real model).
     pub largest_tensor: u64,
     /// Zeros the GPU holds beside the parameters: conv weights are stored with their output
@@ -105,7 +103,7 @@ impl Parameters {
             "vae" => "vae_decoder",
             _ => return,
         };
-        *self.count_mut(network) += n;
+        *self.counts.get_mut(network) += n;
         let out = shape.first().map_or(0, |&d| d as u64);
         // A conv weight: `[C_out, C_in, kh, kw(, kt)]`.
         if key.ends_with(".weight") && shape.len() >= 4 && out > 0 {
@@ -118,26 +116,9 @@ impl Parameters {
         self.largest_tensor = self.largest_tensor.max(n);
     }
 
-    fn count_mut(&mut self, network: &str) -> &mut u64 {
-        match network {
-            "text_encoder" => &mut self.text_encoder,
-            "image_encoder" => &mut self.image_encoder,
-            "vae_encoder" => &mut self.vae_encoder,
-            "vae_decoder" => &mut self.vae_decoder,
-            _ => &mut self.unet,
-        }
-    }
-
     /// The bytes the GPU holds of `network`'s weights in `precision`.
     fn held_bytes(&self, network: &str, precision: Precision) -> u64 {
-        let params = PerNetwork {
-            text_encoder: self.text_encoder,
-            image_encoder: self.image_encoder,
-            vae_encoder: self.vae_encoder,
-            vae_decoder: self.vae_decoder,
-            unet: self.unet,
-        }
-        .of(network);
+        let params = self.counts.of(network);
         let (padding, matrix, packed) = (self.padding.of(network), self.matrix.of(network), self.packed.of(network));
         match precision {
             Precision::F32 => 4 * (params + padding),
@@ -568,11 +549,7 @@ mod tests {
         unet: 1_420_500_000,
     };
     const BASE: Parameters = Parameters {
-        text_encoder: COUNTS.text_encoder,
-        image_encoder: COUNTS.image_encoder,
-        vae_encoder: COUNTS.vae_encoder,
-        vae_decoder: COUNTS.vae_decoder,
-        unet: COUNTS.unet,
+        counts: COUNTS,
         largest_tensor: 49408 * 1024,
         padding: PerNetwork::ZERO,
         matrix: COUNTS,
@@ -596,7 +573,7 @@ mod tests {
         assert!(f32.peak_bytes <= 7_500_000_000, "{}", f32.peak_bytes);
         assert!(f16.peak_bytes <= 4_000_000_000, "{}", f16.peak_bytes);
         // Packed f16 weights save half the f32 weights of the denoise phase (UNet and VAE): 3.0 GB.
-        assert_eq!(f32.peak_bytes - packed.peak_bytes, 2 * (BASE.unet + BASE.vae_encoder + BASE.vae_decoder));
+        assert_eq!(f32.peak_bytes - packed.peak_bytes, 2 * (COUNTS.unet + COUNTS.vae_encoder + COUNTS.vae_decoder));
         // The peak is the UNet step: its weights and the VAE's, plus about 1.1 GB.
         let unet = f32.stages.iter().find(|s| s.stage == "unet").unwrap();
         assert_eq!(unet.peak_bytes, f32.peak_bytes);
@@ -646,7 +623,8 @@ mod tests {
     fn the_refiner_at_720p_holds_no_tensor_above_256_mib() {
         let r = real();
         let configs = Configs { text_encoder: &r.refiner_text, image_encoder: None, vae: &r.vae, unet: &r.refiner };
-        let params = Parameters { image_encoder: 0, unet: 1_413_000_000, text_encoder: 340_400_000, ..BASE };
+        let counts = PerNetwork { image_encoder: 0, unet: 1_413_000_000, text_encoder: 340_400_000, ..COUNTS };
+        let params = Parameters { counts, ..BASE };
         let p = plan(&configs, &params, video(16, 720, 1280), Precision::F32, DeviceLimits::WEBGPU).unwrap();
         let decode = p.stages.iter().find(|s| s.stage == "vae_decoder").unwrap();
         assert!(p.vae_decode_bands > 1);
