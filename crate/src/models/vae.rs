@@ -15,7 +15,7 @@ use crate::loading::weights::{Weights, key};
 use crate::models::attention::Attention;
 use crate::models::nn::{Activation, Conv2d, GroupNorm, MAX_ELEMENTS};
 use crate::models::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
-use crate::models::vae_bands::{DecodeBands, EncodeBands, decode_bands, encode_bands};
+use crate::models::vae_bands::{Bands, decode_bands, encode_bands};
 use crate::{Error, Result};
 
 /// The VAE's norms use eps 1e-6 (diffusers hard-codes it for Encoder/Decoder blocks).
@@ -332,7 +332,7 @@ impl AutoencoderKL {
     pub fn encode_within_limit(&self, sample: Tensor<4>) -> LatentDist {
         let [_, _, height, width] = sample.dims();
         match encode_bands(&self.config, height, width, sample.dtype().size(), self.max_tensor_bytes) {
-            Some(EncodeBands { bands: 1, .. }) => self.encode(sample),
+            Some(Bands { bands: 1, .. }) => self.encode(sample),
             plan => {
                 let bands = plan.map_or(height / self.config.downscale(), |plan| plan.bands);
                 self.encode_banded(sample, bands)
@@ -400,7 +400,7 @@ impl AutoencoderKL {
         let latent = latents.clone().slice([0..1, 0..c, frame..frame + 1]).reshape([1, c, h, w]);
         let latent = latent.div_scalar(self.config.scaling_factor);
         let image = match decode_bands(&self.config, h, w, latent.dtype().size(), self.max_tensor_bytes) {
-            Some(DecodeBands { bands: 1, .. }) => self.decode(latent),
+            Some(Bands { bands: 1, .. }) => self.decode(latent),
             plan => self.decode_banded(latent, plan.map_or(h, |plan| plan.bands)),
         };
         let [_, channels, height, width] = image.dims();

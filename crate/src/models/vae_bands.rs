@@ -20,12 +20,13 @@ use crate::models::nn::Conv2d;
 use crate::models::resnet::ResnetBlock2D;
 use crate::models::vae::{AutoencoderKL, AutoencoderKLConfig, LatentDist};
 
-/// How one image's decode is split: see [`decode_bands`].
+/// How one image's encode or decode is split: see [`encode_bands`] and [`decode_bands`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DecodeBands {
-    /// Row bands from the first up block on; 1 is the untiled [`AutoencoderKL::decode`].
+pub struct Bands {
+    /// Row bands up to the mid block (encode) or from the first up block on (decode); 1 is the
+    /// untiled [`AutoencoderKL::encode`] or [`AutoencoderKL::decode`].
     pub bands: usize,
-    /// Bytes of the largest tensor the decode holds.
+    /// Bytes of the largest tensor it holds.
     pub max_tensor_bytes: u64,
 }
 
@@ -40,7 +41,7 @@ pub fn decode_bands(
     w_latent: usize,
     bytes_per_element: usize,
     limit_bytes: u64,
-) -> Option<DecodeBands> {
+) -> Option<Bands> {
     let (h, w, f) = (h_latent as u64, w_latent as u64, config.downscale() as u64);
     let ch: Vec<u64> = config.block_out_channels.iter().rev().map(|&c| c as u64).collect();
     let latent = ch[0].max(config.latent_channels as u64) * h * w;
@@ -54,17 +55,8 @@ pub fn decode_bands(
             ch[i].max(ch[i.saturating_sub(1)]) * (rows * scale + halo) * w * scale
         });
         let bytes = up.fold(whole, u64::max) * bytes_per_element as u64;
-        (bytes <= limit_bytes).then_some(DecodeBands { bands: bands as usize, max_tensor_bytes: bytes })
+        (bytes <= limit_bytes).then_some(Bands { bands: bands as usize, max_tensor_bytes: bytes })
     })
-}
-
-/// How one image's encode is split: see [`encode_bands`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EncodeBands {
-    /// Row bands up to the mid block; 1 is the untiled [`AutoencoderKL::encode`].
-    pub bands: usize,
-    /// Bytes of the largest tensor the encode holds.
-    pub max_tensor_bytes: u64,
 }
 
 /// The fewest row bands for which no tensor of the encode of one `height`×`width` picture
@@ -79,7 +71,7 @@ pub fn encode_bands(
     width: usize,
     bytes_per_element: usize,
     limit_bytes: u64,
-) -> Option<EncodeBands> {
+) -> Option<Bands> {
     let (height, width, f) = (height as u64, width as u64, config.downscale() as u64);
     let (h, w) = (height / f, width / f);
     let ch: Vec<u64> = config.block_out_channels.iter().map(|&c| c as u64).collect();
@@ -97,7 +89,7 @@ pub fn encode_bands(
             ch[i].max(ch[i.saturating_sub(1)]) * (band + halo) * (width >> i)
         });
         let bytes = down.fold(whole, u64::max) * bytes_per_element as u64;
-        (bytes <= limit_bytes).then_some(EncodeBands { bands: bands as usize, max_tensor_bytes: bytes })
+        (bytes <= limit_bytes).then_some(Bands { bands: bands as usize, max_tensor_bytes: bytes })
     })
 }
 

@@ -73,6 +73,18 @@ impl Golden {
         Self(common::read_f32(&std::path::Path::new(common::FIXTURES).join("golden").join(file)))
     }
 
+    /// `I2VGenXLUNet`'s inputs of `unet.safetensors` at these timesteps (fps 16 and 8).
+    fn unet_input(&self, timesteps: &[f32], device: &Device) -> I2VGenXLUNetInput {
+        I2VGenXLUNetInput {
+            sample: self.get("sample", device),
+            timesteps: timesteps.to_vec(),
+            encoder_hidden_states: self.get("encoder_hidden_states", device),
+            fps: vec![16.0, 8.0],
+            image_latents: self.get("image_latents", device),
+            image_embeddings: self.get("image_embeddings", device),
+        }
+    }
+
     fn get<const D: usize>(&self, name: &str, device: &Device) -> Tensor<D> {
         let (shape, values) = &self.0[name];
         let shape: [usize; D] = shape.clone().try_into().unwrap();
@@ -113,14 +125,7 @@ fn unet_forward_cached_reuses_deep_features() {
     let golden = Golden::open("unet.safetensors");
     for (backend, device) in common::devices() {
         let unet = fixture_unet("tiny-i2vgen", &device, I2VGenXLUNet::load);
-        let input = |timesteps: &[f32]| I2VGenXLUNetInput {
-            sample: golden.get("sample", &device),
-            timesteps: timesteps.to_vec(),
-            encoder_hidden_states: golden.get("encoder_hidden_states", &device),
-            fps: vec![16.0, 8.0],
-            image_latents: golden.get("image_latents", &device),
-            image_embeddings: golden.get("image_embeddings", &device),
-        };
+        let input = |timesteps: &[f32]| golden.unet_input(timesteps, &device);
         check_forward_cached(
             &format!("I2VGenXLUNet [{backend}]"),
             |t| unet.forward(input(t)),
@@ -186,14 +191,7 @@ fn unets_in_frame_pieces_equal_the_whole_forward() {
     let [b, _, f, h, w]: [usize; 5] = golden.0["sample"].0.clone().try_into().unwrap();
     for (backend, device) in common::devices() {
         let mut unet = fixture_unet("tiny-i2vgen", &device, I2VGenXLUNet::load);
-        let input = |timesteps: &[f32]| I2VGenXLUNetInput {
-            sample: golden.get("sample", &device),
-            timesteps: timesteps.to_vec(),
-            encoder_hidden_states: golden.get("encoder_hidden_states", &device),
-            fps: vec![16.0, 8.0],
-            image_latents: golden.get("image_latents", &device),
-            image_embeddings: golden.get("image_embeddings", &device),
-        };
+        let input = |timesteps: &[f32]| golden.unet_input(timesteps, &device);
         let config = unet.config.clone();
         check_pieces(
             &format!("I2VGenXLUNet [{backend}]"),

@@ -8,7 +8,7 @@ use i2vgen::diagnostics::device_check::pseudo_random;
 use i2vgen::loading::config::parse;
 use i2vgen::loading::folder;
 use i2vgen::models::vae::{AutoencoderKL, AutoencoderKLConfig};
-use i2vgen::models::vae_bands::{DecodeBands, EncodeBands, decode_bands, encode_bands};
+use i2vgen::models::vae_bands::{Bands, decode_bands, encode_bands};
 
 /// Banded and untiled decodes differ only by float rounding (the GroupNorm statistics summed
 /// band by band): ~1e-6 on outputs of order 1.
@@ -18,13 +18,13 @@ const TOLERANCE: f32 = 1e-3;
 /// 10×14 rows, under a limit that lets 3 latent rows per band through, not 4: 32 channels ×
 /// (4·3 + 2 halo rows) × 56 columns × 4 bytes.
 const LIMIT: u64 = 110_000;
-const PLAN: DecodeBands = DecodeBands { bands: 4, max_tensor_bytes: 32 * 14 * 56 * 4 };
+const PLAN: Bands = Bands { bands: 4, max_tensor_bytes: 32 * 14 * 56 * 4 };
 
 /// The tiny VAE's encode of a 40×56 picture (10×14 latents) under a limit that lets bands of 4
 /// latent rows (16 pixel rows) through, not 5: 16 channels × (16 + 2 halo rows) × 56 columns ×
 /// 4 bytes at conv_in's output. Bands of 4, 4 and 2 latent rows.
 const ENCODE_LIMIT: u64 = 70_000;
-const ENCODE_PLAN: EncodeBands = EncodeBands { bands: 3, max_tensor_bytes: 16 * 18 * 56 * 4 };
+const ENCODE_PLAN: Bands = Bands { bands: 3, max_tensor_bytes: 16 * 18 * 56 * 4 };
 
 fn tiny_vae(device: &Device) -> AutoencoderKL {
     let mut notes = Vec::new();
@@ -134,14 +134,14 @@ fn a_720p_frame_encodes_under_256_mib() {
     let mib = 1 << 20;
     // Untiled, the first down block holds [1, 128, 720, 1280]: 472 MB.
     let untiled = encode_bands(&config, 720, 1280, 4, u64::MAX).unwrap();
-    assert_eq!(untiled, EncodeBands { bands: 1, max_tensor_bytes: 128 * 720 * 1280 * 4 });
+    assert_eq!(untiled, Bands { bands: 1, max_tensor_bytes: 128 * 720 * 1280 * 4 });
     // 45 latent rows per band: [1, 128, 8·45 + 2, 1280] f32 is the largest.
     let f32_plan = encode_bands(&config, 720, 1280, 4, 256 * mib).unwrap();
-    assert_eq!(f32_plan, EncodeBands { bands: 2, max_tensor_bytes: 128 * 362 * 1280 * 4 });
+    assert_eq!(f32_plan, Bands { bands: 2, max_tensor_bytes: 128 * 362 * 1280 * 4 });
     assert!(f32_plan.max_tensor_bytes <= 256 * mib);
     // In f16 the untiled encode's 236 MB fits.
     let f16_plan = encode_bands(&config, 720, 1280, 2, 256 * mib).unwrap();
-    assert_eq!(f16_plan, EncodeBands { bands: 1, max_tensor_bytes: 128 * 720 * 1280 * 2 });
+    assert_eq!(f16_plan, Bands { bands: 1, max_tensor_bytes: 128 * 720 * 1280 * 2 });
     // One latent row, [1, 128, 8 + 2, 1280] f32, is 6.6 MB; the picture alone 11 MB.
     assert_eq!(encode_bands(&config, 720, 1280, 4, mib), None);
 }
@@ -152,12 +152,12 @@ fn a_720p_frame_fits_256_mib() {
     let mib = 1 << 20;
     // Untiled, the last up blocks hold [1, 256, 720, 1280]: 944 MB.
     let untiled = decode_bands(&config, 90, 160, 4, u64::MAX).unwrap();
-    assert_eq!(untiled, DecodeBands { bands: 1, max_tensor_bytes: 256 * 720 * 1280 * 4 });
+    assert_eq!(untiled, Bands { bands: 1, max_tensor_bytes: 256 * 720 * 1280 * 4 });
     // 23 latent rows per band: [1, 256, 8·23 + 2, 1280] f32 is the largest.
     let f32_plan = decode_bands(&config, 90, 160, 4, 256 * mib).unwrap();
-    assert_eq!(f32_plan, DecodeBands { bands: 4, max_tensor_bytes: 256 * 186 * 1280 * 4 });
+    assert_eq!(f32_plan, Bands { bands: 4, max_tensor_bytes: 256 * 186 * 1280 * 4 });
     let f16_plan = decode_bands(&config, 90, 160, 2, 256 * mib).unwrap();
-    assert_eq!(f16_plan, DecodeBands { bands: 2, max_tensor_bytes: 256 * 362 * 1280 * 2 });
+    assert_eq!(f16_plan, Bands { bands: 2, max_tensor_bytes: 256 * 362 * 1280 * 2 });
     // The mid block's [1, 512, 90, 160] alone is 29 MB.
     assert_eq!(decode_bands(&config, 90, 160, 4, mib), None);
 }
